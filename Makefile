@@ -1,0 +1,43 @@
+# pileprep developer entry points. `make test` and `make demo` work from a fresh clone with
+# only Python 3.10+ on the machine: they create .venv and install the project into it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# The GPT-NeoX-20B tokenizer: the shared copy beside the repo when there is one, otherwise
+# whatever the caller set, otherwise the hub id (needs network once).
+SHARED_TOKENIZER := $(abspath ../shared/tokenizers/20B_tokenizer.json)
+ifeq ($(origin PILEPREP_TOKENIZER), undefined)
+  ifneq ($(wildcard $(SHARED_TOKENIZER)),)
+    export PILEPREP_TOKENIZER := $(SHARED_TOKENIZER)
+  endif
+endif
+
+PYTEST_ARGS ?=
+DEMO_DIR ?= demo
+
+.PHONY: venv test demo bench bench-memory clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/pileprep synth --output $(DEMO_DIR)/shards --shards 3 --megabytes 6 --seed 0
+	$(BIN)/pileprep build --input $(DEMO_DIR)/shards --output $(DEMO_DIR)/out --workers 2
+	@echo "demo build in $(DEMO_DIR)/out:"; ls -l $(DEMO_DIR)/out
+
+bench-memory: $(STAMP)
+	$(BIN)/python benchmarks/memory.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) bench-out *.egg-info

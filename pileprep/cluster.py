@@ -1,0 +1,84 @@
+"""Run a stage's tasks on Dask: a local cluster, an existing cluster, or the synchronous scheduler.
+
+Tasks are independent and write their own outputs; the runner only hands back each task's small
+result as it completes, so the driver can show progress and keep results in a fixed order. Which
+scheduler runs them never changes the output: results are re-ordered by task index.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import Any, Callable, Iterator, Sequence
+
+import dask
+
+from .config import ClusterConfig
+from .progress import log
+
+SYNCHRONOUS = "synchronous"
+
+
+class Runner:
+    def __init__(self, cfg: ClusterConfig, quiet: bool = False):
+        self.cfg, self.quiet = cfg, quiet
+        self.client = self.cluster = None
+        if cfg.scheduler == SYNCHRONOUS:
+            log("dask: synchronous scheduler (one process, one task at a time)", quiet)
+            return
+        # Each worker runs one task at a time in its own process; a tokenizer that also spawned
+        # a thread per core in every worker would oversubscribe the machine.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from distributed import Client, LocalCluster
+
+        if cfg.scheduler:
+            self.client = Client(cfg.scheduler, timeout="30s")
+        else:
+            self.cluster = LocalCluster(
+                n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                memory_limit=cfg.memory_limit, silence_logs=logging.ERROR,
+                dashboard_address=":0" if _has_bokeh() else None)
+            self.client = Client(self.cluster)
+        workers = len(self.client.scheduler_info().get("workers", {}))
+        log(f"dask: scheduler {self.client.scheduler.address}, {workers} workers"
+            + (f", dashboard {self.client.dashboard_link}" if _has_bokeh() else ""), quiet)
+
+    def map(self, fn: Callable[..., Any], calls: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
+        """Run ``fn(*args)`` for each args tuple; yield ``(index, result)`` as tasks finish."""
+        if self.client is None:
+            for i, args in enumerate(calls):
+                yield i, dask.delayed(fn, pure=False)(*args).compute(scheduler=SYNCHRONOUS)
+            return
+        from distributed import as_completed
+
+        batch = uuid.uuid4().hex[:12]  # unique keys: never reuse a result held by the cluster
+        futures = [self.client.submit(fn, *args, pure=False, key=f"{fn.__name__}-{batch}-{i}")
+                   for i, args in enumerate(calls)]
+        index = {f.key: i for i, f in enumerate(futures)}
+        try:
+            for future, result in as_completed(futures, with_results=True):
+                yield index[future.key], result
+        finally:
+            for f in futures:
+                f.cancel()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _has_bokeh() -> bool:
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,141 @@
+"""Settings: one dataclass per stage, loadable from ``pipelines/*.toml`` and overridden by flags.
+
+Each stage's dataclass carries only what changes that stage's output, so its ``fingerprint``
+can key the stage's work directory: change a setting and that stage (and the ones after it) is
+redone, while earlier stages are reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TOKENIZER = "EleutherAI/gpt-neox-20b"
+TOKENIZER_ENV = "PILEPREP_TOKENIZER"
+
+
+class ConfigError(Exception):
+    """An invalid setting, reported before any work starts."""
+
+
+def default_tokenizer() -> str:
+    return os.environ.get(TOKENIZER_ENV) or DEFAULT_TOKENIZER
+
+
+@dataclass
+class ReadConfig:
+    """Stage 1, ingest: shards -> bounded partitions of validated records."""
+
+    inputs: list[str] = field(default_factory=list)
+    partition_bytes: int = 32 * 1024 * 1024
+    strict: bool = False  # stop at the first bad record instead of counting it
+
+    def validate(self) -> None:
+        if not self.inputs:
+            raise ConfigError("no --input given")
+        if self.partition_bytes < 1024:
+            raise ConfigError("--partition-bytes must be at least 1024")
+
+    def stage_settings(self) -> dict:
+        return {"partition_bytes": self.partition_bytes}
+
+
+@dataclass
+class TokenizeConfig:
+    """Stage 3, tokenize: partitions -> token parts (ids + EOD) and provenance parts."""
+
+    tokenizer: str = field(default_factory=default_tokenizer)
+    batch_docs: int = 512  # documents handed to the encoder at once
+    append_eod: bool = True
+
+    def validate(self) -> None:
+        if self.batch_docs < 1:
+            raise ConfigError("batch_docs must be positive")
+
+
+@dataclass
+class PackConfig:
+    """Stage 4, pack: token parts -> ``<name>_text_document.bin/.idx`` and provenance."""
+
+    output: str = ""
+    name: str = "pile"
+
+    def validate(self) -> None:
+        if not self.output:
+            raise ConfigError("no --output given")
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"invalid dataset name {self.name!r}")
+
+
+@dataclass
+class ClusterConfig:
+    """Where Dask runs the stages. Does not affect output bytes."""
+
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    scheduler: str | None = None  # address of an existing cluster, or "synchronous"
+    memory_limit: str = "auto"
+
+    def validate(self) -> None:
+        if self.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+
+
+@dataclass
+class BuildConfig:
+    read: ReadConfig = field(default_factory=ReadConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    pack: PackConfig = field(default_factory=PackConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    quiet: bool = False
+    keep_work: bool = False
+
+    def validate(self) -> None:
+        for part in (self.read, self.tokenize, self.pack, self.cluster):
+            part.validate()
+
+    def settings(self) -> dict:
+        """The settings that determine the output bytes, for the manifest.
+
+        Partition sizes, worker counts and the scheduler are left out on purpose: they change
+        how the work is cut, never what it produces.
+        """
+        return {
+            "tokenize": {"append_eod": self.tokenize.append_eod,
+                         "tokenizer": self.tokenize.tokenizer},
+            "pack": {"name": self.pack.name},
+        }
+
+
+_SECTIONS = {"read": ReadConfig, "tokenize": TokenizeConfig, "pack": PackConfig,
+             "cluster": ClusterConfig}
+
+
+def load_toml(path: str | Path) -> BuildConfig:
+    """Read a pipeline file: sections ``[read] [tokenize] [pack] [cluster]``, unknown keys refused."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read pipeline file {path}: {exc}") from None
+    cfg = BuildConfig()
+    for section, values in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        target = getattr(cfg, section)
+        names = {f.name for f in dataclasses.fields(target)}
+        for key, value in values.items():
+            if key not in names:
+                raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
+            setattr(target, key, value)
+    return cfg
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able settings, used to key work directories."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

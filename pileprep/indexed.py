@@ -1,0 +1,160 @@
+"""The Megatron/GPT-NeoX ``MMIDIDX`` indexed dataset: write it in a stream, read it memory-mapped.
+
+``<prefix>.bin`` is every document's tokens back to back in one dtype. ``<prefix>.idx`` is::
+
+    magic    9 bytes  b"MMIDIDX\\x00\\x00"
+    version  uint64   1
+    dtype    uint8    code (1 u8, 2 i8, 3 i16, 4 i32, 5 i64, 6 f32, 7 f64, 8 u16)
+    count    uint64   number of sequences N
+    doc_cnt  uint64   length of the document index D
+    sizes    int32[N]   tokens in each sequence
+    pointers int64[N]   byte offset of each sequence in .bin
+    doc_idx  int64[D]   sequence index where each document starts, plus the end (N)
+
+pileprep writes one sequence per document (as ``preprocess_data.py`` does for the ``text`` key),
+so ``doc_idx`` is ``0, 1, ..., N``. See docs/formats.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+import numpy as np
+
+MAGIC = b"MMIDIDX\x00\x00"
+VERSION = 1
+HEADER_BYTES = len(MAGIC) + 8 + 1 + 8 + 8
+DTYPE_CODES: dict[int, type] = {
+    1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64,
+    6: np.float32, 7: np.float64, 8: np.uint16,
+}
+_CHUNK = 1 << 20
+
+
+class FormatError(Exception):
+    """An index or data file that does not follow the MMIDIDX format."""
+
+
+def best_fitting_dtype(vocab_size: int | None) -> type:
+    """GPT-NeoX's choice: 2-byte tokens below 65500 entries, else 4-byte signed."""
+    return np.uint16 if vocab_size is not None and vocab_size < 65500 else np.int32
+
+
+def dtype_code(dtype) -> int:
+    dt = np.dtype(dtype)
+    for code, candidate in DTYPE_CODES.items():
+        if np.dtype(candidate) == dt:
+            return code
+    raise FormatError(f"dtype {dt} has no MMIDIDX code")
+
+
+def data_path(prefix: str | Path) -> Path:
+    return Path(f"{prefix}.bin")
+
+
+def index_path(prefix: str | Path) -> Path:
+    return Path(f"{prefix}.idx")
+
+
+class _HashingWriter:
+    def __init__(self, f: BinaryIO):
+        self.f, self.sha256, self.bytes = f, hashlib.sha256(), 0
+
+    def write(self, data) -> None:
+        view = memoryview(data).cast("B")
+        self.sha256.update(view)
+        self.f.write(view)
+        self.bytes += len(view)
+
+
+def write_index(f: BinaryIO, dtype, count: int,
+                size_chunks: Callable[[], Iterable[np.ndarray]]) -> str:
+    """Stream an ``.idx`` for ``count`` one-sequence documents; return its sha256.
+
+    ``size_chunks`` is called twice (sizes, then pointers), so the sizes never have to be held
+    in memory at once: at Pile scale they alone are close to a gigabyte.
+    """
+    out = _HashingWriter(f)
+    itemsize = np.dtype(dtype).itemsize
+    out.write(MAGIC + struct.pack("<Q", VERSION) + struct.pack("<B", dtype_code(dtype)))
+    out.write(struct.pack("<Q", count) + struct.pack("<Q", count + 1))
+    seen = 0
+    for chunk in size_chunks():
+        out.write(np.ascontiguousarray(chunk, dtype=np.int32))
+        seen += len(chunk)
+    if seen != count:
+        raise FormatError(f"expected {count} sizes, got {seen}")
+    offset = 0
+    for chunk in size_chunks():
+        ends = np.cumsum(chunk, dtype=np.int64) * itemsize + offset
+        starts = np.empty_like(ends)
+        starts[0:1] = offset
+        starts[1:] = ends[:-1]
+        out.write(starts)
+        if len(ends):
+            offset = int(ends[-1])
+    for start in range(0, count + 1, _CHUNK):
+        out.write(np.arange(start, min(count + 1, start + _CHUNK), dtype=np.int64))
+    return out.sha256.hexdigest()
+
+
+def copy_concat(sources: Iterable[str | Path], f: BinaryIO) -> str:
+    """Append the files to ``f`` in order, streaming; return the sha256 of what was written."""
+    out = _HashingWriter(f)
+    buf = bytearray(8 * _CHUNK)
+    view = memoryview(buf)
+    for src in sources:
+        with open(src, "rb") as inp:
+            while n := inp.readinto(buf):
+                out.write(view[:n])
+    return out.sha256.hexdigest()
+
+
+class IndexedDataset:
+    """Read-only, memory-mapped view of ``<prefix>.bin/.idx``. ``ds[i]`` is document i's tokens."""
+
+    def __init__(self, prefix: str | Path):
+        self.prefix = Path(prefix)
+        idx = index_path(prefix)
+        with open(idx, "rb") as f:
+            header = f.read(HEADER_BYTES)
+        if len(header) < HEADER_BYTES or header[:9] != MAGIC:
+            raise FormatError(f"{idx}: not an MMIDIDX index (bad magic)")
+        (version,) = struct.unpack_from("<Q", header, 9)
+        if version != VERSION:
+            raise FormatError(f"{idx}: unsupported version {version}")
+        code = header[17]
+        if code not in DTYPE_CODES:
+            raise FormatError(f"{idx}: unknown dtype code {code}")
+        self.dtype = np.dtype(DTYPE_CODES[code])
+        count, doc_count = struct.unpack_from("<QQ", header, 18)
+        self._index = np.memmap(idx, dtype=np.uint8, mode="r")
+        expected = HEADER_BYTES + count * 4 + count * 8 + doc_count * 8
+        if len(self._index) != expected:
+            raise FormatError(f"{idx}: {len(self._index)} bytes, header implies {expected}")
+        self.sizes = np.frombuffer(self._index, np.int32, count, HEADER_BYTES)
+        self.pointers = np.frombuffer(self._index, np.int64, count, HEADER_BYTES + count * 4)
+        self.doc_idx = np.frombuffer(self._index, np.int64, doc_count, HEADER_BYTES + count * 12)
+        binf = data_path(prefix)
+        self.tokens = (np.memmap(binf, dtype=self.dtype, mode="r")
+                       if binf.stat().st_size else np.zeros(0, self.dtype))
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        start = int(self.pointers[i]) // self.dtype.itemsize
+        return self.tokens[start:start + int(self.sizes[i])]
+
+    def get(self, i: int, offset: int = 0, length: int | None = None) -> np.ndarray:
+        """Tokens ``offset:offset+length`` of document i, as a view (no copy)."""
+        doc = self[i]
+        end = len(doc) if length is None else offset + length
+        return doc[offset:end]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]

@@ -1,0 +1,177 @@
+"""Run a build: ingest -> tokenize -> pack, as Dask stages, with resume and a final report.
+
+Stage outputs live under ``OUT_DIR/.pileprep-work/<stage>-<fingerprint>/``, where the
+fingerprint hashes every setting that changes that stage's output. Each task writes its outputs
+atomically and then a ``.done.json`` record, from the worker itself, so a build killed at any
+point resumes from the finished tasks: a changed setting gives a new fingerprint and redoes that
+stage and the ones after it, never the ones before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+from . import atomic, report as reporting
+from .cluster import Runner
+from .config import BuildConfig, ConfigError, fingerprint
+from .ingest import Partition, ShardResult, ingest_shard
+from .pack import concat_text_files, dataset_prefix, pack
+from .progress import Progress, log
+from .provenance import sha256_file
+from .reader import discover_shards
+from .tokenize import TokenizerInfo, TokenPart, tokenize_partition
+
+WORK_DIR = ".pileprep-work"
+# Bump when the reader's accept/reject rules or partition layout change: old work is then stale.
+INGEST_FORMAT = 1
+TOKENS_FORMAT = 1
+
+
+def tokenizer_identity(spec: str) -> str:
+    """The content hash of a tokenizer file, or the hub id: what the tokens depend on."""
+    return sha256_file(spec) if os.path.exists(spec) else f"hub:{spec}"
+
+
+def _ingest_task(path: str, index: int, workdir: str, cfg, stat: dict) -> ShardResult:
+    result = ingest_shard(path, index, workdir, cfg)
+    atomic.write_json(Path(workdir) / f"{result.source}.done.json",
+                      {"input": stat, "result": dataclasses.asdict(result)})
+    return result
+
+
+def _tokenize_task(part: Partition, workdir: str, cfg, info, shard_sha: str) -> TokenPart:
+    result = tokenize_partition(part, workdir, cfg, info, shard_sha)
+    stem = Path(part.path).name.removesuffix(".parquet")
+    atomic.write_json(Path(workdir) / f"{stem}.done.json", dataclasses.asdict(result))
+    return result
+
+
+def _stat(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _reusable_shard(done: Path, stat: dict) -> ShardResult | None:
+    if not done.exists():
+        return None
+    record = atomic.read_json(done)
+    if record.get("input") != stat:
+        return None
+    result = ShardResult.from_json(record["result"])
+    if not all(Path(p.path).exists() for p in result.partitions):
+        return None
+    return result
+
+
+def _reusable_part(done: Path, shard_sha: str) -> TokenPart | None:
+    if not done.exists():
+        return None
+    part = TokenPart(**atomic.read_json(done))
+    if part.shard_sha256 != shard_sha or not (Path(part.bin).exists() and Path(part.prov).exists()):
+        return None
+    return part
+
+
+def run_ingest(runner: Runner, shards: Sequence[Path], workdir: Path, cfg: BuildConfig) -> list[ShardResult]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: list[ShardResult | None] = [None] * len(shards)
+    todo = []
+    for i, path in enumerate(shards):
+        stat = _stat(path)
+        results[i] = _reusable_shard(workdir / f"{path.name}.done.json", stat)
+        if results[i] is None:
+            todo.append((str(path), i, str(workdir), cfg.read, stat))
+    if len(todo) < len(shards):
+        log(f"ingest: reusing {len(shards) - len(todo)} of {len(shards)} shards from {workdir}", cfg.quiet)
+    bar = Progress("ingest", sum(t[4]["size"] for t in todo), len(todo), quiet=cfg.quiet)
+    for j, result in runner.map(_ingest_task, todo):
+        results[todo[j][1]] = result
+        bar.update(nbytes=result.size, items=1, docs=result.accepted)
+    bar.close()
+    return results  # type: ignore[return-value]
+
+
+def run_tokenize(runner: Runner, shards: Sequence[ShardResult], workdir: Path, cfg: BuildConfig,
+                 info: TokenizerInfo) -> list[TokenPart]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    partitions = [(p, s.sha256) for s in shards for p in s.partitions]
+    results: list[TokenPart | None] = [None] * len(partitions)
+    todo = []
+    for i, (part, sha) in enumerate(partitions):
+        stem = Path(part.path).name.removesuffix(".parquet")
+        results[i] = _reusable_part(workdir / f"{stem}.done.json", sha)
+        if results[i] is None:
+            todo.append((i, (part, str(workdir), cfg.tokenize, info, sha)))
+    if len(todo) < len(partitions):
+        log(f"tokenize: reusing {len(partitions) - len(todo)} of {len(partitions)} partitions", cfg.quiet)
+    bar = Progress("tokenize", sum(a[0].text_bytes for _, a in todo), len(todo), quiet=cfg.quiet)
+    for j, result in runner.map(_tokenize_task, [a for _, a in todo]):
+        results[todo[j][0]] = result
+        bar.update(nbytes=result.text_bytes, items=1, docs=result.docs)
+    bar.close()
+    return results  # type: ignore[return-value]
+
+
+def _check_output_dir(out: Path, settings: dict, shards: Sequence[Path], overwrite: bool) -> None:
+    """Refuse to overwrite a finished build of other inputs or settings, unless asked to."""
+    manifest = out / reporting.MANIFEST
+    if not manifest.exists() or overwrite:
+        return
+    old = atomic.read_json(manifest)
+    old_inputs = [(i["name"], i["size"]) for i in old.get("inputs", [])]
+    new_inputs = [(p.name, p.stat().st_size) for p in shards]
+    if old.get("settings") != settings or old_inputs != new_inputs:
+        raise ConfigError(f"output directory {out} holds a different build (other inputs or "
+                          "settings); choose another --output or pass --overwrite")
+
+
+def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
+    """Build the dataset described by ``cfg``; return the report (also written to disk)."""
+    cfg.validate()
+    shards = discover_shards(cfg.read.inputs)
+    info = TokenizerInfo.of(cfg.tokenize.tokenizer)
+    tok_id = tokenizer_identity(cfg.tokenize.tokenizer)
+    out = Path(cfg.pack.output)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = cfg.settings()
+    settings["tokenize"]["tokenizer"] = tok_id
+    _check_output_dir(out, settings, shards, overwrite)
+    ingest_fp = fingerprint(INGEST_FORMAT, cfg.read.stage_settings())
+    ingest_dir = out / WORK_DIR / f"ingest-{ingest_fp}"
+    tokens_dir = out / WORK_DIR / f"tokens-{fingerprint(TOKENS_FORMAT, ingest_fp, settings['tokenize'])}"
+    log(f"pileprep: {len(shards)} shards -> {dataset_prefix(out, cfg.pack.name)}.bin/.idx "
+        f"(vocab {info.vocab_size}, {info.dtype})", cfg.quiet)
+
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    with Runner(cfg.cluster, cfg.quiet) as runner:
+        shard_results = run_ingest(runner, shards, ingest_dir, cfg)
+        timings["ingest"] = round(time.monotonic() - t0, 3)
+        parts = run_tokenize(runner, shard_results, tokens_dir, cfg, info)
+        timings["tokenize"] = round(time.monotonic() - t0 - timings["ingest"], 3)
+
+    t1 = time.monotonic()
+    log("pack: merging parts in (source, line) order", cfg.quiet)
+    hashes = pack(parts, out, cfg.pack.name, info.dtype)
+    hashes[reporting.REJECTS] = concat_text_files([s.rejects_path for s in shard_results],
+                                                  out / reporting.REJECTS)
+    timings["pack"] = round(time.monotonic() - t1, 3)
+
+    rep = reporting.make_report(shard_results, parts, timings=timings)
+    outputs = {name: {"bytes": (out / name).stat().st_size, "sha256": sha}
+               for name, sha in sorted(hashes.items())}
+    manifest = reporting.make_manifest(shard_results, settings, info,
+                                       tok_id.removeprefix("hub:"), outputs)
+    atomic.write_json(out / reporting.REPORT, rep)
+    atomic.write_json(out / reporting.MANIFEST, manifest)
+    if not cfg.keep_work:
+        shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+    log(f"done: {rep['kept']:,} documents, {rep['tokens']:,} tokens; "
+        f"{rep['lines_read']:,} lines read, {rep['rejected_total']:,} rejected "
+        f"({', '.join(f'{k} {v}' for k, v in rep['rejected'].items()) or 'none'})", cfg.quiet)
+    return rep

@@ -1,0 +1,127 @@
+"""Stage 3, tokenize: turn a partition's documents into token ids plus the end-of-document id.
+
+Each document's ids are exactly ``Tokenizer.encode(text).ids`` of the ``tokenizers`` library
+followed by the EOD id (``<|endoftext|>``, 0 for GPT-NeoX-20B), which is what GPT-NeoX's
+``preprocess_data.py --append-eod`` writes. A partition becomes two part files: the raw token
+array (``.bin``, already in the dataset dtype, so packing is a plain byte copy) and its
+provenance rows (``.prov.parquet``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from . import atomic, provenance
+from .config import ConfigError, TokenizeConfig
+from .indexed import best_fitting_dtype
+from .ingest import Partition
+
+EOD_TOKEN = "<|endoftext|>"
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(spec: str):
+    """Load a ``tokenizers.Tokenizer`` from a file path or a hub id (cached per process)."""
+    from tokenizers import Tokenizer
+
+    if os.path.exists(spec):
+        try:
+            return Tokenizer.from_file(spec)
+        except Exception as exc:  # the Rust side raises plain Exception on a bad file
+            raise ConfigError(f"cannot load tokenizer file {spec}: {exc}") from None
+    try:
+        return Tokenizer.from_pretrained(spec)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot load tokenizer {spec!r}: not a file, and the hub could not provide it "
+            f"({exc}). Pass --tokenizer PATH or set PILEPREP_TOKENIZER.") from None
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    spec: str
+    vocab_size: int
+    eod_id: int
+    dtype: str
+
+    @classmethod
+    def of(cls, spec: str) -> "TokenizerInfo":
+        tok = load_tokenizer(spec)
+        eod = tok.token_to_id(EOD_TOKEN)
+        if eod is None:
+            raise ConfigError(f"tokenizer {spec} has no {EOD_TOKEN} token to end documents with")
+        # GPT-NeoX sizes the dtype by the vocabulary including added tokens.
+        vocab = tok.get_vocab_size(with_added_tokens=True)
+        return cls(spec, vocab, eod, np.dtype(best_fitting_dtype(vocab)).name)
+
+
+def encode_batch(spec: str, texts: list[str]) -> list[list[int]]:
+    tok = load_tokenizer(spec)
+    encode = getattr(tok, "encode_batch_fast", None) or tok.encode_batch
+    # Default add_special_tokens, as GPT-NeoX calls encode(text) with defaults.
+    return [enc.ids for enc in encode(texts)]
+
+
+def with_eod(id_lists: list[list[int]], eod: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten documents into one array with ``eod`` after each; return it and the sizes."""
+    sizes = np.fromiter((len(ids) + 1 for ids in id_lists), dtype=np.int64, count=len(id_lists))
+    total = int(sizes.sum())
+    flat = np.fromiter(chain.from_iterable(chain(ids, (eod,)) for ids in id_lists),
+                       dtype=dtype, count=total)
+    return flat, sizes
+
+
+@dataclass
+class TokenPart:
+    """What one tokenized partition produced; ``bin`` and ``prov`` are part file paths."""
+
+    bin: str
+    prov: str
+    docs: int
+    tokens: int
+    text_bytes: int
+    shard_sha256: str = ""  # ties the part to the exact input it was made from (resume check)
+    subsets: dict[str, list[int]] = field(default_factory=dict)  # name -> [docs, tokens, bytes]
+
+
+def tokenize_partition(part: Partition, out_dir: str, cfg: TokenizeConfig,
+                       info: TokenizerInfo, shard_sha256: str = "") -> TokenPart:
+    out = Path(out_dir)
+    stem = Path(part.path).name.removesuffix(".parquet")
+    bin_path, prov_path = out / f"{stem}.bin", out / f"{stem}.prov.parquet"
+    dtype = np.dtype(info.dtype)
+    lines, subsets, sizes, nbytes = [], [], [], []
+    pf = pq.ParquetFile(part.path)
+    with atomic.atomic_path(bin_path) as tmp, open(tmp, "wb") as sink:
+        for batch in pf.iter_batches(batch_size=cfg.batch_docs):
+            texts = batch.column("text").to_pylist()
+            flat, doc_sizes = with_eod(encode_batch(info.spec, texts), info.eod_id, dtype)
+            flat.tofile(sink)
+            sizes.append(doc_sizes)
+            lines.append(batch.column("line").to_numpy())
+            subsets.extend(batch.column("pile_set_name").to_pylist())
+            nbytes.append(np.fromiter((len(t.encode("utf-8")) for t in texts), np.int64, len(texts)))
+    size_arr = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
+    table = provenance.part_table(part.source, np.concatenate(lines) if lines else size_arr,
+                                  subsets, size_arr, np.concatenate(nbytes) if nbytes else size_arr)
+    with atomic.atomic_path(prov_path) as tmp:
+        pq.write_table(table, tmp)
+    return TokenPart(str(bin_path), str(prov_path), len(size_arr), int(size_arr.sum()),
+                     part.text_bytes, shard_sha256, subset_totals(table))
+
+
+def subset_totals(table) -> dict[str, list[int]]:
+    """Documents, tokens and text bytes per ``pile_set_name`` in a provenance table."""
+    grouped = table.group_by("pile_set_name").aggregate(
+        [("tokens", "count"), ("tokens", "sum"), ("bytes", "sum")])
+    names = grouped.column("pile_set_name").cast("string").to_pylist()
+    rows = zip(grouped.column("tokens_count").to_pylist(), grouped.column("tokens_sum").to_pylist(),
+               grouped.column("bytes_sum").to_pylist())
+    return {name: [int(a), int(b), int(c)] for name, (a, b, c) in zip(names, rows)}

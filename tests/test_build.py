@@ -1,0 +1,150 @@
+"""End-to-end builds: exact tokens, order, provenance, accounting, determinism, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import megatron_ref
+from conftest import BAD_LINES, BAD_REASONS, make_config, shard_files
+from pileprep import indexed, provenance
+from pileprep.config import ConfigError
+from pileprep.pipeline import build
+
+OUTPUTS = ["pile_text_document.bin", "pile_text_document.idx", "provenance.parquet",
+           "rejects.jsonl", "manifest.json"]
+
+
+def _texts_by_position(corpus):
+    """(source, line) -> (text, subset) for every valid record, read independently."""
+    out = {}
+    for path in shard_files(corpus):
+        for line, obj in megatron_ref.iter_shard_texts(path):
+            if isinstance(obj, dict) and isinstance(obj.get("text"), str) and obj["text"]:
+                try:
+                    obj["text"].encode("utf-8")
+                except UnicodeEncodeError:
+                    continue  # a lone surrogate: no tokenizer can take it, so it is rejected
+                meta = obj.get("meta")
+                if meta is None or isinstance(meta, dict):
+                    out[(path.name, line)] = (obj["text"], (meta or {}).get("pile_set_name", ""))
+    return out
+
+
+def test_tokens_and_provenance_match_source_documents(dirty_corpus, dirty_build, tokenizer):
+    expected = _texts_by_position(dirty_corpus)
+    prov = pq.read_table(dirty_build / provenance.FILE_NAME).to_pylist()
+    ds = indexed.IndexedDataset(dirty_build / "pile_text_document")
+    assert len(prov) == len(ds) == len(expected)
+    keys = [(r["source"], r["line"]) for r in prov]
+    assert keys == sorted(expected), "documents must be in (source, line) order"
+    start = 0
+    for row in prov:
+        text, subset = expected[(row["source"], row["line"])]
+        tokens = ds[row["doc"]]
+        assert tokens.tolist() == tokenizer.encode(text).ids + [0]
+        assert row["tokens"] == len(tokens) and row["token_start"] == start
+        assert row["pile_set_name"] == subset and row["bytes"] == len(text.encode())
+        start += row["tokens"]
+    assert [r["doc"] for r in prov] == list(range(len(prov)))
+
+
+def test_accounting_and_rejects(dirty_corpus, dirty_build):
+    report = json.loads((dirty_build / "report.json").read_text())
+    truth = json.loads((dirty_corpus / "truth.json").read_text())
+    assert report["lines_read"] == sum(s["lines"] for s in truth["shards"])
+    assert report["rejected"] == BAD_REASONS
+    assert report["lines_read"] == report["kept"] + report["duplicates"] + sum(report["rejected"].values())
+    rejects = [json.loads(x) for x in (dirty_build / "rejects.jsonl").read_text().splitlines()]
+    assert {(r["source"], r["line"]) for r in rejects} == {(f"{s:02d}.jsonl.zst", ln) for s, ln, _ in BAD_LINES}
+    assert all(r["reason"] in BAD_REASONS and r["detail"] for r in rejects)
+    ds = indexed.IndexedDataset(dirty_build / "pile_text_document")
+    assert report["tokens"] == int(ds.sizes.sum()) and report["kept"] == len(ds)
+    assert sum(s["documents"] for s in report["subsets"].values()) == report["kept"]
+
+
+def test_manifest_hashes_every_output(clean_corpus, clean_build):
+    import hashlib
+
+    manifest = json.loads((clean_build / "manifest.json").read_text())
+    for name, entry in manifest["outputs"].items():
+        data = (clean_build / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
+    for inp, path in zip(manifest["inputs"], shard_files(clean_corpus)):
+        assert inp["name"] == path.name
+        assert inp["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert manifest["format"]["dtype"] == "uint16" and manifest["tokenizer"]["eod_id"] == 0
+    assert not (clean_build / ".pileprep-work").exists()
+
+
+def _outputs(d):
+    return {name: (d / name).read_bytes() for name in OUTPUTS}
+
+
+@pytest.mark.parametrize("scheduler,workers,partition_bytes", [
+    (None, 1, 1_000_000), (None, 2, 65_536), ("synchronous", 1, 10_000_000)])
+def test_same_bytes_whatever_workers_partitions_and_scheduler(
+        dirty_corpus, dirty_build, tokenizer_spec, tmp_path, scheduler, workers, partition_bytes):
+    cfg = make_config([dirty_corpus], tmp_path, tokenizer_spec, scheduler=scheduler,
+                      workers=workers, partition_bytes=partition_bytes)
+    build(cfg)
+    assert _outputs(tmp_path) == _outputs(dirty_build)
+
+
+def test_input_order_and_spelling_do_not_matter(clean_corpus, clean_build, tokenizer_spec, tmp_path):
+    files = shard_files(clean_corpus)[::-1]  # given in reverse, still sorted by name
+    build(make_config(files, tmp_path, tokenizer_spec, partition_bytes=300_000))
+    assert _outputs(tmp_path) == _outputs(clean_build)
+
+
+def test_resume_reuses_finished_work(dirty_corpus, dirty_build, tokenizer_spec, tmp_path, capsys):
+    cfg = make_config([dirty_corpus], tmp_path, tokenizer_spec, partition_bytes=50_000, keep_work=True)
+    build(cfg)
+    work = tmp_path / ".pileprep-work"
+    parts = sorted(work.glob("tokens-*/*.done.json"))
+    assert len(parts) > 3
+    parts[1].unlink()  # as if the build had been killed before this part finished
+    cfg.quiet = False
+    build(cfg)
+    err = capsys.readouterr().err
+    assert "ingest: reusing 3 of 3 shards" in err
+    assert f"tokenize: reusing {len(parts) - 1} of {len(parts)} partitions" in err
+    assert _outputs(tmp_path) == _outputs(dirty_build)
+
+
+def test_refuses_output_dir_holding_another_build(tmp_path, tokenizer_spec):
+    from pileprep.synth import SynthConfig, generate
+
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    generate(SynthConfig(a, shards=1, megabytes=0.05, seed=1))
+    generate(SynthConfig(b, shards=1, megabytes=0.05, seed=2))  # same shard name, other content
+    build(make_config([a], out, tokenizer_spec))
+    before = _outputs(out)
+    with pytest.raises(ConfigError, match="holds a different build"):
+        build(make_config([b], out, tokenizer_spec))
+    assert _outputs(out) == before
+    build(make_config([a], out, tokenizer_spec))  # the same build again is allowed
+    assert _outputs(out) == before
+    build(make_config([b], out, tokenizer_spec), overwrite=True)
+    assert _outputs(out) != before
+
+
+def test_plain_jsonl_and_custom_name(tmp_path, tokenizer, tokenizer_spec):
+    shard = tmp_path / "in" / "a.jsonl"
+    shard.parent.mkdir()
+    docs = ["héllo  world\r\n", "<|endoftext|> inside", " ", "last line without newline"]
+    shard.write_text("\n".join(json.dumps({"text": t}) for t in docs), encoding="utf-8")
+    build(make_config([shard], tmp_path / "out", tokenizer_spec, name="tiny"))
+    ds = indexed.IndexedDataset(tmp_path / "out" / "tiny_text_document")
+    assert [d.tolist() for d in ds] == [tokenizer.encode(t).ids + [0] for t in docs]
+    assert ds[1].tolist()[0] == 0  # the literal <|endoftext|> is the EOD token, as in GPT-NeoX
+    prov = provenance.read(tmp_path / "out").to_pylist()
+    assert [r["pile_set_name"] for r in prov] == [""] * 4
+
+
+def test_sizes_sum_matches_bin_length(clean_build):
+    ds = indexed.IndexedDataset(clean_build / "pile_text_document")
+    assert int(ds.sizes.astype(np.int64).sum()) * 2 == (clean_build / "pile_text_document.bin").stat().st_size
