@@ -118,12 +118,13 @@ def _decompressed_chunks(src: _HashingFile, source: str, lines_so_far) -> Iterat
         data = src.read(_COMPRESSED_CHUNK)
         if not data:
             break
+        if src.bytes == len(data) and not _is_zstd_start(data):
+            raise ShardError(source, "not_zstd", f"starts with {data[:4].hex()}, not a zstd frame", 0)
         while data:
             try:
                 out = dobj.decompress(data)
             except zstandard.ZstdError as exc:
-                reason = "not_zstd" if src.bytes <= _COMPRESSED_CHUNK and not in_frame else "corrupt_zstd"
-                raise ShardError(source, reason, str(exc), lines_so_far()) from None
+                raise ShardError(source, "corrupt_zstd", str(exc), lines_so_far()) from None
             in_frame = True
             if out:
                 yield out
@@ -136,6 +137,11 @@ def _decompressed_chunks(src: _HashingFile, source: str, lines_so_far) -> Iterat
     if in_frame:
         raise ShardError(source, "truncated_zstd", "the compressed stream ends inside a frame",
                          lines_so_far())
+
+
+def _is_zstd_start(data: bytes) -> bool:
+    """A zstd frame, or a skippable frame (magic 0x184D2A50..5F, little-endian)."""
+    return data[:4] == b"\x28\xb5\x2f\xfd" or (data[1:4] == b"\x2a\x4d\x18" and data[0] & 0xF0 == 0x50)
 
 
 def _plain_chunks(src: _HashingFile) -> Iterator[bytes]:

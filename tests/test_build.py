@@ -148,3 +148,30 @@ def test_plain_jsonl_and_custom_name(tmp_path, tokenizer, tokenizer_spec):
 def test_sizes_sum_matches_bin_length(clean_build):
     ds = indexed.IndexedDataset(clean_build / "pile_text_document")
     assert int(ds.sizes.astype(np.int64).sum()) * 2 == (clean_build / "pile_text_document.bin").stat().st_size
+
+
+def test_broken_shards_are_reported_and_accounted(tmp_path, tokenizer_spec):
+    import shutil
+
+    from pileprep.synth import SynthConfig, generate
+
+    src = tmp_path / "src"
+    generate(SynthConfig(src, shards=2, megabytes=0.6, seed=9))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    shutil.copy(src / "00.jsonl.zst", shards / "00.jsonl.zst")
+    data = (src / "01.jsonl.zst").read_bytes()
+    (shards / "01.jsonl.zst").write_bytes(data[: len(data) * 2 // 3])  # cut mid-stream
+    (shards / "02.jsonl.zst").write_bytes(b"PK\x03\x04 a zip file, not zstd")
+    (shards / "03.jsonl.zst").write_bytes(b"")
+    build(make_config([shards], tmp_path / "out", tokenizer_spec))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    errors = {e["source"]: e["reason"] for e in report["shard_errors"]}
+    assert errors == {"01.jsonl.zst": "truncated_zstd", "02.jsonl.zst": "not_zstd"}
+    assert report["empty_shards"] == ["02.jsonl.zst", "03.jsonl.zst"]
+    assert report["lines_read"] == report["kept"] + sum(report["rejected"].values())
+    assert report["rejected"].get("truncated_line", 0) <= 1
+    good = [p for p in megatron_ref.iter_shard_texts(src / "00.jsonl.zst")]
+    cut = report["shards"][1]
+    assert 0 < cut["kept"] < len(list(megatron_ref.iter_shard_texts(src / "01.jsonl.zst")))
+    assert report["shards"][0]["kept"] == len(good)
