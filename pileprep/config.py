@@ -51,12 +51,13 @@ class TokenizeConfig:
     """Stage 3, tokenize: partitions -> token parts (ids + EOD) and provenance parts."""
 
     tokenizer: str = field(default_factory=default_tokenizer)
-    batch_docs: int = 512  # documents handed to the encoder at once
+    batch_docs: int = 512  # documents handed to the encoder at once...
+    batch_bytes: int = 1 << 20  # ...and about this much text at most
     append_eod: bool = True
 
     def validate(self) -> None:
-        if self.batch_docs < 1:
-            raise ConfigError("batch_docs must be positive")
+        if self.batch_docs < 1 or self.batch_bytes < 1:
+            raise ConfigError("batch_docs and batch_bytes must be positive")
 
 
 @dataclass

@@ -74,37 +74,75 @@ class ShardResult:
 
 
 class _PartitionWriter:
+    """Append records to the current partition, one small row group at a time.
+
+    Memory is bounded by ``ROW_GROUP_BYTES`` whatever the partition size: records are buffered
+    only until a row group is full, then written to the open partition file.
+    """
+
+    ROW_GROUP_BYTES = 4 << 20
+
     def __init__(self, workdir: Path, source: str, shard_index: int, limit: int):
         self.workdir, self.source, self.shard_index, self.limit = workdir, source, shard_index, limit
         self.done: list[Partition] = []
-        self._reset()
+        self._file = self._writer = None
+        self._rows = self._bytes = 0
+        self._first_line = 0
+        self._reset_buffer()
 
-    def _reset(self) -> None:
+    def _reset_buffer(self) -> None:
         self.lines: list[int] = []
         self.texts: list[str] = []
         self.subsets: list[str] = []
-        self.bytes = 0
+        self.buffered = 0
 
     def add(self, line: int, text: str, subset: str, raw_len: int) -> None:
+        if self._rows == 0 and not self.lines:
+            self._first_line = line
         self.lines.append(line)
         self.texts.append(text)
         self.subsets.append(subset)
-        self.bytes += raw_len
-        if self.bytes >= self.limit:
-            self.flush()
+        self.buffered += raw_len
+        if self.buffered >= min(self.ROW_GROUP_BYTES, self.limit):
+            self._write_group()
+        if self._bytes >= self.limit:
+            self.close_partition()
 
-    def flush(self) -> None:
+    def _write_group(self) -> None:
         if not self.lines:
             return
-        index = len(self.done)
-        path = self.workdir / f"{self.source}.{index:05d}.parquet"
+        if self._writer is None:
+            path = self._path(len(self.done))
+            self._file = atomic.atomic_path(path)
+            tmp = self._file.__enter__()
+            self._writer = pq.ParquetWriter(tmp, PARTITION_SCHEMA, compression="zstd",
+                                            compression_level=1, use_dictionary=["pile_set_name"])
         table = pa.table([self.lines, self.texts, self.subsets], schema=PARTITION_SCHEMA)
-        with atomic.atomic_path(path) as tmp:
-            pq.write_table(table, tmp, compression="zstd", compression_level=1,
-                           row_group_size=4096)
-        self.done.append(Partition(str(path), self.source, self.shard_index, index,
-                                   self.lines[0], len(self.lines), self.bytes))
-        self._reset()
+        self._writer.write_table(table)
+        self._rows += len(self.lines)
+        self._bytes += self.buffered
+        self._reset_buffer()
+
+    def _path(self, index: int) -> Path:
+        return self.workdir / f"{self.source}.{index:05d}.parquet"
+
+    def close_partition(self) -> None:
+        self._write_group()
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._file.__exit__(None, None, None)
+        index = len(self.done)
+        self.done.append(Partition(str(self._path(index)), self.source, self.shard_index, index,
+                                   self._first_line, self._rows, self._bytes))
+        self._file = self._writer = None
+        self._rows = self._bytes = 0
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._file.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            self._file = self._writer = None
 
 
 def ingest_shard(path: str, shard_index: int, workdir: str, cfg: ReadConfig) -> ShardResult:
@@ -138,7 +176,10 @@ def ingest_shard(path: str, shard_index: int, workdir: str, cfg: ReadConfig) -> 
             if cfg.strict:
                 raise BadRecordError(source, exc.line, exc.reason, exc.detail) from None
             shard_error = {"reason": exc.reason, "detail": exc.detail, "after_lines": exc.line}
-        writer.flush()
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close_partition()
     accepted = sum(p.rows for p in writer.done)
     return ShardResult(source, str(path), stream.size, stream.sha256, stream.lines, accepted,
                        dict(sorted(rejected.items())), str(rejects), writer.done, shard_error)

@@ -16,6 +16,7 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import atomic, provenance
@@ -91,6 +92,24 @@ class TokenPart:
     subsets: dict[str, list[int]] = field(default_factory=dict)  # name -> [docs, tokens, bytes]
 
 
+def _batches(pf: pq.ParquetFile, cfg: TokenizeConfig):
+    """Record batches of at most ``batch_docs`` documents and about ``batch_bytes`` of text.
+
+    Capping bytes as well as documents keeps a worker's memory flat when long documents
+    (books, code dumps) cluster together.
+    """
+    for batch in pf.iter_batches(batch_size=cfg.batch_docs):
+        lengths = pc.binary_length(batch.column("text")).to_numpy(zero_copy_only=False)
+        ends = np.cumsum(lengths)
+        start = 0
+        while start < batch.num_rows:
+            base = ends[start - 1] if start else 0
+            stop = int(np.searchsorted(ends, base + cfg.batch_bytes, side="right"))
+            stop = max(stop, start + 1)  # a single huge document still forms a batch
+            yield batch.slice(start, stop - start)
+            start = stop
+
+
 def tokenize_partition(part: Partition, out_dir: str, cfg: TokenizeConfig,
                        info: TokenizerInfo, shard_sha256: str = "") -> TokenPart:
     out = Path(out_dir)
@@ -100,7 +119,7 @@ def tokenize_partition(part: Partition, out_dir: str, cfg: TokenizeConfig,
     lines, subsets, sizes, nbytes = [], [], [], []
     pf = pq.ParquetFile(part.path)
     with atomic.atomic_path(bin_path) as tmp, open(tmp, "wb") as sink:
-        for batch in pf.iter_batches(batch_size=cfg.batch_docs):
+        for batch in _batches(pf, cfg):
             texts = batch.column("text").to_pylist()
             flat, doc_sizes = with_eod(encode_batch(info.spec, texts), info.eod_id, dtype)
             flat.tofile(sink)

@@ -1,0 +1,119 @@
+"""Memory benchmark: peak RSS of every process of a 2-worker build, at two input sizes.
+
+Runs ``pileprep build --workers 2`` on generated corpora of about 20 MB and 200 MB of text,
+sampling the RSS of the driver and every descendant (Dask nannies and workers) every 50 ms.
+Prints the peak of each process, the largest peak, and the ratio between the two sizes: a
+streaming build's memory must not grow with the input.
+
+    python benchmarks/memory.py [--small 20] [--large 200] [--workdir bench-out/memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from pileprep.synth import SynthConfig, generate
+
+GIB = 1 << 30
+
+
+def corpus(workdir: Path, megabytes: float, shards: int) -> Path:
+    out = workdir / f"shards-{megabytes:g}MB"
+    if not (out / "truth.json").exists():
+        generate(SynthConfig(out, shards=shards, megabytes=megabytes / shards, seed=42))
+    return out
+
+
+def _label(proc: psutil.Process, root_pid: int) -> str:
+    try:
+        cmd = " ".join(proc.cmdline())
+    except psutil.Error:
+        return "?"
+    if proc.pid == root_pid:
+        return "driver"
+    if "spawn_main" in cmd or "multiprocessing" in cmd:
+        return "worker"
+    return "other"
+
+
+def measure(shards: Path, out: Path, workers: int) -> dict:
+    cmd = [sys.executable, "-m", "pileprep.cli", "build", "--input", str(shards), "--output",
+           str(out), "--workers", str(workers), "--quiet", "--overwrite"]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd)
+    root = psutil.Process(proc.pid)
+    peaks: dict[int, tuple[str, int]] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                procs = [root] + root.children(recursive=True)
+            except psutil.Error:
+                procs = []
+            for p in procs:
+                try:
+                    rss = p.memory_info().rss
+                except psutil.Error:
+                    continue
+                label, best = peaks.get(p.pid, (_label(p, root.pid), 0))
+                peaks[p.pid] = (label, max(best, rss))
+            stop.wait(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    code = proc.wait()
+    stop.set()
+    t.join()
+    elapsed = time.monotonic() - start
+    if code != 0:
+        raise SystemExit(f"build failed with exit code {code}")
+    report = json.loads((out / "report.json").read_text())
+    return {"elapsed": elapsed, "text_mb": report["text_bytes"] / 1e6, "peaks": peaks}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--small", type=float, default=20)
+    ap.add_argument("--middle", type=float, default=100)
+    ap.add_argument("--large", type=float, default=200)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workdir", default="bench-out/memory")
+    args = ap.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+          f"{psutil.virtual_memory().total / GIB:.1f} GiB RAM, Python {platform.python_version()}")
+    results = {}
+    for mb, shards in [(args.small, 2), (args.middle, 3), (args.large, 4)]:
+        src = corpus(work, mb, shards)
+        r = measure(src, work / f"out-{mb:g}MB", args.workers)
+        results[mb] = r
+        print(f"\n{r['text_mb']:.1f} MB of text, {args.workers} workers: {r['elapsed']:.1f} s "
+              f"({r['text_mb'] / r['elapsed']:.2f} MB/s)")
+        for pid, (label, peak) in sorted(r["peaks"].items(), key=lambda kv: -kv[1][1]):
+            if peak > 20 * 1 << 20:
+                print(f"  pid {pid:>7} {label:<7} peak RSS {peak / (1 << 20):7.1f} MiB")
+    for mb in (args.small, args.middle, args.large):
+        peak = max(p for _, p in results[mb]["peaks"].values())
+        print(f"{mb:g} MB: largest per-process peak {peak / (1 << 20):.1f} MiB")
+    small = max(p for _, p in results[args.small]["peaks"].values())
+    large = max(p for _, p in results[args.large]["peaks"].values())
+    print(f"\nlargest per-process peak: {small / (1 << 20):.1f} MiB at {args.small:g} MB, "
+          f"{large / (1 << 20):.1f} MiB at {args.large:g} MB; ratio {large / small:.3f}")
+    print(f"under 1 GiB: {'yes' if large < GIB else 'NO'}; "
+          f"growth from {args.small:g} MB to {args.large:g} MB: {100 * (large / small - 1):+.1f} %")
+
+
+if __name__ == "__main__":
+    main()

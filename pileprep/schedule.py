@@ -1,0 +1,177 @@
+"""The training-order index: which tokens a GPT-NeoX trainer reads at every step.
+
+For a dataset of document sizes and the settings (sequence length L, global batch size B,
+train iterations T, seed S), GPT-NeoX's ``GPT2Dataset`` (packed, one train path of weight 1)
+builds three arrays; this module builds the same ones, with numpy and without a per-sample
+loop, and saves them under GPT-NeoX's own file names so GPT-NeoX loads them instead of
+rebuilding:
+
+- ``doc_idx``: every document index repeated for E epochs, shuffled by ``RandomState(S)``;
+- ``sample_idx[k] = (i, o)``: sample k starts at document ``doc_idx[i]``, token offset ``o``;
+  sample k is the L+1 tokens from there (sharing its last token with the next sample);
+- ``shuffle_idx``: a permutation of the samples, drawn from the same RandomState after doc_idx.
+
+Training sample n is sample ``shuffle_idx[n]``; the batch at step N is training samples
+``N*B .. N*B+B-1``. See docs/schedule.md for the derivation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .config import ConfigError
+
+HEADROOM = 1.005  # GPT-NeoX asks weighted datasets for 0.5 % more samples than it trains on
+_CHUNK = 1 << 24  # doc_idx entries processed at once: bounds the temporary arrays
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Stage 5, schedule: Pythia's values by default."""
+
+    seq_length: int = 2048
+    batch_size: int = 1024
+    train_iters: int = 143000
+    seed: int = 1234
+
+    def validate(self) -> None:
+        for name in ("seq_length", "batch_size", "train_iters"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if self.seq_length < 2:
+            raise ConfigError("--seq-length must be at least 2")
+
+    @property
+    def num_samples(self) -> int:
+        # Same float arithmetic as GPT-NeoX: ceil(num_samples * weight * 1.005), weight 1.0.
+        return int(math.ceil(self.train_iters * self.batch_size * 1.0 * HEADROOM))
+
+    def file_prefix(self, dataset_prefix: str | Path) -> str:
+        return (f"{dataset_prefix}_train_0_indexmap_{self.num_samples}ns_{self.seq_length}sl_"
+                f"{self.seed}s_packedpi_ac")
+
+    def paths(self, dataset_prefix: str | Path) -> dict[str, Path]:
+        base = self.file_prefix(dataset_prefix)
+        return {k: Path(f"{base}_{k}_idx.npy") for k in ("doc", "sample", "shuffle")}
+
+
+def num_epochs(tokens_per_epoch: int, seq_length: int, num_samples: int) -> int:
+    """The smallest E with ``(E * tokens_per_epoch - 1) // seq_length >= num_samples``."""
+    if tokens_per_epoch < 2:
+        raise ConfigError("the dataset has fewer than 2 tokens; no sample can be formed")
+    # Closed form for the lower bound, then step up (at most a couple of iterations).
+    epochs = max(1, (num_samples * seq_length + 1) // tokens_per_epoch)
+    while epochs > 1 and ((epochs - 1) * tokens_per_epoch - 1) // seq_length >= num_samples:
+        epochs -= 1
+    while (epochs * tokens_per_epoch - 1) // seq_length < num_samples:
+        epochs += 1
+    return epochs
+
+
+def build_doc_idx(n_docs: int, epochs: int, rng: np.random.RandomState) -> np.ndarray:
+    doc_idx = np.tile(np.arange(n_docs, dtype=np.int32), epochs)
+    rng.shuffle(doc_idx)
+    return doc_idx
+
+
+def sample_idx_dtype(epochs: int, tokens_per_epoch: int, seq_length: int):
+    # GPT-NeoX tests this bound with true division; mirror it to pick the same dtype.
+    n = (epochs * tokens_per_epoch - 1) / seq_length
+    return np.int32 if 2 * (n + 1) < np.iinfo(np.int32).max else np.int64
+
+
+def build_sample_idx(sizes: np.ndarray, doc_idx: np.ndarray, seq_length: int, epochs: int,
+                     tokens_per_epoch: int) -> np.ndarray:
+    """Vectorized sample index: sample k starts at token position k*L of the doc_idx stream.
+
+    The document holding position p is the first one whose cumulative end exceeds p, and the
+    offset is p minus that document's start. This equals GPT-NeoX's loop, including samples that
+    end exactly on a document boundary (the next sample then starts at that document's last
+    token). Works in chunks of doc_idx so temporaries stay small at Pile scale.
+    """
+    n_samples = (epochs * tokens_per_epoch - 1) // seq_length
+    out = np.empty((n_samples + 1, 2), dtype=sample_idx_dtype(epochs, tokens_per_epoch, seq_length))
+    sizes64 = np.asarray(sizes)
+    done, base = 0, 0  # samples written so far; token position where the chunk starts
+    for lo in range(0, len(doc_idx), _CHUNK):
+        ends = np.cumsum(sizes64[doc_idx[lo:lo + _CHUNK]], dtype=np.int64)
+        ends += base
+        chunk_end = int(ends[-1])
+        # Samples whose start position falls in [base, chunk_end).
+        last = min(n_samples, (chunk_end - 1) // seq_length)
+        if last >= done:
+            pos = np.arange(done, last + 1, dtype=np.int64) * seq_length
+            j = np.searchsorted(ends, pos, side="right")
+            starts = np.where(j > 0, ends[np.maximum(j - 1, 0)], base)
+            out[done:last + 1, 0] = j + lo
+            out[done:last + 1, 1] = pos - starts
+            done = last + 1
+        base = chunk_end
+    if done != n_samples + 1:
+        raise AssertionError(f"sample index incomplete: {done} of {n_samples + 1}")
+    return out
+
+
+def build_shuffle_idx(size: int, rng: np.random.RandomState) -> np.ndarray:
+    dtype = np.uint32 if size < np.iinfo(np.uint32).max - 1 else np.int64
+    idx = np.arange(size, dtype=dtype)
+    rng.shuffle(idx)
+    return idx
+
+
+@dataclass
+class Schedule:
+    doc_idx: np.ndarray
+    sample_idx: np.ndarray
+    shuffle_idx: np.ndarray
+    cfg: ScheduleConfig
+    epochs: int
+    tokens_per_epoch: int
+
+
+def build(sizes: np.ndarray, cfg: ScheduleConfig) -> Schedule:
+    """All three arrays for the given document sizes (tokens per document, EOD included)."""
+    cfg.validate()
+    tokens = int(np.asarray(sizes, dtype=np.int64).sum())
+    epochs = num_epochs(tokens, cfg.seq_length, cfg.num_samples)
+    rng = np.random.RandomState(seed=cfg.seed)
+    doc_idx = build_doc_idx(len(sizes), epochs, rng)
+    sample_idx = build_sample_idx(sizes, doc_idx, cfg.seq_length, epochs, tokens)
+    shuffle_idx = build_shuffle_idx(sample_idx.shape[0] - 1, rng)
+    return Schedule(doc_idx, sample_idx, shuffle_idx, cfg, epochs, tokens)
+
+
+def save(schedule: Schedule, dataset_prefix: str | Path) -> dict[str, Path]:
+    """Write the three ``.npy`` files (atomically) under GPT-NeoX's names; return their paths."""
+    paths = schedule.cfg.paths(dataset_prefix)
+    for key, arr in (("doc", schedule.doc_idx), ("sample", schedule.sample_idx),
+                     ("shuffle", schedule.shuffle_idx)):
+        with atomic.atomic_path(paths[key]) as tmp, open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=True)
+    meta = {"seq_length": schedule.cfg.seq_length, "batch_size": schedule.cfg.batch_size,
+            "train_iters": schedule.cfg.train_iters, "seed": schedule.cfg.seed,
+            "num_samples": schedule.cfg.num_samples, "epochs": schedule.epochs,
+            "tokens_per_epoch": schedule.tokens_per_epoch,
+            "samples": int(schedule.sample_idx.shape[0] - 1),
+            "files": {k: p.name for k, p in paths.items()}}
+    atomic.write_json(Path(f"{schedule.cfg.file_prefix(dataset_prefix)}.json"), meta)
+    return paths
+
+
+def load(dataset_prefix: str | Path, cfg: ScheduleConfig) -> Schedule:
+    """Memory-map a saved schedule; a clear error if it was not built for these settings."""
+    paths = cfg.paths(dataset_prefix)
+    missing = [p.name for p in paths.values() if not p.exists()]
+    if missing:
+        raise ConfigError(f"no schedule for seq_length={cfg.seq_length} batch_size={cfg.batch_size} "
+                          f"train_iters={cfg.train_iters} seed={cfg.seed}: missing {', '.join(missing)}"
+                          " (run `pileprep schedule OUT_DIR ...` with these settings)")
+    meta = atomic.read_json(f"{cfg.file_prefix(dataset_prefix)}.json")
+    arrs = {k: np.load(p, mmap_mode="r", allow_pickle=False) for k, p in paths.items()}
+    return Schedule(arrs["doc"], arrs["sample"], arrs["shuffle"], cfg, meta["epochs"],
+                    meta["tokens_per_epoch"])

@@ -1,0 +1,152 @@
+"""What the trainer saw: samples, batches and their source documents, from a built schedule.
+
+A training sample is L+1 consecutive tokens of the shuffled document stream, made of *pieces*:
+``(doc, offset, length)`` slices of documents. Tokens are read as views of the memory-mapped
+``.bin`` (a document starts at ``pointers[doc] / itemsize``), and each piece maps to its source
+``(source, line, pile_set_name)`` through the provenance table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic, schedule as sched
+from .config import ConfigError
+from .indexed import IndexedDataset
+from .pack import dataset_prefix
+
+SCHEDULES = "schedules.json"  # which schedules a build made, newest last
+
+
+def record_schedule(out_dir: str | Path, cfg: sched.ScheduleConfig) -> None:
+    path = Path(out_dir) / SCHEDULES
+    entries = atomic.read_json(path) if path.exists() else []
+    entry = {"seq_length": cfg.seq_length, "batch_size": cfg.batch_size,
+             "train_iters": cfg.train_iters, "seed": cfg.seed}
+    entries = [e for e in entries if e != entry] + [entry]
+    atomic.write_json(path, entries)
+
+
+def dataset_name(out_dir: str | Path) -> str:
+    manifest = Path(out_dir) / "manifest.json"
+    if not manifest.exists():
+        raise ConfigError(f"{out_dir} holds no pileprep build (no manifest.json)")
+    return atomic.read_json(manifest)["settings"]["pack"]["name"]
+
+
+def resolve_config(out_dir: str | Path, **given) -> sched.ScheduleConfig:
+    """Settings not given come from the build's newest schedule (else Pythia's defaults)."""
+    path = Path(out_dir) / SCHEDULES
+    base = sched.ScheduleConfig()
+    if path.exists():
+        entries = atomic.read_json(path)
+        if entries:
+            base = sched.ScheduleConfig(**entries[-1])
+    cfg = replace(base, **{k: v for k, v in given.items() if v is not None})
+    cfg.validate()
+    return cfg
+
+
+@dataclass(frozen=True)
+class Piece:
+    doc: int
+    offset: int
+    length: int
+
+
+class TrainingOrder:
+    """A built dataset with one schedule: ``sample(n)``, ``batch(step)``, ``sources(step)``."""
+
+    def __init__(self, out_dir: str | Path, cfg: sched.ScheduleConfig | None = None):
+        self.out_dir = Path(out_dir)
+        self.prefix = dataset_prefix(out_dir, dataset_name(out_dir))
+        self.cfg = cfg or resolve_config(out_dir)
+        self.data = IndexedDataset(self.prefix)
+        self.schedule = sched.load(self.prefix, self.cfg)
+        if len(self.schedule.doc_idx) != len(self.data) * self.schedule.epochs:
+            raise ConfigError(f"schedule files for {self.prefix} do not match the dataset "
+                              f"({len(self.schedule.doc_idx)} doc_idx entries for {len(self.data)} "
+                              f"documents x {self.schedule.epochs} epochs)")
+        self._starts = self.data.pointers // self.data.dtype.itemsize
+        self._prov = None
+
+    @property
+    def steps(self) -> int:
+        return self.cfg.train_iters
+
+    def _check_step(self, step: int) -> None:
+        if not 0 <= step < self.cfg.train_iters:
+            raise ConfigError(f"step {step} is outside 0..{self.cfg.train_iters - 1} "
+                              f"(train_iters={self.cfg.train_iters})")
+
+    def pieces(self, n: int) -> list[Piece]:
+        """The document slices of training sample n (n-th sample consumed by the trainer)."""
+        k = int(self.schedule.shuffle_idx[n])
+        (i0, o0), (i1, o1) = self.schedule.sample_idx[k], self.schedule.sample_idx[k + 1]
+        i0, o0, i1, o1 = int(i0), int(o0), int(i1), int(o1)
+        doc_idx, sizes = self.schedule.doc_idx, self.data.sizes
+        if i0 == i1:
+            return [Piece(int(doc_idx[i0]), o0, o1 - o0 + 1)]
+        first = int(doc_idx[i0])
+        out = [Piece(first, o0, int(sizes[first]) - o0)]
+        out += [Piece(int(d), 0, int(sizes[d])) for d in doc_idx[i0 + 1:i1]]
+        out.append(Piece(int(doc_idx[i1]), 0, o1 + 1))
+        return out
+
+    def sample(self, n: int) -> np.ndarray:
+        """The L+1 tokens of training sample n, as GPT-NeoX's GPT2Dataset returns them."""
+        parts = [self.data.tokens[self._starts[p.doc] + p.offset:
+                                  self._starts[p.doc] + p.offset + p.length]
+                 for p in self.pieces(n)]
+        return np.concatenate(parts)
+
+    def rows(self, step: int, rows: list[int] | None = None) -> list[int]:
+        self._check_step(step)
+        B = self.cfg.batch_size
+        rows = list(range(B)) if rows is None else rows
+        bad = [r for r in rows if not 0 <= r < B]
+        if bad:
+            raise ConfigError(f"row {bad[0]} is outside 0..{B - 1} (batch_size={B})")
+        return rows
+
+    def batch(self, step: int, rows: list[int] | None = None) -> np.ndarray:
+        """Array (len(rows), L+1) of the batch consumed at optimizer step ``step`` (from 0)."""
+        rows = self.rows(step, rows)
+        out = np.empty((len(rows), self.cfg.seq_length + 1), dtype=self.data.dtype)
+        for i, r in enumerate(rows):
+            out[i] = self.sample(step * self.cfg.batch_size + r)
+        return out
+
+    def provenance(self):
+        """Provenance columns as numpy/py lists, loaded once (source, line, pile_set_name)."""
+        if self._prov is None:
+            import pyarrow.parquet as pq
+
+            t = pq.read_table(self.out_dir / "provenance.parquet",
+                              columns=["source", "line", "pile_set_name"])
+            self._prov = (t.column("source").dictionary_encode().combine_chunks(),
+                          t.column("line").to_numpy(),
+                          t.column("pile_set_name").dictionary_encode().combine_chunks())
+        return self._prov
+
+    def describe(self, piece: Piece, row_start: int) -> dict:
+        source, line, subset = self.provenance()
+        return {"doc": piece.doc, "source": source.dictionary[source.indices[piece.doc].as_py()].as_py(),
+                "line": int(line[piece.doc]),
+                "pile_set_name": subset.dictionary[subset.indices[piece.doc].as_py()].as_py(),
+                "doc_tokens": [piece.offset, piece.offset + piece.length],
+                "row_tokens": [row_start, row_start + piece.length]}
+
+    def sources(self, step: int, rows: list[int] | None = None) -> list[list[dict]]:
+        """For each row, the documents its tokens came from and which token ranges."""
+        out = []
+        for r in self.rows(step, rows):
+            pos, row = 0, []
+            for p in self.pieces(step * self.cfg.batch_size + r):
+                row.append(self.describe(p, pos))
+                pos += p.length
+            out.append(row)
+        return out

@@ -1,0 +1,98 @@
+"""The training-order index equals GPT-NeoX's, checked against a loop written from the spec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import megatron_ref
+from schedule_ref import reference_sample, reference_schedule
+from pileprep import schedule as sched
+from pileprep.config import ConfigError
+from pileprep.training import TrainingOrder, record_schedule
+
+
+def _check(sizes, L, B, T, S, chunk=None, monkeypatch=None):
+    if chunk:
+        monkeypatch.setattr(sched, "_CHUNK", chunk)
+    cfg = sched.ScheduleConfig(seq_length=L, batch_size=B, train_iters=T, seed=S)
+    ns, epochs, doc_idx, sample_idx, shuffle_idx = reference_schedule(sizes, L, B, T, S)
+    got = sched.build(np.asarray(sizes, dtype=np.int32), cfg)
+    assert cfg.num_samples == ns and got.epochs == epochs
+    assert got.doc_idx.dtype == np.int32 and np.array_equal(got.doc_idx, doc_idx)
+    assert np.array_equal(got.sample_idx, sample_idx)
+    assert got.shuffle_idx.dtype == shuffle_idx.dtype and np.array_equal(got.shuffle_idx, shuffle_idx)
+    assert got.sample_idx.dtype == np.int32
+    return got
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_vectorized_equals_loop_on_random_corpora(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    n_docs = int(rng.integers(1, 60))
+    sizes = rng.integers(1, 400, size=n_docs)
+    L = int(rng.choice([2, 3, 8, 31, 64, 128]))
+    B = int(rng.integers(1, 9))
+    T = int(rng.integers(1, 40))
+    _check(sizes, L, B, T, int(rng.integers(0, 10_000)), chunk=int(rng.integers(1, 50)),
+           monkeypatch=monkeypatch)
+
+
+@pytest.mark.parametrize("sizes,L", [
+    ([8] * 20, 8),           # every sample ends exactly on a document boundary
+    ([4] * 30, 8),           # two documents per sample, boundaries aligned
+    ([9] * 25, 8),           # sample L+1 == document size
+    ([1] * 100, 4),          # one-token documents (EOD only)
+    ([1000], 16),            # one document, many samples
+    ([3, 5, 8, 13, 21], 8),  # mixed, several epochs
+])
+def test_exact_boundaries_and_epochs(sizes, L, monkeypatch):
+    got = _check(sizes, L, 4, 25, 1234, chunk=3, monkeypatch=monkeypatch)
+    assert got.epochs >= 1
+
+
+def test_pythia_numbers():
+    cfg = sched.ScheduleConfig()
+    assert cfg.num_samples == 147_164_160  # ceil(143000 * 1024 * 1.005), as in Pythia's file names
+    assert sched.num_epochs(300_000_000_000, 2048, cfg.num_samples) == 2
+    assert sched.num_epochs(400_000_000_000, 2048, cfg.num_samples) == 1
+    assert cfg.paths("d/pile_text_document")["doc"].name == (
+        "pile_text_document_train_0_indexmap_147164160ns_2048sl_1234s_packedpi_ac_doc_idx.npy")
+
+
+def test_invalid_settings():
+    with pytest.raises(ConfigError):
+        sched.ScheduleConfig(seq_length=0).validate()
+    with pytest.raises(ConfigError):
+        sched.ScheduleConfig(batch_size=-1).validate()
+
+
+def test_batches_equal_independent_reads(clean_build, monkeypatch):
+    cfg = sched.ScheduleConfig(seq_length=64, batch_size=8, train_iters=30, seed=7)
+    prefix = clean_build / "pile_text_document"
+    s = sched.build(np.asarray(megatron_ref.read_index(f"{prefix}.idx")[1], np.int32), cfg)
+    sched.save(s, prefix)
+    record_schedule(clean_build, cfg)
+    order = TrainingOrder(clean_build)
+    assert order.cfg == cfg
+    docs = megatron_ref.read_documents(prefix)
+    ns, epochs, doc_idx, sample_idx, shuffle_idx = reference_schedule(
+        [len(d) for d in docs], 64, 8, 30, 7)
+    for step in (0, 1, 17, 29):
+        batch = order.batch(step)
+        assert batch.shape == (8, 65) and batch.dtype == np.uint16
+        for r in range(8):
+            n = step * 8 + r
+            assert batch[r].tolist() == reference_sample(docs, doc_idx, sample_idx, shuffle_idx, n, 64)
+        # provenance of each row accounts for every token, in order
+        for r, row in enumerate(order.sources(step)):
+            assert sum(p["row_tokens"][1] - p["row_tokens"][0] for p in row) == 65
+            rebuilt = []
+            for p in row:
+                a, b = p["doc_tokens"]
+                rebuilt += docs[p["doc"]][a:b]
+            assert rebuilt == batch[r].tolist()
+    with pytest.raises(ConfigError, match="outside"):
+        order.batch(30)
+    with pytest.raises(ConfigError, match="no schedule"):
+        TrainingOrder(clean_build, sched.ScheduleConfig(seq_length=32, batch_size=8, train_iters=30, seed=7))
