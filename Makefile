@@ -33,7 +33,8 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/pileprep synth --output $(DEMO_DIR)/shards --shards 3 --megabytes 6 --seed 0
-	$(BIN)/pileprep build --input $(DEMO_DIR)/shards --output $(DEMO_DIR)/out --workers 2
+	$(BIN)/pileprep build --input $(DEMO_DIR)/shards --output $(DEMO_DIR)/out --workers 2 \
+		--seq-length 2048 --batch-size 16 --train-iters 200 --overwrite
 	@echo "demo build in $(DEMO_DIR)/out:"; ls -l $(DEMO_DIR)/out
 
 bench-memory: $(STAMP)

@@ -1,6 +1,6 @@
 """Memory benchmark: peak RSS of every process of a 2-worker build, at two input sizes.
 
-Runs ``pileprep build --workers 2`` on generated corpora of about 20 MB and 200 MB of text,
+Runs ``pileprep build --workers 2 --no-schedule`` on generated corpora of about 20 MB and 200 MB of text,
 sampling the RSS of the driver and every descendant (Dask nannies and workers) every 50 ms.
 Prints the peak of each process, the largest peak, and the ratio between the two sizes: a
 streaming build's memory must not grow with the input.
@@ -48,7 +48,7 @@ def _label(proc: psutil.Process, root_pid: int) -> str:
 
 def measure(shards: Path, out: Path, workers: int) -> dict:
     cmd = [sys.executable, "-m", "pileprep.cli", "build", "--input", str(shards), "--output",
-           str(out), "--workers", str(workers), "--quiet", "--overwrite"]
+           str(out), "--workers", str(workers), "--quiet", "--overwrite", "--no-schedule"]
     start = time.monotonic()
     proc = subprocess.Popen(cmd)
     root = psutil.Process(proc.pid)

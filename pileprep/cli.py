@@ -7,6 +7,8 @@ error) ends with one line on stderr naming what and where, and exit code 2; neve
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import re
 import sys
 from pathlib import Path
@@ -45,6 +47,23 @@ def _add_build(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a different build already in --output")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    _add_schedule_flags(p)
+    p.add_argument("--no-schedule", action="store_true",
+                   help="do not build the training-order index")
+
+
+def _add_schedule_flags(p, defaults_from_build: bool = False) -> None:
+    note = " (default: the build's schedule)" if defaults_from_build else ""
+    g = p.add_argument_group("training schedule (GPT-NeoX settings; Pythia's by default)" + note)
+    g.add_argument("--seq-length", type=int, help="tokens per sample minus one (Pythia: 2048)")
+    g.add_argument("--batch-size", type=int, help="global batch size in samples (Pythia: 1024)")
+    g.add_argument("--train-iters", type=int, help="optimizer steps (Pythia: 143000)")
+    g.add_argument("--seed", type=int, help="data seed (Pythia: 1234)")
+
+
+def _schedule_overrides(args) -> dict:
+    return {k: getattr(args, k) for k in ("seq_length", "batch_size", "train_iters", "seed")
+            if getattr(args, k) is not None}
 
 
 def _build_config(args) -> BuildConfig:
@@ -59,6 +78,10 @@ def _build_config(args) -> BuildConfig:
         if value is not None:
             setattr(getattr(cfg, section), key, value)
     cfg.quiet, cfg.keep_work = args.quiet, args.keep_work
+    if args.no_schedule:
+        cfg.schedule = None
+    elif cfg.schedule is not None:
+        cfg.schedule = dataclasses.replace(cfg.schedule, **_schedule_overrides(args))
     return cfg
 
 
@@ -89,7 +112,155 @@ def cmd_synth(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "synth": cmd_synth}
+def _add_schedule_cmd(sub) -> None:
+    p = sub.add_parser("schedule", help="build the training-order index for other settings")
+    p.add_argument("out_dir")
+    p.add_argument("--quiet", "-q", action="store_true")
+    _add_schedule_flags(p)
+
+
+def cmd_schedule(args) -> int:
+    from .config import ScheduleConfig
+    from .pack import dataset_prefix
+    from .schedule import build_for_dataset
+    from .training import dataset_name
+
+    cfg = dataclasses.replace(ScheduleConfig(), **_schedule_overrides(args))
+    cfg.validate()
+    prefix = dataset_prefix(args.out_dir, dataset_name(args.out_dir))
+    for name in build_for_dataset(args.out_dir, prefix, cfg, args.quiet):
+        print(Path(args.out_dir) / name)
+    return 0
+
+
+def _order(args):
+    from .training import TrainingOrder, resolve_config
+
+    return TrainingOrder(args.out_dir, resolve_config(args.out_dir, **_schedule_overrides(args)))
+
+
+def _add_batch_at(sub) -> None:
+    p = sub.add_parser("batch-at", help="the exact batch a GPT-NeoX trainer consumed at a step")
+    p.add_argument("out_dir")
+    p.add_argument("--step", type=int, required=True, help="optimizer step, counted from 0")
+    p.add_argument("--rows", help="comma-separated rows of the batch (default: all)")
+    p.add_argument("--output", "-o", help="FILE.npy (token array) or FILE.jsonl (rows with text "
+                   "and sources); default: a summary on stdout")
+    p.add_argument("--tokenizer", help="for decoding text (default: PILEPREP_TOKENIZER or hub id)")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def _decoder(args):
+    from .tokenize import load_tokenizer
+
+    return load_tokenizer(args.tokenizer or default_tokenizer())
+
+
+def cmd_batch_at(args) -> int:
+    import numpy as np
+
+    order = _order(args)
+    rows = [int(r) for r in args.rows.split(",")] if args.rows else None
+    batch = order.batch(args.step, rows)
+    rows = order.rows(args.step, rows)
+    out = args.output
+    if out and out.endswith(".npy"):
+        np.save(out, batch)
+    elif out and out.endswith(".jsonl"):
+        tok = _decoder(args)
+        sources = order.sources(args.step, rows)
+        with open(out, "w", encoding="utf-8") as f:
+            for r, tokens, src in zip(rows, batch, sources):
+                f.write(json.dumps({"step": args.step, "row": r, "tokens": tokens.tolist(),
+                                    "text": tok.decode(tokens.tolist(), skip_special_tokens=False),
+                                    "sources": src}, ensure_ascii=False) + "\n")
+    elif out:
+        raise ConfigError(f"--output must end in .npy or .jsonl, not {out!r}")
+    else:
+        _print_batch_summary(order, args.step, rows)
+    if out:
+        print(f"step {args.step}: {len(rows)} rows x {batch.shape[1]} tokens -> {out}")
+    return 0
+
+
+def _print_batch_summary(order, step: int, rows: list[int]) -> None:
+    cfg = order.cfg
+    sources = order.sources(step, rows)
+    docs = {(p["source"], p["line"]) for row in sources for p in row}
+    subsets: dict[str, int] = {}
+    for row in sources:
+        for p in row:
+            subsets[p["pile_set_name"]] = subsets.get(p["pile_set_name"], 0) + p["row_tokens"][1] - p["row_tokens"][0]
+    first = step * cfg.batch_size
+    print(f"step {step}: training samples {first}..{first + cfg.batch_size - 1} "
+          f"(seq_length {cfg.seq_length}, batch {cfg.batch_size}, seed {cfg.seed}); "
+          f"{len(rows)} rows from {len(docs)} documents")
+    total = sum(subsets.values())
+    for name, n in sorted(subsets.items(), key=lambda kv: -kv[1]):
+        print(f"  {name or '(none)':<22} {n:>9,} tokens  {100 * n / total:5.1f} %")
+    for r, row in list(zip(rows, sources))[:5]:
+        print(f"  row {r}: " + ", ".join(f"{p['source']}:{p['line']}[{p['doc_tokens'][0]}:{p['doc_tokens'][1]}]"
+                                        for p in row))
+
+
+def _add_where(sub) -> None:
+    p = sub.add_parser("where", help="every step and row where a document was trained on")
+    p.add_argument("out_dir")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--doc", help="SOURCE:LINE, e.g. 00.jsonl.zst:1234")
+    g.add_argument("--text", help="a snippet of text; every document containing it")
+    p.add_argument("--tokenizer", help="for --text (default: PILEPREP_TOKENIZER or hub id)")
+    p.add_argument("--limit", type=int, default=20, help="documents at most, for --text")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def cmd_where(args) -> int:
+    from .where import docs_by_text, find_doc, occurrences
+
+    order = _order(args)
+    if args.doc:
+        source, _, line = args.doc.rpartition(":")
+        if not source or not line.isdigit():
+            raise ConfigError(f"--doc takes SOURCE:LINE, not {args.doc!r}")
+        docs = [find_doc(order, source, int(line))]
+    else:
+        docs = docs_by_text(order, _decoder(args), args.text, args.limit)
+        if not docs:
+            print(f"no document contains {args.text!r}")
+            return 1
+    for doc in docs:
+        info = order.describe_doc(doc)
+        hits = occurrences(order, doc)
+        print(f"{info['source']}:{info['line']} (doc {doc}, {info['pile_set_name'] or 'no subset'}, "
+              f"{info['tokens']} tokens): {len(hits)} training rows")
+        for h in hits:
+            print(f"  step {h['step']:>7} row {h['row']:>5}  row tokens {h['row_tokens'][0]}:{h['row_tokens'][1]}"
+                  f"  doc tokens {h['doc_tokens'][0]}:{h['doc_tokens'][1]}")
+    return 0
+
+
+def _add_sequences(sub) -> None:
+    p = sub.add_parser("sequences", help="Pythia-style pre-shuffled MMIDIDX of training samples")
+    p.add_argument("out_dir")
+    p.add_argument("--steps", required=True, help="A:B, steps A..B-1")
+    p.add_argument("--output", "-o", required=True, help="output prefix (writes PREFIX.bin/.idx)")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def cmd_sequences(args) -> int:
+    from .where import write_sequences
+
+    a, _, b = args.steps.partition(":")
+    if not (a.isdigit() and b.isdigit()) or int(a) >= int(b):
+        raise ConfigError(f"--steps takes A:B with A < B, not {args.steps!r}")
+    order = _order(args)
+    n = write_sequences(order, int(a), int(b), args.output)
+    print(f"wrote {n} sequences of {order.cfg.seq_length + 1} tokens to {args.output}.bin/.idx")
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "synth": cmd_synth, "schedule": cmd_schedule,
+            "batch-at": cmd_batch_at, "where": cmd_where, "sequences": cmd_sequences}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="pileprep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_build(sub)
-    _add_synth(sub)
+    for add in (_add_build, _add_synth, _add_schedule_cmd, _add_batch_at, _add_where, _add_sequences):
+        add(sub)
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)

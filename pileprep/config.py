@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -74,6 +75,39 @@ class PackConfig:
             raise ConfigError(f"invalid dataset name {self.name!r}")
 
 
+HEADROOM = 1.005  # GPT-NeoX asks weighted datasets for 0.5 % more samples than it trains on
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Stage 5, schedule: GPT-NeoX's training order; Pythia's values by default."""
+
+    seq_length: int = 2048
+    batch_size: int = 1024
+    train_iters: int = 143000
+    seed: int = 1234
+
+    def validate(self) -> None:
+        for name in ("seq_length", "batch_size", "train_iters"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if self.seq_length < 2:
+            raise ConfigError("--seq-length must be at least 2")
+
+    @property
+    def num_samples(self) -> int:
+        # Same float arithmetic as GPT-NeoX: ceil(num_samples * weight * 1.005), weight 1.0.
+        return int(math.ceil(self.train_iters * self.batch_size * 1.0 * HEADROOM))
+
+    def file_prefix(self, dataset_prefix: str | Path) -> str:
+        return (f"{dataset_prefix}_train_0_indexmap_{self.num_samples}ns_{self.seq_length}sl_"
+                f"{self.seed}s_packedpi_ac")
+
+    def paths(self, dataset_prefix: str | Path) -> dict[str, Path]:
+        base = self.file_prefix(dataset_prefix)
+        return {k: Path(f"{base}_{k}_idx.npy") for k in ("doc", "sample", "shuffle")}
+
+
 @dataclass
 class ClusterConfig:
     """Where Dask runs the stages. Does not affect output bytes."""
@@ -93,12 +127,14 @@ class BuildConfig:
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     pack: PackConfig = field(default_factory=PackConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    schedule: ScheduleConfig | None = field(default_factory=ScheduleConfig)  # None: no schedule
     quiet: bool = False
     keep_work: bool = False
 
     def validate(self) -> None:
-        for part in (self.read, self.tokenize, self.pack, self.cluster):
-            part.validate()
+        for part in (self.read, self.tokenize, self.pack, self.cluster, self.schedule):
+            if part is not None:
+                part.validate()
 
     def settings(self) -> dict:
         """The settings that determine the output bytes, for the manifest.
@@ -114,7 +150,7 @@ class BuildConfig:
 
 
 _SECTIONS = {"read": ReadConfig, "tokenize": TokenizeConfig, "pack": PackConfig,
-             "cluster": ClusterConfig}
+             "cluster": ClusterConfig, "schedule": ScheduleConfig}
 
 
 def load_toml(path: str | Path) -> BuildConfig:
@@ -127,12 +163,12 @@ def load_toml(path: str | Path) -> BuildConfig:
     for section, values in data.items():
         if section not in _SECTIONS:
             raise ConfigError(f"{path}: unknown section [{section}]")
-        target = getattr(cfg, section)
+        target = getattr(cfg, section) or _SECTIONS[section]()
         names = {f.name for f in dataclasses.fields(target)}
-        for key, value in values.items():
-            if key not in names:
-                raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
-            setattr(target, key, value)
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"{path}: unknown key {unknown[0]!r} in [{section}]")
+        setattr(cfg, section, dataclasses.replace(target, **values))
     return cfg
 
 

@@ -18,6 +18,7 @@ so ``doc_idx`` is ``0, 1, ..., N``. See docs/formats.md.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import struct
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
@@ -141,6 +142,13 @@ class IndexedDataset:
         binf = data_path(prefix)
         self.tokens = (np.memmap(binf, dtype=self.dtype, mode="r")
                        if binf.stat().st_size else np.zeros(0, self.dtype))
+
+    def advise_random(self) -> None:
+        """Tell the kernel reads will be scattered (training samples), so a page fault does not
+        read megabytes around it; sequential scans should not call this."""
+        mm = getattr(self.tokens, "_mmap", None)
+        if mm is not None and hasattr(mmap, "MADV_RANDOM"):
+            mm.madvise(mmap.MADV_RANDOM)
 
     def __len__(self) -> int:
         return len(self.sizes)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import atomic, report as reporting
+from . import atomic, report as reporting, schedule
 from .cluster import Runner
 from .config import BuildConfig, ConfigError, fingerprint
 from .ingest import Partition, ShardResult, ingest_shard
@@ -161,6 +161,11 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     hashes[reporting.REJECTS] = concat_text_files([s.rejects_path for s in shard_results],
                                                   out / reporting.REJECTS)
     timings["pack"] = round(time.monotonic() - t1, 3)
+    if cfg.schedule is not None:
+        t2 = time.monotonic()
+        hashes.update(schedule.build_for_dataset(out, dataset_prefix(out, cfg.pack.name),
+                                                 cfg.schedule, cfg.quiet))
+        timings["schedule"] = round(time.monotonic() - t2, 3)
 
     rep = reporting.make_report(shard_results, parts, timings=timings)
     outputs = {name: {"bytes": (out / name).stat().st_size, "sha256": sha}

@@ -17,47 +17,17 @@ Training sample n is sample ``shuffle_idx[n]``; the batch at step N is training 
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import atomic
-from .config import ConfigError
+from .config import ConfigError, ScheduleConfig
 
-HEADROOM = 1.005  # GPT-NeoX asks weighted datasets for 0.5 % more samples than it trains on
 _CHUNK = 1 << 24  # doc_idx entries processed at once: bounds the temporary arrays
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """Stage 5, schedule: Pythia's values by default."""
-
-    seq_length: int = 2048
-    batch_size: int = 1024
-    train_iters: int = 143000
-    seed: int = 1234
-
-    def validate(self) -> None:
-        for name in ("seq_length", "batch_size", "train_iters"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
-        if self.seq_length < 2:
-            raise ConfigError("--seq-length must be at least 2")
-
-    @property
-    def num_samples(self) -> int:
-        # Same float arithmetic as GPT-NeoX: ceil(num_samples * weight * 1.005), weight 1.0.
-        return int(math.ceil(self.train_iters * self.batch_size * 1.0 * HEADROOM))
-
-    def file_prefix(self, dataset_prefix: str | Path) -> str:
-        return (f"{dataset_prefix}_train_0_indexmap_{self.num_samples}ns_{self.seq_length}sl_"
-                f"{self.seed}s_packedpi_ac")
-
-    def paths(self, dataset_prefix: str | Path) -> dict[str, Path]:
-        base = self.file_prefix(dataset_prefix)
-        return {k: Path(f"{base}_{k}_idx.npy") for k in ("doc", "sample", "shuffle")}
 
 
 def num_epochs(tokens_per_epoch: int, seq_length: int, num_samples: int) -> int:
@@ -161,6 +131,34 @@ def save(schedule: Schedule, dataset_prefix: str | Path) -> dict[str, Path]:
             "files": {k: p.name for k, p in paths.items()}}
     atomic.write_json(Path(f"{schedule.cfg.file_prefix(dataset_prefix)}.json"), meta)
     return paths
+
+
+SCHEDULES = "schedules.json"  # which schedules a build made, newest last
+
+
+def record(out_dir: str | Path, cfg: ScheduleConfig) -> None:
+    path = Path(out_dir) / SCHEDULES
+    entries = atomic.read_json(path) if path.exists() else []
+    entry = dataclasses.asdict(cfg)
+    atomic.write_json(path, [e for e in entries if e != entry] + [entry])
+
+
+def build_for_dataset(out_dir: str | Path, prefix: str | Path, cfg: ScheduleConfig,
+                      quiet: bool = False) -> dict[str, str]:
+    """Build, save and record the schedule of a packed dataset; return ``{file: sha256}``."""
+    from .indexed import IndexedDataset
+    from .progress import log
+    from .provenance import sha256_file
+
+    t0 = time.monotonic()
+    sizes = IndexedDataset(prefix).sizes
+    s = build(sizes, cfg)
+    paths = save(s, prefix)
+    record(out_dir, cfg)
+    log(f"schedule: {s.epochs} epoch(s), {len(s.sample_idx) - 1:,} samples of {cfg.seq_length + 1} "
+        f"tokens for {cfg.train_iters:,} steps x {cfg.batch_size} in {time.monotonic() - t0:.1f} s",
+        quiet)
+    return {p.name: sha256_file(p) for p in paths.values()}
 
 
 def load(dataset_prefix: str | Path, cfg: ScheduleConfig) -> Schedule:

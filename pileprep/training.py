@@ -14,21 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, schedule as sched
+from .config import ScheduleConfig
 from .config import ConfigError
 from .indexed import IndexedDataset
 from .pack import dataset_prefix
-
-SCHEDULES = "schedules.json"  # which schedules a build made, newest last
-
-
-def record_schedule(out_dir: str | Path, cfg: sched.ScheduleConfig) -> None:
-    path = Path(out_dir) / SCHEDULES
-    entries = atomic.read_json(path) if path.exists() else []
-    entry = {"seq_length": cfg.seq_length, "batch_size": cfg.batch_size,
-             "train_iters": cfg.train_iters, "seed": cfg.seed}
-    entries = [e for e in entries if e != entry] + [entry]
-    atomic.write_json(path, entries)
-
 
 def dataset_name(out_dir: str | Path) -> str:
     manifest = Path(out_dir) / "manifest.json"
@@ -37,14 +26,14 @@ def dataset_name(out_dir: str | Path) -> str:
     return atomic.read_json(manifest)["settings"]["pack"]["name"]
 
 
-def resolve_config(out_dir: str | Path, **given) -> sched.ScheduleConfig:
+def resolve_config(out_dir: str | Path, **given) -> ScheduleConfig:
     """Settings not given come from the build's newest schedule (else Pythia's defaults)."""
-    path = Path(out_dir) / SCHEDULES
-    base = sched.ScheduleConfig()
+    path = Path(out_dir) / sched.SCHEDULES
+    base = ScheduleConfig()
     if path.exists():
         entries = atomic.read_json(path)
         if entries:
-            base = sched.ScheduleConfig(**entries[-1])
+            base = ScheduleConfig(**entries[-1])
     cfg = replace(base, **{k: v for k, v in given.items() if v is not None})
     cfg.validate()
     return cfg
@@ -60,17 +49,17 @@ class Piece:
 class TrainingOrder:
     """A built dataset with one schedule: ``sample(n)``, ``batch(step)``, ``sources(step)``."""
 
-    def __init__(self, out_dir: str | Path, cfg: sched.ScheduleConfig | None = None):
+    def __init__(self, out_dir: str | Path, cfg: ScheduleConfig | None = None):
         self.out_dir = Path(out_dir)
         self.prefix = dataset_prefix(out_dir, dataset_name(out_dir))
         self.cfg = cfg or resolve_config(out_dir)
         self.data = IndexedDataset(self.prefix)
+        self.data.advise_random()  # samples are scattered over the whole .bin
         self.schedule = sched.load(self.prefix, self.cfg)
         if len(self.schedule.doc_idx) != len(self.data) * self.schedule.epochs:
             raise ConfigError(f"schedule files for {self.prefix} do not match the dataset "
                               f"({len(self.schedule.doc_idx)} doc_idx entries for {len(self.data)} "
                               f"documents x {self.schedule.epochs} epochs)")
-        self._starts = self.data.pointers // self.data.dtype.itemsize
         self._prov = None
 
     @property
@@ -98,9 +87,11 @@ class TrainingOrder:
 
     def sample(self, n: int) -> np.ndarray:
         """The L+1 tokens of training sample n, as GPT-NeoX's GPT2Dataset returns them."""
-        parts = [self.data.tokens[self._starts[p.doc] + p.offset:
-                                  self._starts[p.doc] + p.offset + p.length]
-                 for p in self.pieces(n)]
+        isz, ptr = self.data.dtype.itemsize, self.data.pointers
+        parts = []
+        for p in self.pieces(n):
+            start = int(ptr[p.doc]) // isz + p.offset
+            parts.append(self.data.tokens[start:start + p.length])
         return np.concatenate(parts)
 
     def rows(self, step: int, rows: list[int] | None = None) -> list[int]:
@@ -139,6 +130,11 @@ class TrainingOrder:
                 "pile_set_name": subset.dictionary[subset.indices[piece.doc].as_py()].as_py(),
                 "doc_tokens": [piece.offset, piece.offset + piece.length],
                 "row_tokens": [row_start, row_start + piece.length]}
+
+    def describe_doc(self, doc: int) -> dict:
+        info = self.describe(Piece(doc, 0, int(self.data.sizes[doc])), 0)
+        return {"source": info["source"], "line": info["line"],
+                "pile_set_name": info["pile_set_name"], "tokens": int(self.data.sizes[doc])}
 
     def sources(self, step: int, rows: list[int] | None = None) -> list[list[dict]]:
         """For each row, the documents its tokens came from and which token ranges."""

@@ -66,6 +66,7 @@ def make_config(inputs, output, tokenizer_spec, **kw) -> BuildConfig:
     cfg.read.strict = kw.pop("strict", False)
     cfg.pack.name = kw.pop("name", "pile")
     cfg.keep_work = kw.pop("keep_work", False)
+    cfg.schedule = kw.pop("schedule_cfg", None)
     cfg.quiet = True
     assert not kw, kw
     return cfg

@@ -25,19 +25,22 @@ def test_synth_then_build_from_the_command_line(tmp_path, tokenizer_spec):
     assert "wrote 2 shards" in r.stdout
     out = tmp_path / "out"
     r = run("build", "--input", str(shards), "--output", str(out), "--tokenizer", tokenizer_spec,
-            "--scheduler", "synchronous")
+            "--scheduler", "synchronous", "--seq-length", "128", "--batch-size", "4",
+            "--train-iters", "50")
     assert r.returncode == 0, r.stderr
     assert "[tokenize]" in r.stderr and "MB/s" in r.stderr and "ETA" in r.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["kept"] == report["lines_read"] > 0
     r = run("build", "-i", str(shards), "-o", str(tmp_path / "q"), "--tokenizer", tokenizer_spec,
-            "--scheduler", "synchronous", "--quiet")
+            "--scheduler", "synchronous", "--quiet", "--no-schedule")
     assert r.returncode == 0 and r.stderr == ""
+    assert not list((tmp_path / "q").glob("*indexmap*"))
+    assert len(list(out.glob("pile_text_document_train_0_indexmap_201ns_128sl_1234s_packedpi_ac_*_idx.npy"))) == 3
 
 
 def test_strict_exits_2_naming_file_and_line(dirty_corpus, tokenizer_spec, tmp_path):
     r = run("build", "-i", str(dirty_corpus), "-o", str(tmp_path), "--tokenizer", tokenizer_spec,
-            "--scheduler", "synchronous", "--strict", "--quiet")
+            "--scheduler", "synchronous", "--strict", "--quiet", "--no-schedule")
     assert r.returncode == 2
     first = min(BAD_LINES)
     assert r.stderr.strip() == (f"pileprep build: error: {first[0]:02d}.jsonl.zst: line {first[1]} "
@@ -55,7 +58,7 @@ def test_setting_errors_are_one_line(tmp_path, args, message, capsys):
     (tmp_path / "IN").mkdir()
     (tmp_path / "IN" / "00.jsonl").write_text('{"text": "x"}\n')
     args = [a.replace("OUT", str(tmp_path / "out")).replace("IN", str(tmp_path / "IN")) if a in ("OUT", "IN") else a for a in args]
-    code = main(["build", *args, "--scheduler", "synchronous", "--quiet"])
+    code = main(["build", *args, "--scheduler", "synchronous", "--quiet", "--no-schedule"])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
 

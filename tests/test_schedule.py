@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -9,13 +11,14 @@ import megatron_ref
 from schedule_ref import reference_sample, reference_schedule
 from pileprep import schedule as sched
 from pileprep.config import ConfigError
-from pileprep.training import TrainingOrder, record_schedule
+from pileprep.config import ScheduleConfig
+from pileprep.training import TrainingOrder
 
 
 def _check(sizes, L, B, T, S, chunk=None, monkeypatch=None):
     if chunk:
         monkeypatch.setattr(sched, "_CHUNK", chunk)
-    cfg = sched.ScheduleConfig(seq_length=L, batch_size=B, train_iters=T, seed=S)
+    cfg = ScheduleConfig(seq_length=L, batch_size=B, train_iters=T, seed=S)
     ns, epochs, doc_idx, sample_idx, shuffle_idx = reference_schedule(sizes, L, B, T, S)
     got = sched.build(np.asarray(sizes, dtype=np.int32), cfg)
     assert cfg.num_samples == ns and got.epochs == epochs
@@ -52,7 +55,7 @@ def test_exact_boundaries_and_epochs(sizes, L, monkeypatch):
 
 
 def test_pythia_numbers():
-    cfg = sched.ScheduleConfig()
+    cfg = ScheduleConfig()
     assert cfg.num_samples == 147_164_160  # ceil(143000 * 1024 * 1.005), as in Pythia's file names
     assert sched.num_epochs(300_000_000_000, 2048, cfg.num_samples) == 2
     assert sched.num_epochs(400_000_000_000, 2048, cfg.num_samples) == 1
@@ -62,17 +65,17 @@ def test_pythia_numbers():
 
 def test_invalid_settings():
     with pytest.raises(ConfigError):
-        sched.ScheduleConfig(seq_length=0).validate()
+        ScheduleConfig(seq_length=0).validate()
     with pytest.raises(ConfigError):
-        sched.ScheduleConfig(batch_size=-1).validate()
+        ScheduleConfig(batch_size=-1).validate()
 
 
 def test_batches_equal_independent_reads(clean_build, monkeypatch):
-    cfg = sched.ScheduleConfig(seq_length=64, batch_size=8, train_iters=30, seed=7)
+    cfg = ScheduleConfig(seq_length=64, batch_size=8, train_iters=30, seed=7)
     prefix = clean_build / "pile_text_document"
     s = sched.build(np.asarray(megatron_ref.read_index(f"{prefix}.idx")[1], np.int32), cfg)
     sched.save(s, prefix)
-    record_schedule(clean_build, cfg)
+    sched.record(clean_build, cfg)
     order = TrainingOrder(clean_build)
     assert order.cfg == cfg
     docs = megatron_ref.read_documents(prefix)
@@ -95,4 +98,61 @@ def test_batches_equal_independent_reads(clean_build, monkeypatch):
     with pytest.raises(ConfigError, match="outside"):
         order.batch(30)
     with pytest.raises(ConfigError, match="no schedule"):
-        TrainingOrder(clean_build, sched.ScheduleConfig(seq_length=32, batch_size=8, train_iters=30, seed=7))
+        TrainingOrder(clean_build, ScheduleConfig(seq_length=32, batch_size=8, train_iters=30, seed=7))
+
+
+def test_cli_batch_at_where_and_sequences_agree(clean_build, tmp_path, tokenizer_spec, capsys):
+    from pileprep.cli import main
+
+    args = ["--seq-length", "32", "--batch-size", "4", "--train-iters", "40", "--seed", "3"]
+    assert main(["schedule", str(clean_build), "--quiet", *args]) == 0
+    prefix = clean_build / "pile_text_document"
+    docs = megatron_ref.read_documents(prefix)
+    ns, epochs, doc_idx, sample_idx, shuffle_idx = reference_schedule([len(d) for d in docs], 32, 4, 40, 3)
+    # batch-at: settings now come from the build's newest schedule
+    out = tmp_path / "b.npy"
+    assert main(["batch-at", str(clean_build), "--step", "7", "--output", str(out)]) == 0
+    batch = np.load(out)
+    assert batch.shape == (4, 33)
+    for r in range(4):
+        assert batch[r].tolist() == reference_sample(docs, doc_idx, sample_idx, shuffle_idx, 28 + r, 32)
+    jl = tmp_path / "b.jsonl"
+    assert main(["batch-at", str(clean_build), "--step", "7", "--rows", "1,3", "--output", str(jl),
+                 "--tokenizer", tokenizer_spec]) == 0
+    rows = [json.loads(x) for x in jl.read_text().splitlines()]
+    assert [r["row"] for r in rows] == [1, 3] and rows[0]["tokens"] == batch[1].tolist()
+    assert rows[0]["text"] and rows[0]["sources"][0]["source"].endswith(".jsonl.zst")
+    capsys.readouterr()
+    # where: every row a document appears in, and batch-at agrees both ways
+    src = rows[0]["sources"][0]
+    assert main(["where", str(clean_build), "--doc", f"{src['source']}:{src['line']}"]) == 0
+    text = capsys.readouterr().out
+    assert f"step       7 row     1  row tokens {src['row_tokens'][0]}:{src['row_tokens'][1]}" in text
+    from pileprep.training import TrainingOrder
+    from pileprep.where import occurrences
+
+    order = TrainingOrder(clean_build)
+    for hit in occurrences(order, src["doc"])[:10]:
+        row = order.sources(hit["step"], [hit["row"]])[0]
+        assert any(p["doc"] == src["doc"] and p["row_tokens"] == hit["row_tokens"] for p in row)
+    # every (step, row) of the schedule that includes the doc is found: brute force check
+    expected = {(i // 4, i % 4) for i in range(40 * 4)
+                if any(p.doc == src["doc"] for p in order.pieces(i))}
+    assert {(h["step"], h["row"]) for h in occurrences(order, src["doc"])} == expected
+    # where --text finds the document by a snippet of its text
+    doc_text = order.describe_doc(src["doc"])
+    snippet = rows[0]["text"][5:40] if len(rows[0]["text"]) > 45 else None
+    if snippet and "<|endoftext|>" not in snippet:
+        assert main(["where", str(clean_build), "--text", snippet, "--tokenizer", tokenizer_spec]) == 0
+        assert f"{doc_text['source']}:" in capsys.readouterr().out
+    # sequences: item i is training sample 5*4 + i
+    seq = tmp_path / "seq"
+    assert main(["sequences", str(clean_build), "--steps", "5:9", "--output", str(seq)]) == 0
+    items = megatron_ref.read_documents(seq)
+    assert len(items) == 16
+    assert items == [reference_sample(docs, doc_idx, sample_idx, shuffle_idx, 20 + i, 32) for i in range(16)]
+    # errors are one line, exit 2
+    assert main(["batch-at", str(clean_build), "--step", "40"]) == 2
+    assert main(["batch-at", str(clean_build), "--step", "1", "--seq-length", "99"]) == 2
+    err = capsys.readouterr().err
+    assert "outside 0..39" in err and "no schedule" in err

@@ -1,0 +1,88 @@
+"""Pile-scale schedule benchmark: build GPT-NeoX's index for 210 M documents / 300 B tokens.
+
+Synthetic document sizes (log-normal, scaled to the total) stand in for the Pile; the `.bin` is
+a sparse file of the right length, so `batch-at` reads real offsets without 600 GB of disk.
+Prints the schedule build time and peak RSS, and the cold and warm time of one `batch-at`.
+
+    python benchmarks/schedule.py [--docs 210000000] [--tokens 300000000000] [--workdir bench-out/schedule]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pileprep import indexed, schedule
+from pileprep.config import ScheduleConfig
+from pileprep.training import TrainingOrder
+
+
+def synthetic_sizes(n_docs: int, n_tokens: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    raw = rng.lognormal(6.5, 1.2, size=n_docs)
+    sizes = np.maximum(1, (raw * (n_tokens / raw.sum()))).astype(np.int32)
+    sizes[: n_tokens - int(sizes.sum(dtype=np.int64))] += 1  # hit the total exactly
+    return sizes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=210_000_000)
+    ap.add_argument("--tokens", type=int, default=300_000_000_000)
+    ap.add_argument("--workdir", default="bench-out/schedule")
+    ap.add_argument("--reuse", action="store_true", help="time batch-at on an existing build only")
+    args = ap.parse_args()
+    out = Path(args.workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    cfg = ScheduleConfig()  # Pythia: L=2048, B=1024, T=143000, seed 1234
+    if not args.reuse:
+        build_schedule(out, args, cfg)
+    time_batches(out, cfg)
+
+
+def build_schedule(out: Path, args, cfg: ScheduleConfig) -> None:
+    sizes = synthetic_sizes(args.docs, args.tokens)
+    prefix = out / "pile_text_document"
+    with open(indexed.index_path(prefix), "wb") as f:
+        indexed.write_index(f, np.uint16, len(sizes),
+                            lambda: (sizes[i:i + (1 << 24)] for i in range(0, len(sizes), 1 << 24)))
+    with open(indexed.data_path(prefix), "wb") as f:
+        f.truncate(int(sizes.sum(dtype=np.int64)) * 2)  # sparse: no disk used
+    (out / "manifest.json").write_text(json.dumps({"settings": {"pack": {"name": "pile"}}}))
+    del sizes
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    data = indexed.IndexedDataset(prefix)
+    s = schedule.build(data.sizes, cfg)
+    t_build = time.perf_counter() - t0
+    schedule.save(s, prefix)
+    schedule.record(out, cfg)
+    t_total = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{args.docs:,} documents, {args.tokens:,} tokens -> {s.epochs} epochs, "
+          f"doc_idx {len(s.doc_idx):,}, samples {len(s.sample_idx) - 1:,}")
+    print(f"schedule build: {t_build:.1f} s, with saving: {t_total:.1f} s; peak RSS "
+          f"{peak / (1 << 20):.2f} GiB (before the build: {base_rss / (1 << 20):.2f} GiB)")
+
+
+def time_batches(out: Path, cfg: ScheduleConfig) -> None:
+    t0 = time.perf_counter()
+    order = TrainingOrder(out, cfg)
+    order.batch(3000)
+    print(f"batch-at: open + step 3000: {time.perf_counter() - t0:.3f} s")
+    for step in (3001, 3002, 3001):
+        t0 = time.perf_counter()
+        batch = order.batch(step)
+        print(f"batch-at: step {step} (open dataset): {time.perf_counter() - t0:.3f} s, shape {batch.shape}")
+
+
+if __name__ == "__main__":
+    main()
