@@ -48,16 +48,21 @@ def main() -> None:
     time_batches(out, cfg)
 
 
-def build_schedule(out: Path, args, cfg: ScheduleConfig) -> None:
-    sizes = synthetic_sizes(args.docs, args.tokens)
+def write_dataset(out: Path, n_docs: int, n_tokens: int) -> Path:
+    """The `.idx` of synthetic sizes, a sparse `.bin` and a minimal manifest; returns the prefix."""
+    sizes = synthetic_sizes(n_docs, n_tokens)
     prefix = out / "pile_text_document"
+    chunks = [sizes[i:i + (1 << 24)] for i in range(0, len(sizes), 1 << 24)]
     with open(indexed.index_path(prefix), "wb") as f:
-        indexed.write_index(f, np.uint16, len(sizes),
-                            lambda: (sizes[i:i + (1 << 24)] for i in range(0, len(sizes), 1 << 24)))
+        indexed.write_index(f, np.uint16, len(sizes), lambda: iter(chunks))
     with open(indexed.data_path(prefix), "wb") as f:
         f.truncate(int(sizes.sum(dtype=np.int64)) * 2)  # sparse: no disk used
     (out / "manifest.json").write_text(json.dumps({"settings": {"pack": {"name": "pile"}}}))
-    del sizes
+    return prefix
+
+
+def build_schedule(out: Path, args, cfg: ScheduleConfig) -> None:
+    prefix = write_dataset(out, args.docs, args.tokens)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     data = indexed.IndexedDataset(prefix)

@@ -11,7 +11,6 @@ file with its reason, or, with ``strict``, stops the build with :class:`BadRecor
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +50,11 @@ class Partition:
     first_line: int
     rows: int
     text_bytes: int
+
+    @property
+    def stem(self) -> str:
+        """The partition's file name without ``.parquet``: names its files in later stages."""
+        return Path(self.path).name.removesuffix(".parquet")
 
 
 @dataclass
@@ -184,6 +188,3 @@ def ingest_shard(path: str, shard_index: int, workdir: str, cfg: ReadConfig) -> 
     return ShardResult(source, str(path), stream.size, stream.sha256, stream.lines, accepted,
                        dict(sorted(rejected.items())), str(rejects), writer.done, shard_error)
 
-
-def result_to_json(result: ShardResult) -> dict:
-    return dataclasses.asdict(result)

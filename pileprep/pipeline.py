@@ -46,8 +46,7 @@ def _ingest_task(path: str, index: int, workdir: str, cfg, stat: dict) -> ShardR
 
 def _tokenize_task(part: Partition, workdir: str, cfg, info, shard_sha: str) -> TokenPart:
     result = tokenize_partition(part, workdir, cfg, info, shard_sha)
-    stem = Path(part.path).name.removesuffix(".parquet")
-    atomic.write_json(Path(workdir) / f"{stem}.done.json", dataclasses.asdict(result))
+    atomic.write_json(Path(workdir) / f"{part.stem}.done.json", dataclasses.asdict(result))
     return result
 
 
@@ -103,8 +102,7 @@ def run_tokenize(runner: Runner, shards: Sequence[ShardResult], workdir: Path, c
     results: list[TokenPart | None] = [None] * len(partitions)
     todo = []
     for i, (part, sha) in enumerate(partitions):
-        stem = Path(part.path).name.removesuffix(".parquet")
-        results[i] = _reusable_part(workdir / f"{stem}.done.json", sha)
+        results[i] = _reusable_part(workdir / f"{part.stem}.done.json", sha)
         if results[i] is None:
             todo.append((i, (part, str(workdir), cfg.tokenize, info, sha)))
     if len(todo) < len(partitions):

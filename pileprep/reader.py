@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -250,6 +249,3 @@ def _classify_json_error(raw: bytes, exc: Exception) -> BadRecord:
         return BadRecord("lone_surrogate", msg)
     return BadRecord("invalid_json", msg)
 
-
-def file_size(path: Path) -> int:
-    return os.stat(path).st_size

@@ -123,8 +123,7 @@ def save(schedule: Schedule, dataset_prefix: str | Path) -> dict[str, Path]:
                      ("shuffle", schedule.shuffle_idx)):
         with atomic.atomic_path(paths[key]) as tmp, open(tmp, "wb") as f:
             np.save(f, arr, allow_pickle=True)
-    meta = {"seq_length": schedule.cfg.seq_length, "batch_size": schedule.cfg.batch_size,
-            "train_iters": schedule.cfg.train_iters, "seed": schedule.cfg.seed,
+    meta = {**dataclasses.asdict(schedule.cfg),
             "num_samples": schedule.cfg.num_samples, "epochs": schedule.epochs,
             "tokens_per_epoch": schedule.tokens_per_epoch,
             "samples": int(schedule.sample_idx.shape[0] - 1),

@@ -113,8 +113,7 @@ def _batches(pf: pq.ParquetFile, cfg: TokenizeConfig):
 def tokenize_partition(part: Partition, out_dir: str, cfg: TokenizeConfig,
                        info: TokenizerInfo, shard_sha256: str = "") -> TokenPart:
     out = Path(out_dir)
-    stem = Path(part.path).name.removesuffix(".parquet")
-    bin_path, prov_path = out / f"{stem}.bin", out / f"{stem}.prov.parquet"
+    bin_path, prov_path = out / f"{part.stem}.bin", out / f"{part.stem}.prov.parquet"
     dtype = np.dtype(info.dtype)
     lines, subsets, sizes, nbytes = [], [], [], []
     pf = pq.ParquetFile(part.path)
@@ -126,7 +125,7 @@ def tokenize_partition(part: Partition, out_dir: str, cfg: TokenizeConfig,
             sizes.append(doc_sizes)
             lines.append(batch.column("line").to_numpy())
             subsets.extend(batch.column("pile_set_name").to_pylist())
-            nbytes.append(np.fromiter((len(t.encode("utf-8")) for t in texts), np.int64, len(texts)))
+            nbytes.append(pc.binary_length(batch.column("text")).to_numpy(zero_copy_only=False))
     size_arr = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
     table = provenance.part_table(part.source, np.concatenate(lines) if lines else size_arr,
                                   subsets, size_arr, np.concatenate(nbytes) if nbytes else size_arr)

@@ -39,8 +39,10 @@ def occurrences(order: TrainingOrder, doc: int) -> list[dict]:
     sizes = order.data.sizes
     n_samples = len(s.sample_idx) - 1
     spans: dict[int, list[tuple[int, int]]] = {}  # sample -> token ranges [a, b) of the doc
+    a, prev = 0, 0  # stream position of doc_idx[prev]; advanced once over doc_idx in total
     for q in np.flatnonzero(np.asarray(s.doc_idx) == doc):
-        a = int(sizes[s.doc_idx[:q]].sum(dtype=np.int64))
+        a += int(sizes[s.doc_idx[prev:q]].sum(dtype=np.int64))
+        prev = q
         b = a + int(sizes[doc])
         for k in range(max(0, -((L - a) // L)), min(n_samples - 1, (b - 1) // L) + 1):
             spans.setdefault(k, []).append((a, b))
