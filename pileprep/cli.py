@@ -1,4 +1,4 @@
-"""The ``pileprep`` command line: ``build`` and ``synth``.
+"""The ``pileprep`` command line: build, dedup, synth, schedule, batch-at, where, sequences.
 
 Every expected failure (bad settings, missing input, a bad record under ``--strict``, a write
 error) ends with one line on stderr naming what and where, and exit code 2; never a traceback.
@@ -50,6 +50,22 @@ def _add_build(sub) -> None:
     _add_schedule_flags(p)
     p.add_argument("--no-schedule", action="store_true",
                    help="do not build the training-order index")
+    p.add_argument("--dedup", action="store_true", default=None,
+                   help="remove near-duplicates across all shards (MinHash-LSH) before packing")
+    _add_dedup_flags(p)
+
+
+def _add_dedup_flags(p) -> None:
+    g = p.add_argument_group("near-duplicate removal (with --dedup, or the dedup command)")
+    g.add_argument("--threshold", type=float, help="Jaccard similarity of 5-word shingle sets "
+                   "at which documents are duplicates (default 0.87, as Pythia)")
+    g.add_argument("--num-perm", type=int, help="MinHash permutations (default 128)")
+    g.add_argument("--minhash-seed", type=int, help="MinHash permutation seed (default 1)")
+    g.add_argument("--shingle-words", type=int, help="words per shingle (default 5)")
+    g.add_argument("--bands", type=int, help="LSH bands (default: datasketch's optimum)")
+    g.add_argument("--rows", type=int, help="LSH rows per band (with --bands)")
+    g.add_argument("--no-verify", action="store_true", default=None,
+                   help="join LSH candidates without checking their estimated Jaccard")
 
 
 def _add_schedule_flags(p, defaults_from_build: bool = False) -> None:
@@ -73,12 +89,17 @@ def _build_config(args) -> BuildConfig:
         ("read", "strict"): args.strict, ("tokenize", "tokenizer"): args.tokenizer,
         ("pack", "output"): args.output, ("pack", "name"): args.name,
         ("cluster", "workers"): args.workers, ("cluster", "scheduler"): args.scheduler,
+        ("dedup", "enabled"): args.dedup, ("dedup", "threshold"): args.threshold,
+        ("dedup", "num_perm"): args.num_perm, ("dedup", "seed"): args.minhash_seed,
+        ("dedup", "shingle_words"): args.shingle_words, ("dedup", "bands"): args.bands,
+        ("dedup", "rows"): args.rows,
+        ("dedup", "verify"): False if args.no_verify else None,
     }
     for (section, key), value in overrides.items():
         if value is not None:
             setattr(getattr(cfg, section), key, value)
     cfg.quiet, cfg.keep_work = args.quiet, args.keep_work
-    if args.no_schedule:
+    if getattr(args, "no_schedule", True):
         cfg.schedule = None
     elif cfg.schedule is not None:
         cfg.schedule = dataclasses.replace(cfg.schedule, **_schedule_overrides(args))
@@ -90,6 +111,31 @@ def cmd_build(args) -> int:
 
     report = build(_build_config(args), overwrite=args.overwrite)
     return 0 if report else 1
+
+
+def _add_dedup(sub) -> None:
+    p = sub.add_parser("dedup", help="only find near-duplicates: writes duplicates.parquet "
+                       "and the dedup report (signatures are kept for runs at other thresholds)")
+    p.add_argument("--input", "-i", action="append", default=None, metavar="DIR_OR_GLOB")
+    p.add_argument("--output", "-o", help="output directory")
+    p.add_argument("--config", help="pipeline TOML file; flags override it")
+    for flag in ("--workers", "--partition-bytes"):
+        p.add_argument(flag, type=int if flag == "--workers" else parse_size)
+    p.add_argument("--scheduler")
+    p.add_argument("--strict", action="store_true", default=None)
+    p.add_argument("--keep-work", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true")
+    _add_dedup_flags(p)
+    p.set_defaults(tokenizer=None, name=None, dedup=True, overwrite=False)
+
+
+def cmd_dedup(args) -> int:
+    from .pipeline import dedup_only
+
+    summary = dedup_only(_build_config(args))
+    print(f"{summary['removed']:,} documents removed as near-duplicates of others "
+          f"(threshold {summary['threshold']:g}); see {Path(args.output) / 'dedup_report.md'}")
+    return 0
 
 
 def _add_synth(sub) -> None:
@@ -259,7 +305,7 @@ def cmd_sequences(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "synth": cmd_synth, "schedule": cmd_schedule,
+COMMANDS = {"build": cmd_build, "dedup": cmd_dedup, "synth": cmd_synth, "schedule": cmd_schedule,
             "batch-at": cmd_batch_at, "where": cmd_where, "sequences": cmd_sequences}
 
 
@@ -271,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="pileprep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_build, _add_synth, _add_schedule_cmd, _add_batch_at, _add_where, _add_sequences):
+    for add in (_add_build, _add_dedup, _add_synth, _add_schedule_cmd, _add_batch_at, _add_where, _add_sequences):
         add(sub)
     args = parser.parse_args(argv)
     try:

@@ -66,13 +66,54 @@ class PackConfig:
     """Stage 4, pack: token parts -> ``<name>_text_document.bin/.idx`` and provenance."""
 
     output: str = ""
-    name: str = "pile"
+    name: str = ""  # "" : "pile", or "pile_<threshold>_deduped" for a deduplicated build
 
     def validate(self) -> None:
         if not self.output:
             raise ConfigError("no --output given")
-        if not self.name or "/" in self.name:
+        if "/" in self.name:
             raise ConfigError(f"invalid dataset name {self.name!r}")
+
+
+@dataclass
+class DedupConfig:
+    """Stage 2, dedup: MinHash-LSH near-duplicate removal across all shards (off by default)."""
+
+    enabled: bool = False
+    threshold: float = 0.87  # Jaccard similarity of shingle sets; Pythia's deduped Pile used 0.87
+    num_perm: int = 128
+    seed: int = 1
+    shingle_words: int = 5
+    bands: int | None = None  # None: datasketch's optimal (bands, rows) for the threshold
+    rows: int | None = None
+    verify: bool = True  # check candidates' estimated Jaccard before joining them
+
+    def validate(self) -> None:
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"--threshold must be in (0, 1], got {self.threshold}")
+        if self.num_perm < 2:
+            raise ConfigError("--num-perm must be at least 2")
+        if self.shingle_words < 1:
+            raise ConfigError("--shingle-words must be at least 1")
+        if (self.bands is None) != (self.rows is None):
+            raise ConfigError("give both --bands and --rows, or neither")
+        if self.bands is not None and (self.bands < 1 or self.rows < 1
+                                       or self.bands * self.rows > self.num_perm):
+            raise ConfigError(f"--bands x --rows must be positive and at most --num-perm "
+                              f"({self.num_perm})")
+
+    def lsh_params(self) -> tuple[int, int]:
+        if self.bands is not None:
+            return self.bands, self.rows
+        from .dedup.minhash import lsh_params
+
+        return lsh_params(self.threshold, self.num_perm, self.verify)
+
+    def stage_settings(self) -> dict:
+        return dataclasses.asdict(self) | {"bands_rows": list(self.lsh_params())}
+
+    def default_name(self) -> str:
+        return f"pile_{self.threshold:g}_deduped"
 
 
 HEADROOM = 1.005  # GPT-NeoX asks weighted datasets for 0.5 % more samples than it trains on
@@ -126,15 +167,22 @@ class BuildConfig:
     read: ReadConfig = field(default_factory=ReadConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     pack: PackConfig = field(default_factory=PackConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     schedule: ScheduleConfig | None = field(default_factory=ScheduleConfig)  # None: no schedule
     quiet: bool = False
     keep_work: bool = False
 
     def validate(self) -> None:
-        for part in (self.read, self.tokenize, self.pack, self.cluster, self.schedule):
+        for part in (self.read, self.tokenize, self.dedup, self.pack, self.cluster, self.schedule):
             if part is not None:
                 part.validate()
+
+    @property
+    def dataset_name(self) -> str:
+        if self.pack.name:
+            return self.pack.name
+        return self.dedup.default_name() if self.dedup.enabled else "pile"
 
     def settings(self) -> dict:
         """The settings that determine the output bytes, for the manifest.
@@ -142,19 +190,23 @@ class BuildConfig:
         Partition sizes, worker counts and the scheduler are left out on purpose: they change
         how the work is cut, never what it produces.
         """
-        return {
+        out = {
             "tokenize": {"append_eod": self.tokenize.append_eod,
                          "tokenizer": self.tokenize.tokenizer},
-            "pack": {"name": self.pack.name},
+            "pack": {"name": self.dataset_name},
         }
+        if self.dedup.enabled:
+            out["dedup"] = self.dedup.stage_settings()
+        return out
 
 
-_SECTIONS = {"read": ReadConfig, "tokenize": TokenizeConfig, "pack": PackConfig,
+_SECTIONS = {"read": ReadConfig, "tokenize": TokenizeConfig, "dedup": DedupConfig, "pack": PackConfig,
              "cluster": ClusterConfig, "schedule": ScheduleConfig}
 
 
 def load_toml(path: str | Path) -> BuildConfig:
-    """Read a pipeline file: sections ``[read] [tokenize] [pack] [cluster]``, unknown keys refused."""
+    """Read a pipeline file: sections ``[read] [tokenize] [dedup] [pack] [cluster] [schedule]``;
+    unknown keys are refused."""
     try:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:

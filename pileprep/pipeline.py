@@ -19,6 +19,7 @@ from typing import Sequence
 from . import atomic, report as reporting, schedule
 from .cluster import Runner
 from .config import BuildConfig, ConfigError, fingerprint
+from .dedup import apply as dedup_apply, report as dedup_report, run as dedup_run
 from .ingest import Partition, ShardResult, ingest_shard
 from .pack import concat_text_files, dataset_prefix, pack
 from .progress import Progress, log
@@ -110,9 +111,49 @@ def run_tokenize(runner: Runner, shards: Sequence[ShardResult], workdir: Path, c
     bar = Progress("tokenize", sum(a[0].text_bytes for _, a in todo), len(todo), quiet=cfg.quiet)
     for j, result in runner.map(_tokenize_task, [a for _, a in todo]):
         results[todo[j][0]] = result
-        bar.update(nbytes=result.text_bytes, items=1, docs=result.docs)
+        bar.update(nbytes=todo[j][1][0].text_bytes, items=1, docs=result.docs)
     bar.close()
     return results  # type: ignore[return-value]
+
+
+def _partitions(shard_results: Sequence[ShardResult]) -> tuple[list[Partition], list[str]]:
+    parts = [p for s in shard_results for p in s.partitions]
+    return parts, [s.sha256 for s in shard_results for _ in s.partitions]
+
+
+def run_dedup(runner: Runner, shard_results: Sequence[ShardResult], out: Path, ingest_fp: str,
+              cfg: BuildConfig) -> dedup_run.DedupResult:
+    parts, shas = _partitions(shard_results)
+    sig_dir = dedup_run.signature_dir(out, ingest_fp, cfg.dedup)
+    result = dedup_run.dedup(runner, parts, shas, sig_dir, out / WORK_DIR, cfg.dedup, cfg.quiet)
+    return result
+
+
+def drop_duplicates(runner: Runner, parts: Sequence[TokenPart], dup: dedup_run.DedupResult,
+                    tokens_dir: Path, info: TokenizerInfo, cfg: BuildConfig):
+    """Token parts without the removed documents, and what was removed per subset."""
+    drops = dedup_apply.rows_by_partition(dup.removed, dup.offsets)
+    kept_dir = tokens_dir.parent / f"kept-{dup.fingerprint}"
+    kept_dir.mkdir(parents=True, exist_ok=True)
+    results = dedup_run.run_tasks(runner, "drop duplicates", dedup_apply.drop_documents, [
+        dedup_run.Task(kept_dir / f"{Path(p.bin).stem}.done.json", (p, d, str(kept_dir), info.dtype),
+                       [p.shard_sha256, p.docs])
+        for p, d in zip(parts, drops)], cfg.quiet)
+    removed: dict[str, list[int]] = {}
+    for r in results:
+        for subset, vals in r["removed"].items():
+            acc = removed.setdefault(subset, [0, 0, 0])
+            for i, v in enumerate(vals):
+                acc[i] += v
+    return [TokenPart(**r["part"]) for r in results], removed
+
+
+def write_dedup_outputs(out: Path, dup: dedup_run.DedupResult, summary: dict) -> dict[str, str]:
+    """The removed-documents table and the human-readable dedup report; ``{name: sha256}``."""
+    hashes = {dedup_apply.TABLE: dedup_apply.write_table(
+        dup.removed, dup.offsets, dup.partitions, dup.signature_paths, out / dedup_apply.TABLE)}
+    hashes.update(dedup_report.write(out, dup, summary))
+    return hashes
 
 
 def _check_output_dir(out: Path, settings: dict, shards: Sequence[Path], overwrite: bool) -> None:
@@ -142,7 +183,8 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     ingest_fp = fingerprint(INGEST_FORMAT, cfg.read.stage_settings())
     ingest_dir = out / WORK_DIR / f"ingest-{ingest_fp}"
     tokens_dir = out / WORK_DIR / f"tokens-{fingerprint(TOKENS_FORMAT, ingest_fp, settings['tokenize'])}"
-    log(f"pileprep: {len(shards)} shards -> {dataset_prefix(out, cfg.pack.name)}.bin/.idx "
+    name = cfg.dataset_name
+    log(f"pileprep: {len(shards)} shards -> {dataset_prefix(out, name)}.bin/.idx "
         f"(vocab {info.vocab_size}, {info.dtype})", cfg.quiet)
 
     timings: dict[str, float] = {}
@@ -152,20 +194,30 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
         timings["ingest"] = round(time.monotonic() - t0, 3)
         parts = run_tokenize(runner, shard_results, tokens_dir, cfg, info)
         timings["tokenize"] = round(time.monotonic() - t0 - timings["ingest"], 3)
+        dup = None
+        if cfg.dedup.enabled:
+            t_dedup = time.monotonic()
+            dup = run_dedup(runner, shard_results, out, ingest_fp, cfg)
+            parts, dup.removed_by_subset = drop_duplicates(runner, parts, dup, tokens_dir, info, cfg)
+            timings["dedup"] = round(time.monotonic() - t_dedup, 3)
 
     t1 = time.monotonic()
     log("pack: merging parts in (source, line) order", cfg.quiet)
-    hashes = pack(parts, out, cfg.pack.name, info.dtype)
+    hashes = pack(parts, out, name, info.dtype)
     hashes[reporting.REJECTS] = concat_text_files([s.rejects_path for s in shard_results],
                                                   out / reporting.REJECTS)
     timings["pack"] = round(time.monotonic() - t1, 3)
     if cfg.schedule is not None:
         t2 = time.monotonic()
-        hashes.update(schedule.build_for_dataset(out, dataset_prefix(out, cfg.pack.name),
+        hashes.update(schedule.build_for_dataset(out, dataset_prefix(out, name),
                                                  cfg.schedule, cfg.quiet))
         timings["schedule"] = round(time.monotonic() - t2, 3)
 
-    rep = reporting.make_report(shard_results, parts, timings=timings)
+    rep = reporting.make_report(shard_results, parts, timings=timings,
+                                duplicates=len(dup.removed) if dup else 0)
+    if dup is not None:
+        rep["dedup"] = dedup_report.summary(dup, rep["subsets"])
+        hashes.update(write_dedup_outputs(out, dup, rep["dedup"]))
     outputs = {name: {"bytes": (out / name).stat().st_size, "sha256": sha}
                for name, sha in sorted(hashes.items())}
     manifest = reporting.make_manifest(shard_results, settings, info,
@@ -175,6 +227,31 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     if not cfg.keep_work:
         shutil.rmtree(out / WORK_DIR, ignore_errors=True)
     log(f"done: {rep['kept']:,} documents, {rep['tokens']:,} tokens; "
-        f"{rep['lines_read']:,} lines read, {rep['rejected_total']:,} rejected "
+        f"{rep['lines_read']:,} lines read, {rep['duplicates']:,} duplicates removed, "
+        f"{rep['rejected_total']:,} rejected "
         f"({', '.join(f'{k} {v}' for k, v in rep['rejected'].items()) or 'none'})", cfg.quiet)
     return rep
+
+
+def dedup_only(cfg: BuildConfig) -> dict:
+    """Ingest and find near-duplicates only: ``duplicates.parquet``, ``dedup.json`` and the
+    Markdown report. No tokens, so removal is counted in documents and text bytes."""
+    cfg.dedup.enabled = True
+    cfg.validate()
+    shards = discover_shards(cfg.read.inputs)
+    out = Path(cfg.pack.output)
+    out.mkdir(parents=True, exist_ok=True)
+    ingest_fp = fingerprint(INGEST_FORMAT, cfg.read.stage_settings())
+    with Runner(cfg.cluster, cfg.quiet) as runner:
+        shard_results = run_ingest(runner, shards, out / WORK_DIR / f"ingest-{ingest_fp}", cfg)
+        dup = run_dedup(runner, shard_results, out, ingest_fp, cfg)
+    kept = dedup_apply.subset_counts(dup.signature_paths, dup.removed, dup.offsets)
+    dup.removed_by_subset = {n: [v["removed"], 0, 0] for n, v in kept.items()}
+    summary = dedup_report.summary(dup, {n: {"documents": v["kept"]} for n, v in kept.items()})
+    summary["lines_read"] = sum(s.lines_read for s in shard_results)
+    summary["rejected_total"] = sum(sum(s.rejected.values()) for s in shard_results)
+    write_dedup_outputs(out, dup, summary)
+    atomic.write_json(out / "dedup.json", summary)
+    if not cfg.keep_work:
+        shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+    return summary

@@ -42,6 +42,11 @@ class Progress:
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
+        if not self.total_bytes:  # a stage counted in tasks only
+            rate = self.items / elapsed
+            left = (self.total_items - self.items) / rate if rate > 0 else float("inf")
+            return (f"[{self.stage}] {self.items}/{self.total_items} tasks  {rate:.2f} tasks/s  "
+                    f"ETA {_fmt_eta(left)}")
         rate = self.bytes / elapsed
         left = (self.total_bytes - self.bytes) / rate if rate > 0 else float("inf")
         return (f"[{self.stage}] {self.items}/{self.total_items} parts  {self.docs:,} docs  "

@@ -74,7 +74,7 @@ class SynthConfig:
     compress: bool = True
     exact_dup_rate: float = 0.02
     near_dup_rate: float = 0.03
-    near_dup_edit_rate: float = 0.02  # fraction of words changed in a near duplicate
+    near_dup_edit_rate: float = 0.004  # words changed in a near duplicate (Jaccard ~0.96)
     max_doc_words: int = 30000
     bad_lines: list[tuple[int, int, bytes]] = field(default_factory=list)  # (shard, line, raw)
 

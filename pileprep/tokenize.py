@@ -87,7 +87,7 @@ class TokenPart:
     prov: str
     docs: int
     tokens: int
-    text_bytes: int
+    text_bytes: int  # UTF-8 bytes of the documents' text
     shard_sha256: str = ""  # ties the part to the exact input it was made from (resume check)
     subsets: dict[str, list[int]] = field(default_factory=dict)  # name -> [docs, tokens, bytes]
 
@@ -132,7 +132,7 @@ def tokenize_partition(part: Partition, out_dir: str, cfg: TokenizeConfig,
     with atomic.atomic_path(prov_path) as tmp:
         pq.write_table(table, tmp)
     return TokenPart(str(bin_path), str(prov_path), len(size_arr), int(size_arr.sum()),
-                     part.text_bytes, shard_sha256, subset_totals(table))
+                     int(table.column("bytes").to_numpy().sum()), shard_sha256, subset_totals(table))
 
 
 def subset_totals(table) -> dict[str, list[int]]:

@@ -1,0 +1,103 @@
+"""Apply a dedup result: the table of removed documents, and token parts without them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import atomic, provenance
+from ..ingest import Partition
+from ..tokenize import TokenPart, subset_totals
+from . import stages
+
+TABLE = "duplicates.parquet"
+TABLE_SCHEMA = pa.schema([
+    ("source", pa.string()), ("line", pa.int64()), ("pile_set_name", pa.string()),
+    ("kept_source", pa.string()), ("kept_line", pa.int64()),
+    ("similarity", pa.float32()), ("direct", pa.bool_()),
+])
+
+
+def rows_by_partition(removed: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    """Row numbers, within each partition, of the removed documents."""
+    part = stages.part_of(removed["gid"], offsets)
+    return [removed["gid"][part == i] - offsets[i] for i in range(len(offsets))]
+
+
+def _lookup(gids: np.ndarray, offsets: np.ndarray, parts: Sequence[Partition],
+            sig_paths: Sequence[Path]) -> tuple[list[str], np.ndarray, list[str]]:
+    """Source, line and subset of each gid, reading only the partitions that hold one."""
+    part = stages.part_of(gids, offsets)
+    sources = [parts[i].source for i in part]
+    lines = np.zeros(len(gids), np.int64)
+    subsets = [""] * len(gids)
+    for i in np.unique(part):
+        sel = np.flatnonzero(part == i)
+        t = pq.read_table(sig_paths[i], columns=["line", "pile_set_name"])
+        local = gids[sel] - offsets[i]
+        lines[sel] = t.column("line").to_numpy()[local]
+        names = t.column("pile_set_name").to_pylist()
+        for j, k in zip(sel, local):
+            subsets[j] = names[k]
+    return sources, lines, subsets
+
+
+def write_table(removed: np.ndarray, offsets: np.ndarray, parts: Sequence[Partition],
+                sig_paths: Sequence[Path], out_path: Path) -> str:
+    """Write the removed-documents table (in ``(source, line)`` order); return its sha256."""
+    src, line, subset = _lookup(removed["gid"], offsets, parts, sig_paths)
+    ksrc, kline, _ = _lookup(removed["kept"], offsets, parts, sig_paths)
+    table = pa.table([src, line, subset, ksrc, kline, removed["sim"], removed["direct"]],
+                     schema=TABLE_SCHEMA)
+    with atomic.atomic_path(out_path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=provenance.ROW_GROUP)
+    return provenance.sha256_file(out_path)
+
+
+def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str, dtype: str) -> dict:
+    """Write ``part`` without the documents at rows ``drop``; return the new part and what went.
+
+    The kept documents' tokens are copied unchanged and in order; ``removed`` counts documents,
+    tokens and text bytes per subset.
+    """
+    stem = Path(part.bin).name.removesuffix(".bin")
+    out = Path(out_dir)
+    prov = pq.read_table(part.prov, schema=provenance.PART_SCHEMA)
+    sizes = prov.column("tokens").to_numpy().astype(np.int64)
+    keep = np.ones(len(sizes), bool)
+    keep[np.asarray(drop, np.int64)] = False
+    tokens = np.fromfile(part.bin, dtype=np.dtype(dtype))
+    kept_tokens = tokens[np.repeat(keep, sizes)]
+    bin_path, prov_path = out / f"{stem}.bin", out / f"{stem}.prov.parquet"
+    with atomic.atomic_path(bin_path) as tmp:
+        kept_tokens.tofile(tmp)
+    kept_prov = prov.filter(pa.array(keep))
+    with atomic.atomic_path(prov_path) as tmp:
+        pq.write_table(kept_prov, tmp)
+    text_bytes = int(kept_prov.column("bytes").to_numpy().sum())
+    new = TokenPart(str(bin_path), str(prov_path), int(keep.sum()), int(kept_tokens.size),
+                    text_bytes, part.shard_sha256, subset_totals(kept_prov))
+    return {"part": new.__dict__, "removed": subset_totals(prov.filter(pa.array(~keep)))}
+
+
+
+def subset_counts(sig_paths: Sequence[Path], removed: np.ndarray,
+                  offsets: np.ndarray) -> dict[str, dict[str, int]]:
+    """Documents kept and removed per subset, from the signature files (no tokens needed)."""
+    drops = rows_by_partition(removed, offsets)
+    out: dict[str, dict[str, int]] = {}
+    for path, drop in zip(sig_paths, drops):
+        names = pq.read_table(path, columns=["pile_set_name"]).column("pile_set_name").to_numpy(
+            zero_copy_only=False)
+        gone = np.zeros(len(names), bool)
+        gone[drop] = True
+        for name in np.unique(names):
+            sel = names == name
+            acc = out.setdefault(str(name), {"kept": 0, "removed": 0})
+            acc["removed"] += int(gone[sel].sum())
+            acc["kept"] += int((~gone[sel]).sum())
+    return out

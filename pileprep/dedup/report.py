@@ -1,0 +1,93 @@
+"""The dedup part of ``report.json`` and a human-readable report: Markdown with two PNG charts.
+
+The charts are drawn with matplotlib's Agg backend and no time stamp in their metadata, so the
+same result always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import atomic, provenance
+
+MARKDOWN = "dedup_report.md"
+RATES_PNG = "dedup_removal_by_subset.png"
+SIMILARITY_PNG = "dedup_similarity.png"
+
+
+def summary(dup, kept_subsets: dict[str, dict[str, int]]) -> dict:
+    """Counts for ``report.json``: settings, pair counts, and removal per ``pile_set_name``."""
+    by_subset = {}
+    for name in sorted(set(kept_subsets) | set(dup.removed_by_subset)):
+        docs, tokens, nbytes = dup.removed_by_subset.get(name, [0, 0, 0])
+        kept = kept_subsets.get(name, {}).get("documents", 0)
+        by_subset[name] = {"documents": docs, "tokens": tokens, "bytes": nbytes,
+                           "rate": round(docs / (docs + kept), 6) if docs + kept else 0.0}
+    sims = dup.removed["sim"]
+    return {**dup.stats, "removed": int(len(dup.removed)),
+            "removed_tokens": sum(v["tokens"] for v in by_subset.values()),
+            "removed_direct": int(dup.removed["direct"].sum()),
+            "similarity_min": float(np.nanmin(sims)) if np.isfinite(sims).any() else None,
+            "by_subset": by_subset}
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> str:
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    return provenance.sha256_file(path)
+
+
+def write(out: Path, dup, summ: dict) -> dict[str, str]:
+    """Write the Markdown report and its charts into ``out``; return ``{name: sha256}``."""
+    plt = _figure()
+    subsets = summ["by_subset"]
+    names = sorted(subsets, key=lambda n: -subsets[n]["rate"])
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.3 * len(names) + 1)))
+    ax.barh([n or "(none)" for n in names][::-1], [100 * subsets[n]["rate"] for n in names][::-1])
+    ax.set_xlabel("documents removed (%)")
+    ax.set_title(f"Near-duplicates removed per subset (Jaccard >= {summ['threshold']:g})")
+    fig.tight_layout()
+    hashes = {RATES_PNG: _save(fig, out / RATES_PNG)}
+    plt.close(fig)
+
+    sims = dup.removed["sim"][np.isfinite(dup.removed["sim"])]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.hist(sims, bins=np.linspace(min(summ["threshold"], 0.5), 1.0, 41))
+    ax.set_xlabel("estimated Jaccard similarity of a removed document (best edge)")
+    ax.set_ylabel("documents")
+    ax.set_title("Similarity of removed documents" + ("" if len(sims) else " (not verified)"))
+    fig.tight_layout()
+    hashes[SIMILARITY_PNG] = _save(fig, out / SIMILARITY_PNG)
+    plt.close(fig)
+
+    lines = [
+        "# Near-duplicate removal", "",
+        f"MinHash-LSH, Jaccard threshold {summ['threshold']:g}, {summ['num_perm']} permutations "
+        f"in {summ['bands']} bands of {summ['rows']} rows; candidates "
+        + ("verified by estimated Jaccard." if summ["verify"] else "not verified."), "",
+        f"- candidate pairs: {summ['candidate_pairs']:,}; joined: {summ['verified_pairs']:,}",
+        f"- clusters: {summ['clusters']:,} holding {summ['documents_in_clusters']:,} documents",
+        f"- removed: {summ['removed']:,} documents, {summ['removed_tokens']:,} tokens "
+        f"({summ['removed_direct']:,} joined directly to the kept document)", "",
+        "| subset | removed documents | removed tokens | rate |", "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {n or '(none)'} | {subsets[n]['documents']:,} | {subsets[n]['tokens']:,} | "
+              f"{100 * subsets[n]['rate']:.2f} % |" for n in names]
+    lines += ["", f"![removal rate per subset]({RATES_PNG})", "",
+              f"![similarity histogram]({SIMILARITY_PNG})", "",
+              "The full list, with the document each one duplicates, is `duplicates.parquet`.", ""]
+    with atomic.atomic_path(out / MARKDOWN) as tmp:
+        Path(tmp).write_text("\n".join(lines))
+    hashes[MARKDOWN] = provenance.sha256_file(out / MARKDOWN)
+    return hashes

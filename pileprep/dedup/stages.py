@@ -1,0 +1,181 @@
+"""The dedup stage's tasks, each a plain function of files to files, run by Dask workers.
+
+Global document ids (``gid``) number the accepted documents in ``(source, line)`` order; a
+partition holds the gids ``[offset, offset + rows)``. The flow, with the shuffle between steps:
+
+    signatures (per partition) -> band keys (per partition) --shuffle by key-->
+    group (per bucket): candidate pairs --shuffle by partition of a-->
+    attach (per partition): signature of a --shuffle by partition of b-->
+    verify (per partition): estimated Jaccard, keep >= threshold --> edges
+    components (one task): connected components; keep the smallest gid of each
+
+Every step's output depends only on its inputs, never on how the work was cut, so the result is
+the same for any number of workers, partitions or buckets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import atomic
+from . import minhash, shuffle
+
+BAND_ROW = np.dtype([("key", "<u8"), ("gid", "<i8")])
+PAIR_ROW = np.dtype([("a", "<i8"), ("b", "<i8")])
+EDGE_ROW = np.dtype([("a", "<i8"), ("b", "<i8"), ("sim", "<f4")])
+_BATCH_DOCS = 256
+
+
+def attach_row(num_perm: int) -> np.dtype:
+    return np.dtype([("a", "<i8"), ("b", "<i8"), ("sig", "<u4", (num_perm,))])
+
+
+def signature_schema(num_perm: int) -> pa.Schema:
+    return pa.schema([
+        ("line", pa.int64()),
+        ("pile_set_name", pa.string()),
+        ("has_shingles", pa.bool_()),
+        ("signature", pa.list_(pa.uint32(), num_perm)),
+    ])
+
+
+def signature_task(part_path: str, out_path: str, num_perm: int, seed: int, words: int) -> dict:
+    """MinHash every document of one ingest partition into a signature parquet file."""
+    schema = signature_schema(num_perm)
+    pf = pq.ParquetFile(part_path)
+    rows = 0
+    with atomic.atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for batch in pf.iter_batches(batch_size=_BATCH_DOCS, columns=["line", "text", "pile_set_name"]):
+            sig, has = minhash.signatures(batch.column("text").to_pylist(), num_perm, seed, words)
+            writer.write_table(pa.table([
+                batch.column("line"), batch.column("pile_set_name"), pa.array(has),
+                pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm),
+            ], schema=schema))
+            rows += batch.num_rows
+    return {"rows": rows}
+
+
+def load_signatures(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(signatures (rows, num_perm) uint32, has_shingles bool)`` of one partition."""
+    t = pq.read_table(path, columns=["has_shingles", "signature"])
+    col = t.column("signature").combine_chunks()
+    num_perm = col.type.list_size
+    sig = col.flatten().to_numpy().reshape(-1, num_perm)
+    return sig, t.column("has_shingles").to_numpy()
+
+
+def band_task(sig_path: str, gid0: int, bands: int, rows: int, n_buckets: int, out_prefix: str) -> int:
+    sig, has = load_signatures(sig_path)
+    gids = np.flatnonzero(has) + gid0
+    keys = minhash.band_keys(sig[has], bands, rows)
+    out = np.empty(keys.size, BAND_ROW)
+    out["key"] = keys.ravel()
+    out["gid"] = np.repeat(gids, bands)
+    return shuffle.write(out_prefix, out, (out["key"] % np.uint64(n_buckets)).astype(np.int64), n_buckets)
+
+
+def part_of(gids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Partition index of each gid; ``offsets`` are the partitions' first gids, ascending."""
+    return np.searchsorted(offsets, gids, side="right") - 1
+
+
+def candidate_pairs(rows: np.ndarray) -> np.ndarray:
+    """Pairs ``a < b`` from documents sharing a band key: each member with the group's first
+    member (star) and with its predecessor (chain), so a group of m documents gives < 2m pairs
+    however large it is, and still connects every member."""
+    rows = rows[np.lexsort((rows["gid"], rows["key"]))]
+    same = rows["key"][1:] == rows["key"][:-1]
+    if not same.any():
+        return np.zeros(0, PAIR_ROW)
+    head = np.concatenate([[True], ~same])
+    first = rows["gid"][head][np.cumsum(head) - 1]
+    member = np.flatnonzero(~head)
+    pairs = np.empty(2 * len(member), PAIR_ROW)
+    pairs["a"] = np.concatenate([first[member], rows["gid"][member - 1]])
+    pairs["b"] = np.concatenate([rows["gid"][member], rows["gid"][member]])
+    return np.unique(pairs)
+
+
+def group_task(k: int, band_prefixes: Sequence[str], offsets: np.ndarray, out_prefix: str) -> int:
+    pairs = candidate_pairs(shuffle.read(band_prefixes, k, BAND_ROW))
+    return shuffle.write(out_prefix, pairs, part_of(pairs["a"], offsets), len(offsets))
+
+
+def attach_task(p: int, group_prefixes: Sequence[str], sig_path: str, gid0: int,
+                offsets: np.ndarray, out_prefix: str) -> int:
+    """Pairs whose first document is in partition ``p``, with that document's signature."""
+    pairs = np.unique(shuffle.read(group_prefixes, p, PAIR_ROW))
+    sig, _ = load_signatures(sig_path)
+    out = np.empty(len(pairs), attach_row(sig.shape[1]))
+    out["a"], out["b"] = pairs["a"], pairs["b"]
+    out["sig"] = sig[pairs["a"] - gid0]
+    return shuffle.write(out_prefix, out, part_of(pairs["b"], offsets), len(offsets))
+
+
+def verify_task(q: int, attach_prefixes: Sequence[str], sig_path: str, gid0: int,
+                threshold: float, out_path: str) -> dict:
+    """Keep the pairs whose second document (in partition ``q``) is similar enough to the first."""
+    sig, _ = load_signatures(sig_path)
+    rows = shuffle.read(attach_prefixes, q, attach_row(sig.shape[1]))
+    sims = minhash.jaccard(rows["sig"], sig[rows["b"] - gid0]) if len(rows) else np.zeros(0)
+    keep = sims >= threshold
+    edges = np.empty(int(keep.sum()), EDGE_ROW)
+    edges["a"], edges["b"], edges["sim"] = rows["a"][keep], rows["b"][keep], sims[keep]
+    _save(out_path, np.sort(edges, order=["a", "b"]))
+    return {"candidates": int(len(rows)), "verified": int(keep.sum())}
+
+
+def unverified_task(p: int, group_prefixes: Sequence[str], out_path: str) -> dict:
+    """Without verification every candidate pair is an edge (similarity unknown: NaN)."""
+    pairs = np.unique(shuffle.read(group_prefixes, p, PAIR_ROW))
+    edges = np.empty(len(pairs), EDGE_ROW)
+    edges["a"], edges["b"], edges["sim"] = pairs["a"], pairs["b"], np.nan
+    _save(out_path, edges)
+    return {"candidates": int(len(pairs)), "verified": int(len(pairs))}
+
+
+def _save(path: str | Path, arr: np.ndarray) -> None:
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
+
+
+REMOVED_ROW = np.dtype([("gid", "<i8"), ("kept", "<i8"), ("sim", "<f4"), ("direct", "?")])
+
+
+def components(edge_paths: Sequence[str], out_path: str) -> dict:
+    """Join verified edges into connected components; in each, keep the smallest gid.
+
+    Each removed document gets the highest similarity among its own edges, and ``direct``
+    says whether an edge joins it to the kept document itself (otherwise it was joined through
+    other members). Memory: the edges plus about 40 bytes per document that has an edge.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    edges = np.concatenate([np.load(p) for p in edge_paths]) if edge_paths else np.zeros(0, EDGE_ROW)
+    nodes, inverse = np.unique(np.concatenate([edges["a"], edges["b"]]), return_inverse=True)
+    ia, ib = inverse[:len(edges)], inverse[len(edges):]
+    graph = coo_matrix((np.ones(len(edges), np.int8), (ia, ib)), shape=(len(nodes), len(nodes)))
+    _, label = connected_components(graph, directed=False)
+    root = np.full(label.max() + 1 if len(label) else 0, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(root, label, nodes)  # nodes are sorted, so this is the smallest gid
+    kept = root[label]
+    best = np.full(len(nodes), -np.inf, np.float32)
+    sims = np.nan_to_num(edges["sim"], nan=-1.0)
+    np.maximum.at(best, ia, sims)
+    np.maximum.at(best, ib, sims)
+    direct = np.zeros(len(nodes), bool)
+    direct[ib[edges["a"] == kept[ib]]] = True
+    removed = nodes != kept
+    out = np.empty(int(removed.sum()), REMOVED_ROW)
+    out["gid"], out["kept"] = nodes[removed], kept[removed]
+    out["sim"] = np.where(best[removed] < 0, np.nan, best[removed])
+    out["direct"] = direct[removed]
+    _save(out_path, out)
+    return {"edges": int(len(edges)), "documents_in_clusters": int(len(nodes)),
+            "clusters": int(len(root)), "removed": int(removed.sum())}
