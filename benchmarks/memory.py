@@ -46,9 +46,10 @@ def _label(proc: psutil.Process, root_pid: int) -> str:
     return "other"
 
 
-def measure(shards: Path, out: Path, workers: int) -> dict:
+def measure(shards: Path, out: Path, workers: int, extra: tuple[str, ...] = ()) -> dict:
+    """Run one build in a subprocess; its wall time, text size and per-process peak RSS."""
     cmd = [sys.executable, "-m", "pileprep.cli", "build", "--input", str(shards), "--output",
-           str(out), "--workers", str(workers), "--quiet", "--overwrite", "--no-schedule"]
+           str(out), "--workers", str(workers), "--quiet", "--overwrite", "--no-schedule", *extra]
     start = time.monotonic()
     proc = subprocess.Popen(cmd)
     root = psutil.Process(proc.pid)
@@ -79,7 +80,8 @@ def measure(shards: Path, out: Path, workers: int) -> dict:
     if code != 0:
         raise SystemExit(f"build failed with exit code {code}")
     report = json.loads((out / "report.json").read_text())
-    return {"elapsed": elapsed, "text_mb": report["text_bytes"] / 1e6, "peaks": peaks}
+    return {"elapsed": elapsed, "text_mb": report["text_bytes"] / 1e6, "peaks": peaks,
+            "report": report}
 
 
 def main() -> None:

@@ -25,6 +25,9 @@ ADVERSARIAL = [
     "tabs\tand\r\nnewlines\u2028and nbsp\u00a0here and more words to make shingles",
     "emoji 🙂🚀 👩‍👩‍👧‍👦 and 数据 集的 去重 是 训练", "a " * 300,
     "x" * 5000 + " tail words one two three four five six",
+    "control\x00bytes\x01 stay\x1b in words\x1c but\x1dthese\x1e are\x1f spaces\x0b\x0c ok",
+    "\u2003em\u2002spaces\u3000ideographic\u00a0nbsp\u2028line\u0085nel and words",
+    "ΣΊΣΥΦΟΣ ΟΔΟΣ final sigma İstanbul ǅ ﬁ",
 ]
 
 
@@ -218,3 +221,4 @@ def test_dedup_build_same_bytes_with_two_workers(clean_corpus, dedup_build, toke
 def test_bad_dedup_settings(kw, message):
     with pytest.raises(ConfigError, match=message):
         DedupConfig(**kw).validate()
+
