@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import orjson
 import psutil
 import zstandard

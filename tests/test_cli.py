@@ -76,10 +76,16 @@ def test_pipeline_toml(tmp_path):
 def test_shipped_pipeline_files_load():
     from pathlib import Path
 
-    files = sorted((Path(__file__).parent.parent / "pipelines").glob("*.toml"))
-    assert files
-    for f in files:
-        assert load_toml(f).pack.name
+    files = {f.name: load_toml(f) for f in (Path(__file__).parent.parent / "pipelines").glob("*.toml")}
+    assert files["pile.toml"].dataset_name == "pile"
+    assert not files["pile.toml"].dedup.enabled
+    dedup = files["pile_dedup.toml"]
+    assert dedup.dedup.enabled and dedup.dedup.threshold == 0.87
+    assert dedup.dataset_name == "pile_0.87_deduped"
+    for cfg in files.values():
+        cfg.pack.output = "x"
+        cfg.read.inputs = ["y"]
+        cfg.validate()
 
 
 @pytest.mark.parametrize("text,value", [("4096", 4096), ("32MB", 32_000_000), ("32MiB", 32 << 20),
