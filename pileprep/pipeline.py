@@ -248,6 +248,7 @@ def dedup_only(cfg: BuildConfig) -> dict:
     kept = dedup_apply.subset_counts(dup.signature_paths, dup.removed, dup.offsets)
     dup.removed_by_subset = {n: [v["removed"], 0, 0] for n, v in kept.items()}
     summary = dedup_report.summary(dup, {n: {"documents": v["kept"]} for n, v in kept.items()})
+    summary["tokens_counted"] = False
     summary["lines_read"] = sum(s.lines_read for s in shard_results)
     summary["rejected_total"] = sum(sum(s.rejected.values()) for s in shard_results)
     write_dedup_outputs(out, dup, summary)

@@ -52,6 +52,7 @@ def write(out: Path, dup, summ: dict) -> dict[str, str]:
     """Write the Markdown report and its charts into ``out``; return ``{name: sha256}``."""
     plt = _figure()
     subsets = summ["by_subset"]
+    counted = summ.get("tokens_counted", True)
     names = sorted(subsets, key=lambda n: -subsets[n]["rate"])
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.3 * len(names) + 1)))
     ax.barh([n or "(none)" for n in names][::-1], [100 * subsets[n]["rate"] for n in names][::-1])
@@ -78,12 +79,15 @@ def write(out: Path, dup, summ: dict) -> dict[str, str]:
         + ("verified by estimated Jaccard." if summ["verify"] else "not verified."), "",
         f"- candidate pairs: {summ['candidate_pairs']:,}; joined: {summ['verified_pairs']:,}",
         f"- clusters: {summ['clusters']:,} holding {summ['documents_in_clusters']:,} documents",
-        f"- removed: {summ['removed']:,} documents, {summ['removed_tokens']:,} tokens "
-        f"({summ['removed_direct']:,} joined directly to the kept document)", "",
-        "| subset | removed documents | removed tokens | rate |", "|---|---:|---:|---:|",
+        f"- removed: {summ['removed']:,} documents"
+        + (f", {summ['removed_tokens']:,} tokens" if counted else " (tokens not counted: dedup only)")
+        + f" ({summ['removed_direct']:,} joined directly to the kept document)", "",
+        "| subset | removed documents | " + ("removed tokens | " if counted else "") + "rate |",
+        "|---|---:|" + ("---:|" if counted else "") + "---:|",
     ]
-    lines += [f"| {n or '(none)'} | {subsets[n]['documents']:,} | {subsets[n]['tokens']:,} | "
-              f"{100 * subsets[n]['rate']:.2f} % |" for n in names]
+    lines += [f"| {n or '(none)'} | {subsets[n]['documents']:,} | "
+              + (f"{subsets[n]['tokens']:,} | " if counted else "")
+              + f"{100 * subsets[n]['rate']:.2f} % |" for n in names]
     lines += ["", f"![removal rate per subset]({RATES_PNG})", "",
               f"![similarity histogram]({SIMILARITY_PNG})", "",
               "The full list, with the document each one duplicates, is `duplicates.parquet`.", ""]
