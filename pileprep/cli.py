@@ -36,6 +36,9 @@ def _add_build(sub) -> None:
     p.add_argument("--name", help="dataset name: writes <name>_text_document.bin/.idx (default pile)")
     p.add_argument("--tokenizer", help="tokenizer.json path or hub id "
                    f"(env PILEPREP_TOKENIZER; now {default_tokenizer()})")
+    p.add_argument("--tokenizer-engine", choices=["auto", "fast", "reference"],
+                   help="auto (default): the tiktoken-based engine when it reproduces the "
+                   "tokenizer file, else the tokenizers library; same ids either way")
     p.add_argument("--workers", type=int, help="local Dask worker processes (default: all cores)")
     p.add_argument("--scheduler", help="address of a running dask.distributed scheduler, "
                    "or 'synchronous' to run in this process")
@@ -87,6 +90,7 @@ def _build_config(args) -> BuildConfig:
     overrides = {
         ("read", "inputs"): args.input, ("read", "partition_bytes"): args.partition_bytes,
         ("read", "strict"): args.strict, ("tokenize", "tokenizer"): args.tokenizer,
+        ("tokenize", "engine"): getattr(args, "tokenizer_engine", None),
         ("pack", "output"): args.output, ("pack", "name"): args.name,
         ("cluster", "workers"): args.workers, ("cluster", "scheduler"): args.scheduler,
         ("dedup", "enabled"): args.dedup, ("dedup", "threshold"): args.threshold,

@@ -55,8 +55,12 @@ class TokenizeConfig:
     batch_docs: int = 512  # documents handed to the encoder at once...
     batch_bytes: int = 1 << 20  # ...and about this much text at most
     append_eod: bool = True
+    # auto | fast | reference. Not part of the fingerprint: both engines give the same ids.
+    engine: str = "auto"
 
     def validate(self) -> None:
+        if self.engine not in ("auto", "fast", "reference"):
+            raise ConfigError(f"--tokenizer-engine must be auto, fast or reference, not {self.engine!r}")
         if self.batch_docs < 1 or self.batch_bytes < 1:
             raise ConfigError("batch_docs and batch_bytes must be positive")
 

@@ -25,7 +25,7 @@ from .pack import concat_text_files, dataset_prefix, pack
 from .progress import Progress, log
 from .provenance import sha256_file
 from .reader import discover_shards
-from .tokenize import TokenizerInfo, TokenPart, tokenize_partition
+from .tokenize import TokenizerInfo, TokenPart, resolve_engine, tokenize_partition
 
 WORK_DIR = ".pileprep-work"
 # Bump when the reader's accept/reject rules or partition layout change: old work is then stale.
@@ -173,7 +173,9 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     """Build the dataset described by ``cfg``; return the report (also written to disk)."""
     cfg.validate()
     shards = discover_shards(cfg.read.inputs)
-    info = TokenizerInfo.of(cfg.tokenize.tokenizer)
+    engine, why = resolve_engine(cfg.tokenize.tokenizer, cfg.tokenize.engine)
+    info = TokenizerInfo.of(cfg.tokenize.tokenizer, engine)
+    log(f"tokenize: {engine} engine ({why})", cfg.quiet)
     tok_id = tokenizer_identity(cfg.tokenize.tokenizer)
     out = Path(cfg.pack.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,9 @@ provenance rows (``.prov.parquet``).
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -45,37 +45,77 @@ def load_tokenizer(spec: str):
             f"({exc}). Pass --tokenizer PATH or set PILEPREP_TOKENIZER.") from None
 
 
+ENGINES = ("auto", "fast", "reference")
+
+
+@functools.lru_cache(maxsize=4)
+def fast_encoder(spec: str):
+    """The tiktoken-backed encoder for this tokenizer (see :mod:`pileprep.fastbpe`), checked
+    against the reference on a probe set when built; raises ValueError if it cannot be used."""
+    from . import fastbpe
+
+    ref = load_tokenizer(spec)
+    enc = fastbpe.FastEncoder(json.loads(ref.to_str()), reference=ref)
+    for text in fastbpe.PROBES:
+        if enc.encode(text).tolist() != ref.encode(text).ids:
+            raise ValueError(f"differs from the reference on the probe {text[:40]!r}")
+    return enc
+
+
+def resolve_engine(spec: str, engine: str) -> tuple[str, str]:
+    """``(engine to use, why)`` for ``--tokenizer-engine``: auto takes the fast engine when the
+    tokenizer file is one it reproduces, the reference otherwise."""
+    if engine not in ENGINES:
+        raise ConfigError(f"--tokenizer-engine must be one of {', '.join(ENGINES)}")
+    if engine == "reference":
+        return "reference", "asked for"
+    try:
+        fast_encoder(spec)
+    except ValueError as exc:
+        if engine == "fast":
+            raise ConfigError(f"--tokenizer-engine fast cannot reproduce {spec}: {exc}") from None
+        return "reference", f"the fast engine cannot reproduce this tokenizer: {exc}"
+    return "fast", "tiktoken tables built from the tokenizer file"
+
+
 @dataclass(frozen=True)
 class TokenizerInfo:
     spec: str
     vocab_size: int
     eod_id: int
     dtype: str
+    engine: str = "reference"  # resolved: "fast" or "reference"; never changes the ids
 
     @classmethod
-    def of(cls, spec: str) -> "TokenizerInfo":
+    def of(cls, spec: str, engine: str = "reference") -> "TokenizerInfo":
         tok = load_tokenizer(spec)
         eod = tok.token_to_id(EOD_TOKEN)
         if eod is None:
             raise ConfigError(f"tokenizer {spec} has no {EOD_TOKEN} token to end documents with")
         # GPT-NeoX sizes the dtype by the vocabulary including added tokens.
         vocab = tok.get_vocab_size(with_added_tokens=True)
-        return cls(spec, vocab, eod, np.dtype(best_fitting_dtype(vocab)).name)
+        return cls(spec, vocab, eod, np.dtype(best_fitting_dtype(vocab)).name, engine)
 
 
-def encode_batch(spec: str, texts: list[str]) -> list[list[int]]:
-    tok = load_tokenizer(spec)
+def encode_batch(info: TokenizerInfo, texts: list[str]) -> list[np.ndarray]:
+    """Each document's ids, as ``Tokenizer.encode(text).ids`` gives them (default arguments, as
+    GPT-NeoX calls it), from the engine ``info`` names."""
+    if info.engine == "fast":
+        encode = fast_encoder(info.spec).encode
+        return [encode(t) for t in texts]
+    tok = load_tokenizer(info.spec)
     encode = getattr(tok, "encode_batch_fast", None) or tok.encode_batch
-    # Default add_special_tokens, as GPT-NeoX calls encode(text) with defaults.
-    return [enc.ids for enc in encode(texts)]
+    return [np.asarray(enc.ids, np.int64) for enc in encode(texts)]
 
 
-def with_eod(id_lists: list[list[int]], eod: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+def with_eod(docs: list[np.ndarray], eod: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Flatten documents into one array with ``eod`` after each; return it and the sizes."""
-    sizes = np.fromiter((len(ids) + 1 for ids in id_lists), dtype=np.int64, count=len(id_lists))
-    total = int(sizes.sum())
-    flat = np.fromiter(chain.from_iterable(chain(ids, (eod,)) for ids in id_lists),
-                       dtype=dtype, count=total)
+    sizes = np.fromiter((len(ids) + 1 for ids in docs), dtype=np.int64, count=len(docs))
+    flat = np.empty(int(sizes.sum()), dtype)
+    ends = np.cumsum(sizes)
+    for ids, end in zip(docs, ends):
+        flat[end - len(ids) - 1:end - 1] = ids
+    flat[ends - 1] = eod
     return flat, sizes
 
 
@@ -120,7 +160,7 @@ def tokenize_partition(part: Partition, out_dir: str, cfg: TokenizeConfig,
     with atomic.atomic_path(bin_path) as tmp, open(tmp, "wb") as sink:
         for batch in _batches(pf, cfg):
             texts = batch.column("text").to_pylist()
-            flat, doc_sizes = with_eod(encode_batch(info.spec, texts), info.eod_id, dtype)
+            flat, doc_sizes = with_eod(encode_batch(info, texts), info.eod_id, dtype)
             flat.tofile(sink)
             sizes.append(doc_sizes)
             lines.append(batch.column("line").to_numpy())

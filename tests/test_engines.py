@@ -1,0 +1,106 @@
+"""The fast (tiktoken-based) engine gives exactly the ids of the reference (`tokenizers`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from pileprep import fastbpe
+from pileprep.config import ConfigError
+from pileprep.pipeline import build
+from pileprep.tokenize import fast_encoder, load_tokenizer, resolve_engine
+
+from adversarial import documents
+from conftest import make_config
+
+ENGINE_OUTPUTS = ("pile_text_document.bin", "pile_text_document.idx", "provenance.parquet",
+                  "manifest.json")
+
+
+@pytest.fixture(scope="module")
+def fast(tokenizer_spec):
+    return fast_encoder(tokenizer_spec)
+
+
+def _check(fast, tokenizer, texts):
+    for text in texts:
+        assert fast.encode(text).tolist() == tokenizer.encode(text).ids, repr(text[:200])
+
+
+def test_adversarial_documents_identical(fast, tokenizer):
+    _check(fast, tokenizer, documents(12000, seed=1))
+
+
+def test_space_runs_at_every_length_and_place(fast, tokenizer):
+    texts = []
+    for n in range(1, 61):
+        for ctx in ("{}", "a{}", "{}b", "a{}b", "\t{}\n", "\n{}\t", "x{}\x0b", "{}<|endoftext|>",
+                    "<|padding|>{}", "é{}\u0301", "'s{}'ll"):
+            texts.append(ctx.format(" " * n))
+    _check(fast, tokenizer, texts)
+
+
+def test_synthetic_corpus_identical(fast, tokenizer, clean_corpus):
+    import orjson
+    import zstandard
+
+    with open(clean_corpus / "00.jsonl.zst", "rb") as f:
+        lines = zstandard.ZstdDecompressor().stream_reader(f).read().splitlines()
+    _check(fast, tokenizer, [orjson.loads(line)["text"] for line in lines])
+
+
+_ALPHABET = st.sampled_from(list("aZ09 '\t\n\r\x0b\x0c.!-_<>|") + [
+    "  ", "   ", " " * 24, " " * 25, "<|endoftext|>", "<|padding|>", "\u0301", "\u0338", "é",
+    "\u3000", "\u00a0", "\u2028", "数", "🙂", "\u200d", "\U0001fae8", "ß", "İ", "\ufffd", "'s",
+    "'ll", "٣", "½"])
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_ALPHABET, max_size=40).map("".join) | st.text(max_size=60))
+def test_property_identical(fast, tokenizer, text):
+    assert fast.encode(text).tolist() == tokenizer.encode(text).ids
+
+
+def test_text_holding_a_sentinel_goes_to_the_reference(fast, tokenizer):
+    text = "private \U000f0003 use  and \U0010fffd plane"
+    before = fast.fallbacks
+    _check(fast, tokenizer, [text])
+    assert fast.fallbacks == before + 1
+
+
+def test_build_identical_with_both_engines(dirty_corpus, dirty_build, tokenizer_spec, tmp_path):
+    out = {}
+    for engine in ("reference", "fast"):
+        cfg = make_config([dirty_corpus], tmp_path / engine, tokenizer_spec, partition_bytes=50_000)
+        cfg.tokenize.engine = engine
+        build(cfg)
+        out[engine] = {n: (tmp_path / engine / n).read_bytes() for n in ENGINE_OUTPUTS}
+    assert out["reference"] == out["fast"]
+    assert out["fast"] == {n: (dirty_build / n).read_bytes() for n in ENGINE_OUTPUTS}
+
+
+@pytest.mark.parametrize("change,reason", [
+    (lambda s: s["pre_tokenizer"].update(add_prefix_space=True), "pre-tokenizer"),
+    (lambda s: s.update(normalizer={"type": "NFKC"}), "normalizer"),
+    (lambda s: s["added_tokens"].append({"id": 50277, "content": "foo", "special": False,
+                                         "single_word": False, "lstrip": False, "rstrip": False,
+                                         "normalized": True}), "foo"),
+    (lambda s: s["model"].update(dropout=0.1), "plain byte-level BPE"),
+])
+def test_unsupported_files_fall_back_to_reference(tokenizer_spec, tmp_path, change, reason):
+    spec = json.loads(load_tokenizer(tokenizer_spec).to_str())
+    change(spec)
+    assert reason in fastbpe.unsupported(spec)
+    path = tmp_path / "tok.json"
+    path.write_text(json.dumps(spec))
+    engine, why = resolve_engine(str(path), "auto")
+    assert engine == "reference" and reason in why
+    with pytest.raises(ConfigError, match="fast cannot reproduce"):
+        resolve_engine(str(path), "fast")
+
+
+def test_the_shipped_tokenizer_is_supported(tokenizer_spec):
+    assert fastbpe.unsupported(json.loads(load_tokenizer(tokenizer_spec).to_str())) is None
+    assert resolve_engine(tokenizer_spec, "auto")[0] == "fast"
