@@ -157,14 +157,14 @@ def main() -> None:
     # Projection: the parallel stages scale with cores; components runs once.
     t = dedup["report"]["timings_seconds"]
     core_s_per_byte = {k: t[k] * args.workers / (dedup["report"]["text_bytes"] + 1)
-                       for k in ("ingest", "tokenize", "dedup")}
+                       for k in ("ingest_and_tokenize", "dedup")}
     print("\n[4] projection for the full Pile (825 GiB of text, 210.6 M documents), from the "
           "per-core rates above")
     comp_hours = comp["seconds"] * PILE_DOCS / comp["docs"] / 3600
     for label, cores in (("one 64-core node", 64), ("10 nodes x 64 cores", 640)):
         hours = {k: v * PILE_TEXT_BYTES / cores / 3600 for k, v in core_s_per_byte.items()}
         total = sum(hours.values()) + comp_hours
-        print(f"    {label:<20}: ingest {hours['ingest']:.1f} h, tokenize {hours['tokenize']:.1f} h, "
+        print(f"    {label:<20}: ingest+tokenize {hours['ingest_and_tokenize']:.1f} h, "
               f"dedup {hours['dedup']:.1f} h, components {comp_hours:.2f} h -> {total:.1f} h; "
               f"memory per worker ~{peak(dedup):.0f} MiB, components "
               f"{per_100m * PILE_DOCS / 100e6:.1f} GiB once")

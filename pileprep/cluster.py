@@ -63,6 +63,40 @@ class Runner:
             for f in futures:
                 f.cancel()
 
+    def run_graph(self, initial: Sequence[tuple], expand: Callable[[tuple, Any], Sequence[tuple]]
+                  ) -> Iterator[tuple[Any, Any]]:
+        """Run jobs ``(tag, fn, args)``; each finished job may add more through ``expand(job,
+        result)``. Yields ``(tag, result)`` as jobs finish. Lets a later stage start on the first
+        results of an earlier one (tokenize a shard's partitions while other shards are read)."""
+        if self.client is None:
+            queue = list(initial)
+            while queue:
+                job = queue.pop(0)
+                result = dask.delayed(job[1], pure=False)(*job[2]).compute(scheduler=SYNCHRONOUS)
+                yield job[0], result
+                queue.extend(expand(job, result))
+            return
+        from distributed import as_completed
+
+        batch = uuid.uuid4().hex[:12]
+        jobs: dict[str, tuple] = {}
+
+        def submit(job: tuple):
+            future = self.client.submit(job[1], *job[2], pure=False,
+                                        key=f"{job[1].__name__}-{batch}-{len(jobs)}")
+            jobs[future.key] = job
+            return future
+
+        pending = as_completed([submit(j) for j in initial], with_results=True)
+        try:
+            for future, result in pending:
+                job = jobs[future.key]
+                yield job[0], result
+                for more in expand(job, result):
+                    pending.add(submit(more))
+        finally:
+            pending.clear()
+
     def close(self) -> None:
         if self.client is not None:
             self.client.close()

@@ -96,24 +96,63 @@ def run_ingest(runner: Runner, shards: Sequence[Path], workdir: Path, cfg: Build
     return results  # type: ignore[return-value]
 
 
-def run_tokenize(runner: Runner, shards: Sequence[ShardResult], workdir: Path, cfg: BuildConfig,
-                 info: TokenizerInfo) -> list[TokenPart]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    partitions = [(p, s.sha256) for s in shards for p in s.partitions]
-    results: list[TokenPart | None] = [None] * len(partitions)
-    todo = []
-    for i, (part, sha) in enumerate(partitions):
-        results[i] = _reusable_part(workdir / f"{part.stem}.done.json", sha)
-        if results[i] is None:
-            todo.append((i, (part, str(workdir), cfg.tokenize, info, sha)))
-    if len(todo) < len(partitions):
-        log(f"tokenize: reusing {len(partitions) - len(todo)} of {len(partitions)} partitions", cfg.quiet)
-    bar = Progress("tokenize", sum(a[0].text_bytes for _, a in todo), len(todo), quiet=cfg.quiet)
-    for j, result in runner.map(_tokenize_task, [a for _, a in todo]):
-        results[todo[j][0]] = result
-        bar.update(nbytes=todo[j][1][0].text_bytes, items=1, docs=result.docs)
-    bar.close()
-    return results  # type: ignore[return-value]
+def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Path], ingest_dir: Path,
+                            tokens_dir: Path, cfg: BuildConfig, info: TokenizerInfo
+                            ) -> tuple[list[ShardResult], list[TokenPart]]:
+    """Stages 1 and 3 overlapped: a shard's partitions are tokenized as soon as it is read."""
+    ingest_dir.mkdir(parents=True, exist_ok=True)
+    tokens_dir.mkdir(parents=True, exist_ok=True)
+    shard_results: list[ShardResult | None] = [None] * len(shards)
+    tokens: dict[tuple[int, int], TokenPart] = {}
+    initial, reused_shards = [], 0
+    ingest_bar = Progress("ingest", 0, 0, quiet=cfg.quiet)
+    token_bar = Progress("tokenize", 0, 0, quiet=cfg.quiet)
+
+    def tokenize_jobs(i: int, shard: ShardResult) -> list[tuple]:
+        jobs = []
+        for k, part in enumerate(shard.partitions):
+            reused = _reusable_part(tokens_dir / f"{part.stem}.done.json", shard.sha256)
+            if reused is not None:
+                tokens[(i, k)] = reused
+            else:
+                jobs.append((("tokenize", i, k), _tokenize_task,
+                             (part, str(tokens_dir), cfg.tokenize, info, shard.sha256)))
+                token_bar.total_items += 1
+                token_bar.total_bytes += part.text_bytes
+        return jobs
+
+    for i, path in enumerate(shards):
+        stat = _stat(path)
+        shard_results[i] = _reusable_shard(ingest_dir / f"{path.name}.done.json", stat)
+        if shard_results[i] is None:
+            initial.append((("ingest", i), _ingest_task, (str(path), i, str(ingest_dir), cfg.read, stat)))
+            ingest_bar.total_items += 1
+            ingest_bar.total_bytes += stat["size"]
+        else:
+            reused_shards += 1
+            initial.extend(tokenize_jobs(i, shard_results[i]))
+    if reused_shards:
+        log(f"ingest: reusing {reused_shards} of {len(shards)} shards from {ingest_dir}", cfg.quiet)
+
+    def expand(job: tuple, result) -> list[tuple]:
+        if job[0][0] != "ingest":
+            return []
+        shard_results[job[0][1]] = result
+        ingest_bar.update(nbytes=result.size, items=1, docs=result.accepted)
+        return tokenize_jobs(job[0][1], result)
+
+    for tag, result in runner.run_graph(initial, expand):
+        if tag[0] == "tokenize":
+            tokens[tag[1:]] = result
+            token_bar.update(nbytes=result.text_bytes, items=1, docs=result.docs)
+    if ingest_bar.total_items:
+        ingest_bar.close()
+    token_bar.close()
+    n_parts = sum(len(s.partitions) for s in shard_results)
+    if token_bar.total_items < n_parts:
+        log(f"tokenize: reusing {n_parts - token_bar.total_items} of {n_parts} partitions", cfg.quiet)
+    parts = [tokens[(i, k)] for i, s in enumerate(shard_results) for k in range(len(s.partitions))]
+    return shard_results, parts  # type: ignore[return-value]
 
 
 def _partitions(shard_results: Sequence[ShardResult]) -> tuple[list[Partition], list[str]]:
@@ -192,10 +231,8 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     with Runner(cfg.cluster, cfg.quiet) as runner:
-        shard_results = run_ingest(runner, shards, ingest_dir, cfg)
-        timings["ingest"] = round(time.monotonic() - t0, 3)
-        parts = run_tokenize(runner, shard_results, tokens_dir, cfg, info)
-        timings["tokenize"] = round(time.monotonic() - t0 - timings["ingest"], 3)
+        shard_results, parts = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir, cfg, info)
+        timings["ingest_and_tokenize"] = round(time.monotonic() - t0, 3)
         dup = None
         if cfg.dedup.enabled:
             t_dedup = time.monotonic()
