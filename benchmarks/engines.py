@@ -9,7 +9,7 @@ generated Pile-format text, with the same number of cores.
    pack), in a subprocess;
 then the ratios and the core-hours the build would take for the full Pile.
 
-    python benchmarks/tokenize.py [--megabytes 200] [--workdir bench-out/tokenize]
+    python benchmarks/engines.py [--megabytes 200] [--workdir bench-out/engines]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--megabytes", type=float, default=200)
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--workdir", default="bench-out/tokenize")
+    ap.add_argument("--workdir", default="bench-out/engines")
     args = ap.parse_args()
     spec = default_tokenizer()
     work = Path(args.workdir)
