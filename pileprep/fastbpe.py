@@ -22,8 +22,8 @@ contains a sentinel character is encoded by the reference engine.
 from __future__ import annotations
 
 import functools
-import json
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,35 @@ PROBES = [
     "<|endoftext|>\u0338", "cafe\u0301 \u212b \u1e9b\u0323", "数据集 \U0001fae8 👩‍👩‍👧‍👦", "x" * 300,
     "\u3000\u00a0\u2003 spaces", "1,000,000 3.14 ٣٤٥",
 ]
+
+
+@functools.lru_cache(maxsize=1)
+def _unassigned_table() -> np.ndarray:
+    """``table[cp]`` is True for the code points Python's ``unicodedata`` has as unassigned."""
+    table = np.zeros(0x110000, bool)
+    table[0x80:] = [unicodedata.category(chr(cp)) == "Cn" for cp in range(0x80, 0x110000)]
+    return table
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), np.uint32)
+
+
+def _runs_nfc(text: str, cps: np.ndarray, unassigned: np.ndarray, rust_nfc) -> str:
+    """NFC of ``text``, run by run of non-ASCII characters, each with the character before it
+    (an ASCII character never combines with what precedes it and blocks reordering). Runs with
+    a character Python does not know use the reference's normalizer, the others Python's."""
+    wide = np.concatenate([[False], cps >= 0x80, [False]])
+    edges = np.flatnonzero(wide[1:] != wide[:-1])
+    out, last = [], 0
+    for a, b in zip(edges[::2].tolist(), edges[1::2].tolist()):
+        start = max(a - 1, last)
+        out.append(text[last:start])
+        piece = text[start:b]
+        out.append(rust_nfc(piece) if unassigned[a:b].any() else unicodedata.normalize("NFC", piece))
+        last = b
+    out.append(text[last:])
+    return "".join(out)
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -104,7 +133,7 @@ def unsupported(spec: dict) -> str | None:
 class FastEncoder:
     """Encode like ``tokenizers.Tokenizer.encode(text).ids`` for a supported tokenizer file."""
 
-    def __init__(self, spec: dict, reference=None):
+    def __init__(self, spec: dict, reference):
         import tiktoken
         from tokenizers.normalizers import NFC
 
@@ -132,18 +161,31 @@ class FastEncoder:
         self._reference = reference
         self.fallbacks = 0  # documents handed to the reference engine (they held a sentinel)
 
+    def _nfc_piece(self, text: str) -> str:
+        # Unicode's normalization stability policy: for a text of characters assigned in
+        # Python's Unicode version, NFC is the same in every later version, so Python's (much
+        # faster) quick check and normalizer agree with the Rust one. Texts holding characters
+        # Python does not know go to the reference's own normalizer.
+        cps = _code_points(text)
+        unassigned = _unassigned_table()[cps]
+        if unassigned.any():
+            return _runs_nfc(text, cps, unassigned, self._nfc)
+        if unicodedata.is_normalized("NFC", text):
+            return text
+        return unicodedata.normalize("NFC", text)
+
     def _normalize(self, text: str) -> str:
         if self._nfc is None or text.isascii():  # ASCII is NFC in every Unicode version
             return text
         if self._specials is not None and "<|" in text:
             # The reference normalizes between special tokens: ">" + U+0338 must not compose.
             pieces = self._specials.split(text)
-            return "".join(p if i % 2 else self._nfc(p) for i, p in enumerate(pieces))
-        return self._nfc(text)
+            return "".join(p if i % 2 else self._nfc_piece(p) for i, p in enumerate(pieces))
+        return self._nfc_piece(text)
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids of ``text`` (uint32)."""
-        if not text.isascii() and _PRIVATE_PLANES.search(text) and self._reference is not None:
+        if not text.isascii() and _PRIVATE_PLANES.search(text):
             self.fallbacks += 1
             return np.asarray(self._reference.encode(text).ids, np.uint32)
         text = self._normalize(text)
@@ -152,7 +194,3 @@ class FastEncoder:
                 text = text.replace(run, sentinel)
         return self._enc.encode_to_numpy(text, allowed_special="all")
 
-
-@functools.lru_cache(maxsize=4)
-def load(path: str, reference=None) -> FastEncoder:
-    return FastEncoder(json.loads(Path(path).read_text()), reference)
