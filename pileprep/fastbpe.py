@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from pathlib import Path
 
 import numpy as np
 
