@@ -45,3 +45,42 @@ def write_json(path: str | Path, obj) -> None:
 
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
+
+
+STAGING = ".pileprep-staging"
+JOURNAL = "COMMIT.json"
+LAST = "manifest.json"  # moved last: a directory whose manifest matches its files is complete
+
+
+def commit(stage: Path, out: Path) -> None:
+    """Move every file of ``stage`` into ``out``: first a journal naming them, then the moves.
+
+    A build killed during the moves is finished by :func:`finish_commit` on the next run, so
+    ``out`` never keeps a mix of two builds; a build that fails before the journal leaves ``out``
+    exactly as it was.
+    """
+    names = sorted(p.name for p in stage.iterdir() if p.is_file() and p.name != JOURNAL)
+    names.sort(key=lambda n: n == LAST)
+    write_json(stage / JOURNAL, {"files": names})
+    finish_commit(stage, out)
+
+
+def finish_commit(stage: Path, out: Path) -> bool:
+    """Complete a journaled commit, or drop an unjournaled (unfinished) staging directory.
+    Returns True when a commit was completed."""
+    import shutil
+
+    from . import faults
+
+    journal = stage / JOURNAL
+    if not journal.exists():
+        shutil.rmtree(stage, ignore_errors=True)
+        return False
+    for i, name in enumerate(read_json(journal)["files"]):
+        if (stage / name).exists():
+            os.replace(stage / name, out / name)
+        if i == 0:
+            faults.checkpoint("commit")
+    journal.unlink()
+    shutil.rmtree(stage, ignore_errors=True)
+    return True

@@ -46,6 +46,9 @@ def _add_build(sub) -> None:
                    help="approximate JSON bytes per partition (default 32MiB)")
     p.add_argument("--strict", action="store_true", default=None,
                    help="stop at the first bad record (exit 2) instead of counting and skipping it")
+    p.add_argument("--on-bad-record", choices=["skip", "stop"],
+                   help="skip (default): count each bad record in report.json and rejects.jsonl "
+                   "and go on; stop: the same as --strict")
     p.add_argument("--keep-work", action="store_true", help="keep intermediate stage files")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a different build already in --output")
@@ -102,6 +105,8 @@ def _build_config(args) -> BuildConfig:
     for (section, key), value in overrides.items():
         if value is not None:
             setattr(getattr(cfg, section), key, value)
+    if getattr(args, "on_bad_record", None):
+        cfg.read.strict = args.on_bad_record == "stop"
     cfg.quiet, cfg.keep_work = args.quiet, args.keep_work
     if getattr(args, "no_schedule", True):
         cfg.schedule = None
@@ -140,6 +145,24 @@ def cmd_dedup(args) -> int:
     print(f"{summary['removed']:,} documents removed as near-duplicates of others "
           f"(threshold {summary['threshold']:g}); see {Path(args.output) / 'dedup_report.md'}")
     return 0
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="check a build: index, data, manifest hashes, provenance, "
+                       "schedules, accounting")
+    p.add_argument("out_dir")
+
+
+def cmd_verify(args) -> int:
+    from .verify import verify
+
+    v = verify(args.out_dir)
+    for line in v.checked:
+        print(f"ok: {line}")
+    for line in v.problems:
+        print(f"PROBLEM: {line}")
+    print(f"{args.out_dir}: " + (f"{len(v.problems)} problem(s)" if v.problems else "verified"))
+    return 1 if v.problems else 0
 
 
 def _add_synth(sub) -> None:
@@ -309,7 +332,7 @@ def cmd_sequences(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "dedup": cmd_dedup, "synth": cmd_synth, "schedule": cmd_schedule,
+COMMANDS = {"build": cmd_build, "dedup": cmd_dedup, "verify": cmd_verify, "synth": cmd_synth, "schedule": cmd_schedule,
             "batch-at": cmd_batch_at, "where": cmd_where, "sequences": cmd_sequences}
 
 
@@ -321,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="pileprep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_build, _add_dedup, _add_synth, _add_schedule_cmd, _add_batch_at, _add_where, _add_sequences):
+    for add in (_add_build, _add_dedup, _add_verify, _add_synth, _add_schedule_cmd, _add_batch_at, _add_where, _add_sequences):
         add(sub)
     args = parser.parse_args(argv)
     try:

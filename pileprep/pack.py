@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from . import atomic, indexed, provenance
+from . import atomic, faults, indexed, provenance
 from .tokenize import TokenPart
 
 
@@ -28,6 +28,7 @@ def pack(parts: Sequence[TokenPart], out_dir: str | Path, name: str, dtype) -> d
     bin_path = indexed.data_path(prefix)
     with atomic.atomic_path(bin_path) as tmp, open(tmp, "wb") as f:
         hashes[bin_path.name] = indexed.copy_concat([p.bin for p in parts], f)
+    faults.checkpoint("pack")
 
     idx_path = indexed.index_path(prefix)
     with atomic.atomic_path(idx_path) as tmp, open(tmp, "wb") as f:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import atomic, report as reporting, schedule
+from . import atomic, faults, report as reporting, schedule
 from .cluster import Runner
 from .config import BuildConfig, ConfigError, fingerprint
 from .dedup import apply as dedup_apply, report as dedup_report, run as dedup_run
@@ -40,6 +40,7 @@ def tokenizer_identity(spec: str) -> str:
 
 def _ingest_task(path: str, index: int, workdir: str, cfg, stat: dict) -> ShardResult:
     result = ingest_shard(path, index, workdir, cfg)
+    faults.checkpoint("ingest")
     atomic.write_json(Path(workdir) / f"{result.source}.done.json",
                       {"input": stat, "result": dataclasses.asdict(result)})
     return result
@@ -47,6 +48,7 @@ def _ingest_task(path: str, index: int, workdir: str, cfg, stat: dict) -> ShardR
 
 def _tokenize_task(part: Partition, workdir: str, cfg, info, shard_sha: str) -> TokenPart:
     result = tokenize_partition(part, workdir, cfg, info, shard_sha)
+    faults.checkpoint("tokenize")
     atomic.write_json(Path(workdir) / f"{part.stem}.done.json", dataclasses.asdict(result))
     return result
 
@@ -195,6 +197,18 @@ def write_dedup_outputs(out: Path, dup: dedup_run.DedupResult, summary: dict) ->
     return hashes
 
 
+def _fresh_stage(out: Path) -> Path:
+    stage = out / atomic.STAGING
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def _finish_interrupted_commit(out: Path, quiet: bool) -> None:
+    if atomic.finish_commit(out / atomic.STAGING, out):
+        log(f"finished moving the outputs of an interrupted build into {out}", quiet)
+
+
 def _check_output_dir(out: Path, settings: dict, shards: Sequence[Path], overwrite: bool) -> None:
     """Refuse to overwrite a finished build of other inputs or settings, unless asked to."""
     manifest = out / reporting.MANIFEST
@@ -220,6 +234,7 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     settings = cfg.settings()
     settings["tokenize"]["tokenizer"] = tok_id
+    _finish_interrupted_commit(out, cfg.quiet)
     _check_output_dir(out, settings, shards, overwrite)
     ingest_fp = fingerprint(INGEST_FORMAT, cfg.read.stage_settings())
     ingest_dir = out / WORK_DIR / f"ingest-{ingest_fp}"
@@ -240,15 +255,18 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
             parts, dup.removed_by_subset = drop_duplicates(runner, parts, dup, tokens_dir, info, cfg)
             timings["dedup"] = round(time.monotonic() - t_dedup, 3)
 
+    # Every output is written to a staging directory and moved in only when all are complete:
+    # a failed or killed build never leaves OUT_DIR holding a mix of two builds.
+    stage = _fresh_stage(out)
     t1 = time.monotonic()
     log("pack: merging parts in (source, line) order", cfg.quiet)
-    hashes = pack(parts, out, name, info.dtype)
+    hashes = pack(parts, stage, name, info.dtype)
     hashes[reporting.REJECTS] = concat_text_files([s.rejects_path for s in shard_results],
-                                                  out / reporting.REJECTS)
+                                                  stage / reporting.REJECTS)
     timings["pack"] = round(time.monotonic() - t1, 3)
     if cfg.schedule is not None:
         t2 = time.monotonic()
-        hashes.update(schedule.build_for_dataset(out, dataset_prefix(out, name),
+        hashes.update(schedule.build_for_dataset(stage, dataset_prefix(stage, name),
                                                  cfg.schedule, cfg.quiet))
         timings["schedule"] = round(time.monotonic() - t2, 3)
 
@@ -256,13 +274,14 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
                                 duplicates=len(dup.removed) if dup else 0)
     if dup is not None:
         rep["dedup"] = dedup_report.summary(dup, rep["subsets"])
-        hashes.update(write_dedup_outputs(out, dup, rep["dedup"]))
-    outputs = {name: {"bytes": (out / name).stat().st_size, "sha256": sha}
+        hashes.update(write_dedup_outputs(stage, dup, rep["dedup"]))
+    outputs = {name: {"bytes": (stage / name).stat().st_size, "sha256": sha}
                for name, sha in sorted(hashes.items())}
     manifest = reporting.make_manifest(shard_results, settings, info,
                                        tok_id.removeprefix("hub:"), outputs)
-    atomic.write_json(out / reporting.REPORT, rep)
-    atomic.write_json(out / reporting.MANIFEST, manifest)
+    atomic.write_json(stage / reporting.REPORT, rep)
+    atomic.write_json(stage / reporting.MANIFEST, manifest)
+    atomic.commit(stage, out)
     if not cfg.keep_work:
         shutil.rmtree(out / WORK_DIR, ignore_errors=True)
     log(f"done: {rep['kept']:,} documents, {rep['tokens']:,} tokens; "
@@ -280,6 +299,7 @@ def dedup_only(cfg: BuildConfig) -> dict:
     shards = discover_shards(cfg.read.inputs)
     out = Path(cfg.pack.output)
     out.mkdir(parents=True, exist_ok=True)
+    _finish_interrupted_commit(out, cfg.quiet)
     ingest_fp = fingerprint(INGEST_FORMAT, cfg.read.stage_settings())
     with Runner(cfg.cluster, cfg.quiet) as runner:
         shard_results = run_ingest(runner, shards, out / WORK_DIR / f"ingest-{ingest_fp}", cfg)
@@ -290,8 +310,10 @@ def dedup_only(cfg: BuildConfig) -> dict:
     summary["tokens_counted"] = False
     summary["lines_read"] = sum(s.lines_read for s in shard_results)
     summary["rejected_total"] = sum(sum(s.rejected.values()) for s in shard_results)
-    write_dedup_outputs(out, dup, summary)
-    atomic.write_json(out / "dedup.json", summary)
+    stage = _fresh_stage(out)
+    write_dedup_outputs(stage, dup, summary)
+    atomic.write_json(stage / "dedup.json", summary)
+    atomic.commit(stage, out)
     if not cfg.keep_work:
         shutil.rmtree(out / WORK_DIR, ignore_errors=True)
     return summary

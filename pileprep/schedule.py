@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
+from . import atomic, faults
 from .config import ConfigError, ScheduleConfig
 
 _CHUNK = 1 << 24  # doc_idx entries processed at once: bounds the temporary arrays
@@ -153,6 +153,7 @@ def build_for_dataset(out_dir: str | Path, prefix: str | Path, cfg: ScheduleConf
     sizes = IndexedDataset(prefix).sizes
     s = build(sizes, cfg)
     paths = save(s, prefix)
+    faults.checkpoint("schedule")
     record(out_dir, cfg)
     log(f"schedule: {s.epochs} epoch(s), {len(s.sample_idx) - 1:,} samples of {cfg.seq_length + 1} "
         f"tokens for {cfg.train_iters:,} steps x {cfg.batch_size} in {time.monotonic() - t0:.1f} s",

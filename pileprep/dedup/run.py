@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .. import atomic
+from .. import atomic, faults
 from ..cluster import Runner
 from ..config import DedupConfig, fingerprint
 from ..ingest import Partition
@@ -52,6 +52,7 @@ def signature_dir(out: Path, ingest_fp: str, cfg: DedupConfig) -> Path:
 
 def _with_done(done: str, key: Any, fn: Callable, *args) -> Any:
     result = fn(*args)
+    faults.checkpoint("dedup")
     atomic.write_json(done, {"key": key, "result": result})
     return result
 

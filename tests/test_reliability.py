@@ -1,0 +1,216 @@
+"""Kill -9 and resume, lost workers, write errors, `pileprep verify`, setting errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from pileprep import faults
+from pileprep.cli import main
+from pileprep.config import ScheduleConfig
+from pileprep.pipeline import build
+from pileprep.verify import verify
+
+from conftest import make_config
+
+SCHEDULE = ["--seq-length", "64", "--batch-size", "4", "--train-iters", "30"]
+NAME = "pile_0.87_deduped_text_document"
+
+
+def _cli(*args, env=None):
+    """Run the CLI in its own process group (the kill tests kill the whole group)."""
+    return subprocess.run([sys.executable, "-m", "pileprep.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def _build_args(corpus, out, *extra):
+    return ["build", "-i", str(corpus), "-o", str(out), "--dedup", "--partition-bytes", "60000",
+            *SCHEDULE, *extra]
+
+
+def _files(d):
+    return {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and p.name != "report.json"}
+
+
+@pytest.fixture(scope="module")
+def reference(dirty_corpus, tmp_path_factory):
+    """An uninterrupted deduplicated build with a schedule, on the synchronous scheduler."""
+    out = tmp_path_factory.mktemp("ref")
+    r = _cli(*_build_args(dirty_corpus, out, "--scheduler", "synchronous", "--quiet"))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.parametrize("point", [
+    "ingest:1", "ingest:3", "tokenize:1", "tokenize:5", "dedup:1", "dedup:12", "dedup:40",
+    "pack:1", "schedule:1", "commit:1"])
+def test_kill_9_anywhere_then_resume_gives_identical_bytes(dirty_corpus, reference, tmp_path, point):
+    args = _build_args(dirty_corpus, tmp_path, "--scheduler", "synchronous")
+    killed = _cli(*args, env={faults.KILL_AT: point})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = _cli(*args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _files(tmp_path) == _files(reference)
+    stage = point.split(":")[0]
+    if stage in ("tokenize", "dedup", "pack", "schedule"):
+        assert "ingest: reusing 3 of 3 shards" in resumed.stderr
+    if stage in ("dedup", "pack", "schedule"):
+        assert "tokenize: reusing" in resumed.stderr
+    if point in ("dedup:12", "dedup:40", "pack:1", "schedule:1"):
+        assert "minhash: reusing" in resumed.stderr
+    if stage == "commit":
+        assert "finished moving the outputs of an interrupted build" in resumed.stderr
+    assert verify(tmp_path).problems == []
+
+
+def test_a_killed_worker_is_replaced_and_the_output_unchanged(dirty_corpus, reference, tmp_path):
+    marker = tmp_path / "killed-once"
+    r = _cli(*_build_args(dirty_corpus, tmp_path / "out", "--workers", "2", "--quiet"),
+             env={faults.KILL_AT: "tokenize:2", faults.WORKER_ONCE: str(marker)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert marker.exists()  # a worker really died
+    assert _files(tmp_path / "out") == _files(reference)
+
+
+@pytest.mark.parametrize("code,name", [(errno.ENOSPC, "No space left on device"),
+                                       (errno.EACCES, "Permission denied")])
+def test_write_error_names_the_path_and_keeps_the_previous_output(
+        dirty_corpus, reference, tmp_path, monkeypatch, capsys, code, name):
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    before = _files(out)
+    from pileprep import indexed
+
+    real = indexed.copy_concat
+
+    def failing(sources, f):
+        real(sources, f)
+        raise OSError(code, os.strerror(code), f.name)
+
+    monkeypatch.setattr(indexed, "copy_concat", failing)
+    rc = main(_build_args(dirty_corpus, out, "--scheduler", "synchronous", "--quiet",
+                          "--partition-bytes", "70000", "--overwrite"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert name in err and ".bin" in err  # names the file it could not write
+    assert _files(out) == before
+    assert verify(out).problems == []
+
+
+def test_changed_setting_redoes_only_later_stages(dirty_corpus, tokenizer_spec, tmp_path, capsys):
+    cfg = make_config([dirty_corpus], tmp_path, tokenizer_spec, partition_bytes=60_000,
+                      keep_work=True, name="")
+    cfg.dedup.enabled, cfg.quiet = True, False
+    build(cfg)
+    capsys.readouterr()
+    cfg.dedup.threshold = 0.8  # dedup changes: ingest, tokens and signatures stay
+    build(cfg, overwrite=True)
+    err = capsys.readouterr().err
+    assert "ingest: reusing 3 of 3" in err and "tokenize: reusing" in err and "minhash: reusing" in err
+    assert "lsh bands: reusing" not in err
+    cfg.read.partition_bytes = 80_000  # ingest changes: everything after it is redone
+    build(cfg, overwrite=True)
+    err = capsys.readouterr().err
+    assert "reusing" not in err
+
+
+@pytest.fixture()
+def broken(reference, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    return out
+
+
+def _problems(out):
+    return " | ".join(verify(out).problems)
+
+
+def test_verify_passes_a_good_build(reference, capsys):
+    assert main(["verify", str(reference)]) == 0
+    assert capsys.readouterr().out.strip().endswith("verified")
+
+
+def test_verify_truncated_bin(broken):
+    path = broken / f"{NAME}.bin"
+    path.write_bytes(path.read_bytes()[:-10])
+    assert f"{NAME}.bin" in _problems(broken) and "truncated" in _problems(broken)
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".idx"])
+def test_verify_flipped_byte(broken, suffix, capsys):
+    path = broken / f"{NAME}{suffix}"
+    data = bytearray(path.read_bytes())
+    data[len(data) - 7] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert f"{NAME}{suffix}: sha256 differs" in _problems(broken)
+    assert main(["verify", str(broken)]) == 1
+    assert "PROBLEM" in capsys.readouterr().out
+
+
+def test_verify_idx_pointer_damage_is_structural(broken):
+    path = broken / f"{NAME}.idx"
+    data = bytearray(path.read_bytes())
+    count = int.from_bytes(data[18:26], "little")
+    data[34 + 4 * count + 8] ^= 0x10  # the second pointer
+    path.write_bytes(bytes(data))
+    assert "pointer of sequence 1" in _problems(broken)
+
+
+def test_verify_missing_schedule_file(broken):
+    cfg = ScheduleConfig(seq_length=64, batch_size=4, train_iters=30)
+    cfg.paths(broken / NAME)["shuffle"].unlink()
+    assert "missing" in _problems(broken) and "shuffle_idx" in _problems(broken)
+
+
+def test_verify_provenance_of_wrong_length(broken):
+    path = broken / "provenance.parquet"
+    t = pq.read_table(path)
+    pq.write_table(t.slice(0, t.num_rows - 1), path)
+    assert f"{t.num_rows - 1} rows for {t.num_rows} sequences" in _problems(broken)
+
+
+def test_verify_unfinished_commit(broken):
+    (broken / ".pileprep-staging").mkdir()
+    (broken / ".pileprep-staging" / "COMMIT.json").write_text('{"files": []}')
+    assert "interrupted build" in _problems(broken)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-i", "EMPTY", "-o", "OUT"], "no shards"),
+    (["-i", "IN", "-o", "OUT", "--dedup", "--threshold", "0"], "--threshold must be in (0, 1]"),
+    (["-i", "IN", "-o", "OUT", "--dedup", "--threshold", "1.5"], "--threshold must be in (0, 1]"),
+    (["-i", "IN", "-o", "OUT", "--batch-size", "0"], "--batch-size must be positive"),
+    (["-i", "IN", "-o", "OUT", "--seq-length", "0"], "--seq-length must be positive"),
+    (["-i", "IN", "-o", "OUT", "--train-iters", "-1"], "--train-iters must be positive"),
+    (["-i", "IN", "-o", "OUT", "--on-bad-record", "stop", "--partition-bytes", "10"], "--partition-bytes"),
+])
+def test_setting_errors_before_any_work(tmp_path, args, message, capsys):
+    (tmp_path / "IN").mkdir()
+    (tmp_path / "EMPTY").mkdir()
+    (tmp_path / "IN" / "00.jsonl").write_text('{"text": "x"}\n')
+    subst = {"OUT": str(tmp_path / "out"), "IN": str(tmp_path / "IN"), "EMPTY": str(tmp_path / "EMPTY")}
+    code = main(["build", *[subst.get(a, a) for a in args], "--scheduler", "synchronous", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out" / ".pileprep-work").exists()
+
+
+def test_output_dir_holding_another_build_is_refused_before_work(reference, dirty_corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    code = main(_build_args(dirty_corpus, out, "--scheduler", "synchronous", "--quiet",
+                            "--threshold", "0.9"))
+    assert code == 2 and "holds a different build" in capsys.readouterr().err
+    assert not (out / ".pileprep-work").exists()
+
+
+def test_on_bad_record_stop_is_strict(dirty_corpus, tmp_path, capsys):
+    code = main(["build", "-i", str(dirty_corpus), "-o", str(tmp_path), "--on-bad-record", "stop",
+                 "--scheduler", "synchronous", "--quiet", "--no-schedule"])
+    assert code == 2 and "invalid_json" in capsys.readouterr().err
