@@ -1,0 +1,69 @@
+"""A real dask.distributed cluster on 127.0.0.1: a scheduler and two worker processes started
+with the `dask` command, as on several machines; the build must match a local one byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DASK = [sys.executable, "-m", "dask"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cluster")
+    sched_file = d / "scheduler.json"
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    procs = [subprocess.Popen([*DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(sched_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    try:
+        for _ in range(300):
+            if sched_file.exists() and sched_file.stat().st_size:
+                break
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        for i in range(2):
+            procs.append(subprocess.Popen(
+                [*DASK, "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
+                 "--local-directory", str(d / f"w{i}"), "--memory-limit", "2GiB"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _build(corpus: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pileprep.cli", "build", "-i", str(corpus), "-o",
+                           str(out), "--dedup", "--partition-bytes", "80000", "--seq-length", "64",
+                           "--batch-size", "4", "--train-iters", "30", *extra],
+                          capture_output=True, text=True)
+
+
+def test_build_on_a_real_cluster_matches_a_local_build(cluster, dirty_corpus, tmp_path):
+    remote = _build(dirty_corpus, tmp_path / "remote", "--scheduler", cluster)
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    assert f"dask: scheduler {cluster}, 2 workers" in remote.stderr
+    local = _build(dirty_corpus, tmp_path / "local", "--scheduler", "synchronous", "--quiet")
+    assert local.returncode == 0, local.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "local").iterdir()
+                   if p.is_file() and p.name != "report.json")
+    assert "duplicates.parquet" in names and "pile_0.87_deduped_text_document.bin" in names
+    for name in names:
+        assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
