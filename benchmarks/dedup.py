@@ -15,19 +15,16 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import orjson
-import psutil
 import zstandard
 
 sys.path.insert(0, str(Path(__file__).parent))
-from memory import corpus, measure  # noqa: E402
+from memory import corpus, machine, measure  # noqa: E402
 
 from pileprep.dedup import minhash  # noqa: E402
 
@@ -125,8 +122,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-          f"{psutil.virtual_memory().total / (1 << 30):.1f} GiB RAM, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     src = corpus(work, args.megabytes, 4)
 
     texts = texts_of(src, int(args.signature_megabytes * 1e6))

@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dedup import PILE_TEXT_BYTES, texts_of  # noqa: E402
-from memory import corpus, measure  # noqa: E402
+from memory import corpus, machine, measure  # noqa: E402
 
 from pileprep.config import default_tokenizer  # noqa: E402
 
@@ -78,8 +76,7 @@ def main() -> None:
     spec = default_tokenizer()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-          f"{psutil.virtual_memory().total / (1 << 30):.1f} GiB RAM, Python {platform.python_version()}; "
+    print(f"machine: {machine()}; "
           f"using {args.cores} cores")
     src = corpus(work, args.megabytes, 4)
     texts = texts_of(src, 1 << 62)

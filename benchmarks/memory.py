@@ -27,6 +27,12 @@ from pileprep.synth import SynthConfig, generate
 GIB = 1 << 30
 
 
+def machine() -> str:
+    """The machine line every benchmark prints first."""
+    return (f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"{psutil.virtual_memory().total / GIB:.1f} GiB RAM, Python {platform.python_version()}")
+
+
 def corpus(workdir: Path, megabytes: float, shards: int) -> Path:
     out = workdir / f"shards-{megabytes:g}MB"
     if not (out / "truth.json").exists():
@@ -94,8 +100,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-          f"{psutil.virtual_memory().total / GIB:.1f} GiB RAM, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     results = {}
     for mb, shards in [(args.small, 2), (args.middle, 3), (args.large, 4)]:
         src = corpus(work, mb, shards)

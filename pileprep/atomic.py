@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
+
+from . import faults
 
 
 def tmp_path(path: Path) -> Path:
@@ -68,10 +71,6 @@ def commit(stage: Path, out: Path) -> None:
 def finish_commit(stage: Path, out: Path) -> bool:
     """Complete a journaled commit, or drop an unjournaled (unfinished) staging directory.
     Returns True when a commit was completed."""
-    import shutil
-
-    from . import faults
-
     journal = stage / JOURNAL
     if not journal.exists():
         shutil.rmtree(stage, ignore_errors=True)

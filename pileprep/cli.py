@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from .config import BuildConfig, ConfigError, default_tokenizer, load_toml
+from .config import ENGINES, BuildConfig, ConfigError, default_tokenizer, load_toml
 
 
 def parse_size(text: str) -> int:
@@ -36,7 +36,7 @@ def _add_build(sub) -> None:
     p.add_argument("--name", help="dataset name: writes <name>_text_document.bin/.idx (default pile)")
     p.add_argument("--tokenizer", help="tokenizer.json path or hub id "
                    f"(env PILEPREP_TOKENIZER; now {default_tokenizer()})")
-    p.add_argument("--tokenizer-engine", choices=["auto", "fast", "reference"],
+    p.add_argument("--tokenizer-engine", choices=ENGINES,
                    help="auto (default): the tiktoken-based engine when it reproduces the "
                    "tokenizer file, else the tokenizers library; same ids either way")
     p.add_argument("--workers", type=int, help="local Dask worker processes (default: all cores)")
@@ -128,8 +128,8 @@ def _add_dedup(sub) -> None:
     p.add_argument("--input", "-i", action="append", default=None, metavar="DIR_OR_GLOB")
     p.add_argument("--output", "-o", help="output directory")
     p.add_argument("--config", help="pipeline TOML file; flags override it")
-    for flag in ("--workers", "--partition-bytes"):
-        p.add_argument(flag, type=int if flag == "--workers" else parse_size)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--partition-bytes", type=parse_size)
     p.add_argument("--scheduler")
     p.add_argument("--strict", action="store_true", default=None)
     p.add_argument("--keep-work", action="store_true")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_TOKENIZER = "EleutherAI/gpt-neox-20b"
+ENGINES = ("auto", "fast", "reference")  # --tokenizer-engine
 TOKENIZER_ENV = "PILEPREP_TOKENIZER"
 
 
@@ -59,8 +60,8 @@ class TokenizeConfig:
     engine: str = "auto"
 
     def validate(self) -> None:
-        if self.engine not in ("auto", "fast", "reference"):
-            raise ConfigError(f"--tokenizer-engine must be auto, fast or reference, not {self.engine!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--tokenizer-engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.batch_docs < 1 or self.batch_bytes < 1:
             raise ConfigError("batch_docs and batch_bytes must be positive")
 

@@ -35,7 +35,7 @@ _GPT2_WITH_SENTINELS = (
     r"[{s}]|'s|'t|'re|'ve|'m|'ll|'d| ?\p{{L}}+| ?\p{{N}}+| ?[^\s\p{{L}}\p{{N}}{s}]+"
     r"|\s+(?![^\s{s}])|\s+"
 )
-_PRIVATE_PLANES = re.compile("[\U000f0000-\U0010ffff]")
+_PRIVATE_PLANES_START = 0xF0000  # planes 15-16: where the sentinels live
 
 
 # Checked against the reference every time the engine is built: the cases where a reproduction
@@ -160,12 +160,11 @@ class FastEncoder:
         self._reference = reference
         self.fallbacks = 0  # documents handed to the reference engine (they held a sentinel)
 
-    def _nfc_piece(self, text: str) -> str:
+    def _nfc_piece(self, text: str, cps: np.ndarray) -> str:
         # Unicode's normalization stability policy: for a text of characters assigned in
         # Python's Unicode version, NFC is the same in every later version, so Python's (much
         # faster) quick check and normalizer agree with the Rust one. Texts holding characters
         # Python does not know go to the reference's own normalizer.
-        cps = _code_points(text)
         unassigned = _unassigned_table()[cps]
         if unassigned.any():
             return _runs_nfc(text, cps, unassigned, self._nfc)
@@ -173,21 +172,24 @@ class FastEncoder:
             return text
         return unicodedata.normalize("NFC", text)
 
-    def _normalize(self, text: str) -> str:
-        if self._nfc is None or text.isascii():  # ASCII is NFC in every Unicode version
+    def _normalize(self, text: str, cps: np.ndarray) -> str:
+        if self._nfc is None:
             return text
         if self._specials is not None and "<|" in text:
             # The reference normalizes between special tokens: ">" + U+0338 must not compose.
             pieces = self._specials.split(text)
-            return "".join(p if i % 2 else self._nfc_piece(p) for i, p in enumerate(pieces))
-        return self._nfc_piece(text)
+            return "".join(p if i % 2 else self._nfc_piece(p, _code_points(p))
+                           for i, p in enumerate(pieces))
+        return self._nfc_piece(text, cps)
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids of ``text`` (uint32)."""
-        if not text.isascii() and _PRIVATE_PLANES.search(text):
-            self.fallbacks += 1
-            return np.asarray(self._reference.encode(text).ids, np.uint32)
-        text = self._normalize(text)
+        if not text.isascii():  # ASCII is NFC in every Unicode version and holds no sentinel
+            cps = _code_points(text)
+            if (cps >= _PRIVATE_PLANES_START).any():
+                self.fallbacks += 1
+                return np.asarray(self._reference.encode(text).ids, np.uint32)
+            text = self._normalize(text, cps)
         if "  " in text:
             for run, sentinel in self._runs:  # longest first: leftmost-longest, as the reference
                 text = text.replace(run, sentinel)

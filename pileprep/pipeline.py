@@ -79,7 +79,9 @@ def _reusable_part(done: Path, shard_sha: str) -> TokenPart | None:
     return part
 
 
-def run_ingest(runner: Runner, shards: Sequence[Path], workdir: Path, cfg: BuildConfig) -> list[ShardResult]:
+def _plan_ingest(shards: Sequence[Path], workdir: Path, cfg: BuildConfig
+                 ) -> tuple[list[ShardResult | None], list[tuple]]:
+    """Reused shard results (None where the shard must be read) and the ingest task arguments."""
     workdir.mkdir(parents=True, exist_ok=True)
     results: list[ShardResult | None] = [None] * len(shards)
     todo = []
@@ -90,6 +92,11 @@ def run_ingest(runner: Runner, shards: Sequence[Path], workdir: Path, cfg: Build
             todo.append((str(path), i, str(workdir), cfg.read, stat))
     if len(todo) < len(shards):
         log(f"ingest: reusing {len(shards) - len(todo)} of {len(shards)} shards from {workdir}", cfg.quiet)
+    return results, todo
+
+
+def run_ingest(runner: Runner, shards: Sequence[Path], workdir: Path, cfg: BuildConfig) -> list[ShardResult]:
+    results, todo = _plan_ingest(shards, workdir, cfg)
     bar = Progress("ingest", sum(t[4]["size"] for t in todo), len(todo), quiet=cfg.quiet)
     for j, result in runner.map(_ingest_task, todo):
         results[todo[j][1]] = result
@@ -102,12 +109,10 @@ def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Path], ingest_dir: 
                             tokens_dir: Path, cfg: BuildConfig, info: TokenizerInfo
                             ) -> tuple[list[ShardResult], list[TokenPart]]:
     """Stages 1 and 3 overlapped: a shard's partitions are tokenized as soon as it is read."""
-    ingest_dir.mkdir(parents=True, exist_ok=True)
     tokens_dir.mkdir(parents=True, exist_ok=True)
-    shard_results: list[ShardResult | None] = [None] * len(shards)
+    shard_results, todo = _plan_ingest(shards, ingest_dir, cfg)
     tokens: dict[tuple[int, int], TokenPart] = {}
-    initial, reused_shards = [], 0
-    ingest_bar = Progress("ingest", 0, 0, quiet=cfg.quiet)
+    ingest_bar = Progress("ingest", sum(t[4]["size"] for t in todo), len(todo), quiet=cfg.quiet)
     token_bar = Progress("tokenize", 0, 0, quiet=cfg.quiet)
 
     def tokenize_jobs(i: int, shard: ShardResult) -> list[tuple]:
@@ -123,18 +128,10 @@ def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Path], ingest_dir: 
                 token_bar.total_bytes += part.text_bytes
         return jobs
 
-    for i, path in enumerate(shards):
-        stat = _stat(path)
-        shard_results[i] = _reusable_shard(ingest_dir / f"{path.name}.done.json", stat)
-        if shard_results[i] is None:
-            initial.append((("ingest", i), _ingest_task, (str(path), i, str(ingest_dir), cfg.read, stat)))
-            ingest_bar.total_items += 1
-            ingest_bar.total_bytes += stat["size"]
-        else:
-            reused_shards += 1
-            initial.extend(tokenize_jobs(i, shard_results[i]))
-    if reused_shards:
-        log(f"ingest: reusing {reused_shards} of {len(shards)} shards from {ingest_dir}", cfg.quiet)
+    initial = [(("ingest", args[1]), _ingest_task, args) for args in todo]
+    for i, shard in enumerate(shard_results):
+        if shard is not None:
+            initial.extend(tokenize_jobs(i, shard))
 
     def expand(job: tuple, result) -> list[tuple]:
         if job[0][0] != "ingest":
@@ -166,8 +163,7 @@ def run_dedup(runner: Runner, shard_results: Sequence[ShardResult], out: Path, i
               cfg: BuildConfig) -> dedup_run.DedupResult:
     parts, shas = _partitions(shard_results)
     sig_dir = dedup_run.signature_dir(out, ingest_fp, cfg.dedup)
-    result = dedup_run.dedup(runner, parts, shas, sig_dir, out / WORK_DIR, cfg.dedup, cfg.quiet)
-    return result
+    return dedup_run.dedup(runner, parts, shas, sig_dir, out / WORK_DIR, cfg.dedup, cfg.quiet)
 
 
 def drop_duplicates(runner: Runner, parts: Sequence[TokenPart], dup: dedup_run.DedupResult,
@@ -180,12 +176,7 @@ def drop_duplicates(runner: Runner, parts: Sequence[TokenPart], dup: dedup_run.D
         dedup_run.Task(kept_dir / f"{Path(p.bin).stem}.done.json", (p, d, str(kept_dir), info.dtype),
                        [p.shard_sha256, p.docs])
         for p, d in zip(parts, drops)], cfg.quiet)
-    removed: dict[str, list[int]] = {}
-    for r in results:
-        for subset, vals in r["removed"].items():
-            acc = removed.setdefault(subset, [0, 0, 0])
-            for i, v in enumerate(vals):
-                acc[i] += v
+    removed = reporting.sum_subsets(r["removed"] for r in results)
     return [TokenPart(**r["part"]) for r in results], removed
 
 

@@ -31,13 +31,19 @@ def _add_counts(total: dict[str, int], more: dict[str, int]) -> None:
         total[key] = total.get(key, 0) + n
 
 
-def subset_table(parts: Sequence[TokenPart]) -> dict[str, dict[str, int]]:
+def sum_subsets(tables) -> dict[str, list[int]]:
+    """Add up ``{pile_set_name: [documents, tokens, bytes]}`` tables."""
     out: dict[str, list[int]] = {}
-    for part in parts:
-        for name, vals in part.subsets.items():
+    for table in tables:
+        for name, vals in table.items():
             acc = out.setdefault(name, [0, 0, 0])
             for i, v in enumerate(vals):
                 acc[i] += v
+    return out
+
+
+def subset_table(parts: Sequence[TokenPart]) -> dict[str, dict[str, int]]:
+    out = sum_subsets(p.subsets for p in parts)
     return {name: {"documents": d, "tokens": t, "bytes": b} for name, (d, t, b) in sorted(out.items())}
 
 

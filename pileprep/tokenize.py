@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import atomic, provenance
-from .config import ConfigError, TokenizeConfig
+from .config import ENGINES, ConfigError, TokenizeConfig
 from .indexed import best_fitting_dtype
 from .ingest import Partition
 
@@ -43,9 +43,6 @@ def load_tokenizer(spec: str):
         raise ConfigError(
             f"cannot load tokenizer {spec!r}: not a file, and the hub could not provide it "
             f"({exc}). Pass --tokenizer PATH or set PILEPREP_TOKENIZER.") from None
-
-
-ENGINES = ("auto", "fast", "reference")
 
 
 @functools.lru_cache(maxsize=4)

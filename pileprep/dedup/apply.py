@@ -49,8 +49,12 @@ def _lookup(gids: np.ndarray, offsets: np.ndarray, parts: Sequence[Partition],
 def write_table(removed: np.ndarray, offsets: np.ndarray, parts: Sequence[Partition],
                 sig_paths: Sequence[Path], out_path: Path) -> str:
     """Write the removed-documents table (in ``(source, line)`` order); return its sha256."""
-    src, line, subset = _lookup(removed["gid"], offsets, parts, sig_paths)
-    ksrc, kline, _ = _lookup(removed["kept"], offsets, parts, sig_paths)
+    # One pass over the partitions for both ends: each signature file is read once.
+    n = len(removed)
+    sources, lines, subsets = _lookup(np.concatenate([removed["gid"], removed["kept"]]),
+                                      offsets, parts, sig_paths)
+    src, line, subset = sources[:n], lines[:n], subsets[:n]
+    ksrc, kline = sources[n:], lines[n:]
     table = pa.table([src, line, subset, ksrc, kline, removed["sim"], removed["direct"]],
                      schema=TABLE_SCHEMA)
     with atomic.atomic_path(out_path) as tmp:
