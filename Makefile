@@ -15,6 +15,10 @@ ifeq ($(origin PILEPREP_TOKENIZER), undefined)
   endif
 endif
 
+# The optional torch adapter is tested when a CPU build of torch installs without CUDA
+# packages: from a local wheel, such as the one CI machines keep in /opt/wheels.
+TORCH_WHEEL ?= $(firstword $(wildcard /opt/wheels/torch-*+cpu-cp311-*.whl))
+
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo
 
@@ -26,6 +30,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(if $(TORCH_WHEEL),$(BIN)/python -m pip install --quiet $(TORCH_WHEEL) || echo "torch not installed: its adapter test is skipped")
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -1,4 +1,5 @@
-"""The ``pileprep`` command line: build, dedup, synth, schedule, batch-at, where, sequences.
+"""The ``pileprep`` command line: build, dedup, verify, synth, schedule, batch-at, where, seen,
+sequences, export, plot, shard, unshard.
 
 Every expected failure (bad settings, missing input, a bad record under ``--strict``, a write
 error) ends with one line on stderr naming what and where, and exit code 2; never a traceback.
@@ -30,7 +31,8 @@ def parse_size(text: str) -> int:
 def _add_build(sub) -> None:
     p = sub.add_parser("build", help="shards -> GPT-NeoX .bin/.idx + provenance")
     p.add_argument("--input", "-i", action="append", default=None, metavar="DIR_OR_GLOB",
-                   help="shard directory, glob or file (repeatable); shards sorted by file name")
+                   help="shard directory, glob, file, or hf:NAME[:CONFIG][@SPLIT] (repeatable); "
+                   "files are sorted by name")
     p.add_argument("--output", "-o", help="output directory")
     p.add_argument("--config", help="pipeline TOML file (pipelines/*.toml); flags override it")
     p.add_argument("--name", help="dataset name: writes <name>_text_document.bin/.idx (default pile)")
@@ -49,6 +51,7 @@ def _add_build(sub) -> None:
     p.add_argument("--on-bad-record", choices=["skip", "stop"],
                    help="skip (default): count each bad record in report.json and rejects.jsonl "
                    "and go on; stop: the same as --strict")
+    _add_text_column(p)
     p.add_argument("--keep-work", action="store_true", help="keep intermediate stage files")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a different build already in --output")
@@ -59,6 +62,12 @@ def _add_build(sub) -> None:
     p.add_argument("--dedup", action="store_true", default=None,
                    help="remove near-duplicates across all shards (MinHash-LSH) before packing")
     _add_dedup_flags(p)
+
+
+def _add_text_column(p) -> None:
+    p.add_argument("--text-column", help="field or column holding the text (default 'text'); "
+                   "inputs may be Pile .jsonl[.zst], .parquet, .arrow files, or "
+                   "hf:NAME[:CONFIG][@SPLIT] for a Hugging Face datasets source (streamed)")
 
 
 def _add_dedup_flags(p) -> None:
@@ -92,7 +101,8 @@ def _build_config(args) -> BuildConfig:
     cfg = load_toml(args.config) if args.config else BuildConfig()
     overrides = {
         ("read", "inputs"): args.input, ("read", "partition_bytes"): args.partition_bytes,
-        ("read", "strict"): args.strict, ("tokenize", "tokenizer"): args.tokenizer,
+        ("read", "strict"): args.strict, ("read", "text_column"): args.text_column,
+        ("tokenize", "tokenizer"): args.tokenizer,
         ("tokenize", "engine"): getattr(args, "tokenizer_engine", None),
         ("pack", "output"): args.output, ("pack", "name"): args.name,
         ("cluster", "workers"): args.workers, ("cluster", "scheduler"): args.scheduler,
@@ -132,6 +142,7 @@ def _add_dedup(sub) -> None:
     p.add_argument("--partition-bytes", type=parse_size)
     p.add_argument("--scheduler")
     p.add_argument("--strict", action="store_true", default=None)
+    _add_text_column(p)
     p.add_argument("--keep-work", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true")
     _add_dedup_flags(p)
@@ -188,11 +199,14 @@ def cmd_synth(args) -> int:
 def _add_schedule_cmd(sub) -> None:
     p = sub.add_parser("schedule", help="build the training-order index for other settings")
     p.add_argument("out_dir")
+    p.add_argument("--tokenizer", help="tokenizer path written into the GPT-NeoX config fragment "
+                   "(default: PILEPREP_TOKENIZER or hub id)")
     p.add_argument("--quiet", "-q", action="store_true")
     _add_schedule_flags(p)
 
 
 def cmd_schedule(args) -> int:
+    from . import neox
     from .config import ScheduleConfig
     from .pack import dataset_prefix
     from .schedule import build_for_dataset
@@ -203,6 +217,8 @@ def cmd_schedule(args) -> int:
     prefix = dataset_prefix(args.out_dir, dataset_name(args.out_dir))
     for name in build_for_dataset(args.out_dir, prefix, cfg, args.quiet):
         print(Path(args.out_dir) / name)
+    print(Path(args.out_dir) / neox.write(args.out_dir, prefix, cfg,
+                                          args.tokenizer or default_tokenizer()))
     return 0
 
 
@@ -323,17 +339,176 @@ def _add_sequences(sub) -> None:
 def cmd_sequences(args) -> int:
     from .where import write_sequences
 
-    a, _, b = args.steps.partition(":")
-    if not (a.isdigit() and b.isdigit()) or int(a) >= int(b):
-        raise ConfigError(f"--steps takes A:B with A < B, not {args.steps!r}")
+    first, end = _step_range(args.steps)
     order = _order(args)
-    n = write_sequences(order, int(a), int(b), args.output)
+    n = write_sequences(order, first, end, args.output)
     print(f"wrote {n} sequences of {order.cfg.seq_length + 1} tokens to {args.output}.bin/.idx")
     return 0
 
 
+def _step_range(text: str) -> tuple[int, int]:
+    a, _, b = text.partition(":")
+    if not (a.isdigit() and b.isdigit()) or int(a) >= int(b):
+        raise ConfigError(f"--steps takes A:B with A < B, not {text!r}")
+    return int(a), int(b)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="training sequences of a step range with their sources, "
+                       "for Hugging Face datasets (hf), parquet or jsonl")
+    p.add_argument("out_dir")
+    p.add_argument("--steps", required=True, help="A:B, steps A..B-1")
+    p.add_argument("--format", choices=["hf", "parquet", "jsonl"], required=True)
+    p.add_argument("--output", "-o", required=True,
+                   help="a directory for hf (datasets.load_from_disk), else a file")
+    p.add_argument("--text", action="store_true", help="add the decoded text of each sequence")
+    p.add_argument("--tokenizer", help="for --text (default: PILEPREP_TOKENIZER or hub id)")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    first, end = _step_range(args.steps)
+    order = _order(args)
+    n = export(order, first, end, args.output, args.format,
+               _decoder(args) if args.text else None)
+    print(f"wrote {n} sequences (steps {first}..{end - 1}) to {args.output} ({args.format})")
+    return 0
+
+
+def _add_seen(sub) -> None:
+    p = sub.add_parser("seen", help="which documents, from which subsets, the trainer saw in a "
+                       "step range")
+    p.add_argument("out_dir")
+    p.add_argument("--steps", required=True, help="A:B, steps A..B-1")
+    p.add_argument("--output", "-o", help="FILE.parquet or FILE.csv: one row per document "
+                   "(source, line, pile_set_name, tokens_seen, first_step)")
+    p.add_argument("--top", type=int, default=5, help="documents to print (most tokens seen)")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def cmd_seen(args) -> int:
+    import numpy as np
+
+    from . import steps
+
+    first, end = _step_range(args.steps)
+    order = _order(args)
+    pieces = steps.pieces(order, first, end)
+    table, names = steps.subset_tokens(order, pieces)
+    docs, seen, first_sample = steps.documents(pieces)
+    total = int(table.sum())
+    print(f"steps {first}..{end - 1}: {(end - first) * order.cfg.batch_size:,} sequences, "
+          f"{total:,} tokens from {len(docs):,} documents "
+          f"({100 * len(docs) / len(order.data):.1f} % of the dataset's {len(order.data):,})")
+    for j in np.argsort(-table[0], kind="stable"):
+        if table[0, j]:
+            print(f"  {names[j] or '(none)':<22} {int(table[0, j]):>11,} tokens  "
+                  f"{100 * table[0, j] / total:5.1f} %")
+    top = np.argsort(-seen, kind="stable")[:args.top]
+    for i in top:
+        info = order.describe_doc(int(docs[i]))
+        print(f"  {info['source']}:{info['line']} ({info['pile_set_name'] or 'no subset'}): "
+              f"{int(seen[i]):,} tokens seen, first at step {int(first_sample[i]) // order.cfg.batch_size}")
+    if args.output:
+        _write_seen(order, docs, seen, first_sample, args.output)
+        print(f"{len(docs):,} documents -> {args.output}")
+    return 0
+
+
+def _write_seen(order, docs, seen, first_sample, target: str) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from . import atomic
+
+    source, line, subset = order.provenance()
+    table = pa.table({"doc": docs, "source": source.take(pa.array(docs)).cast(pa.string()),
+                      "line": line[docs],
+                      "pile_set_name": subset.take(pa.array(docs)).cast(pa.string()),
+                      "tokens_seen": seen, "first_step": first_sample // order.cfg.batch_size})
+    if not target.endswith((".parquet", ".csv")):
+        raise ConfigError(f"--output must end in .parquet or .csv, not {target!r}")
+    with atomic.atomic_path(target) as tmp:
+        if target.endswith(".parquet"):
+            pq.write_table(table, tmp, compression="zstd")
+        else:
+            pcsv.write_csv(table, tmp)
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="PNG of the subset mix (token share) per step range")
+    p.add_argument("out_dir")
+    p.add_argument("--steps", help="A:B (default: every step)")
+    p.add_argument("--bins", type=int, default=20, help="step ranges (bars) in the plot")
+    p.add_argument("--output", "-o", required=True, help="FILE.png")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def cmd_plot(args) -> int:
+    import numpy as np
+
+    from . import charts, steps
+
+    order = _order(args)
+    first, end = _step_range(args.steps) if args.steps else (0, order.cfg.train_iters)
+    if args.bins < 1:
+        raise ConfigError("--bins must be positive")
+    edges = sorted(set(np.linspace(first, end, min(args.bins, end - first) + 1).round().astype(int)))
+    pieces = steps.pieces(order, first, end)
+    step_of = pieces.sample // order.cfg.batch_size
+    bins = np.searchsorted(np.asarray(edges[1:-1]), step_of, side="right")
+    table, names = steps.subset_tokens(order, pieces, bins)
+    c = order.cfg
+    charts.subset_mix(table, names, list(edges), Path(args.output),
+                      f"Subset mix of training tokens, steps {first}-{end - 1} (seq {c.seq_length}, "
+                      f"batch {c.batch_size}, seed {c.seed})")
+    print(f"{len(edges) - 1} step ranges x {len(names)} subsets -> {args.output}")
+    return 0
+
+
+def _add_shard(sub) -> None:
+    p = sub.add_parser("shard", help="split a build into upload-sized pieces with SHA256SUMS")
+    p.add_argument("out_dir")
+    p.add_argument("--max-size", type=parse_size, required=True, help="e.g. 5GB, 500MiB")
+    p.add_argument("--output", "-o", required=True, help="directory for the pieces")
+
+
+def cmd_shard(args) -> int:
+    from .distribute import SUMS, shard
+
+    desc = shard(args.out_dir, args.output, args.max_size)
+    pieces = sum(len(f["pieces"]) for f in desc["files"].values())
+    print(f"{len(desc['files'])} files -> {pieces} pieces of at most {args.max_size:,} bytes in "
+          f"{args.output} (check with: cd {args.output} && sha256sum -c {SUMS})")
+    return 0
+
+
+def _add_unshard(sub) -> None:
+    p = sub.add_parser("unshard", help="check and join pieces made by `pileprep shard`")
+    p.add_argument("pieces_dir")
+    p.add_argument("--output", "-o", required=True, help="directory for the rebuilt build")
+
+
+def cmd_unshard(args) -> int:
+    from .distribute import unshard
+    from .verify import verify
+
+    files = unshard(args.pieces_dir, args.output)
+    v = verify(args.output)
+    for line in v.problems:
+        print(f"PROBLEM: {line}")
+    print(f"{len(files)} files checked and joined into {args.output}; "
+          + (f"{len(v.problems)} problem(s)" if v.problems else "the build verifies"))
+    return 1 if v.problems else 0
+
+
 COMMANDS = {"build": cmd_build, "dedup": cmd_dedup, "verify": cmd_verify, "synth": cmd_synth, "schedule": cmd_schedule,
-            "batch-at": cmd_batch_at, "where": cmd_where, "sequences": cmd_sequences}
+            "batch-at": cmd_batch_at, "where": cmd_where, "sequences": cmd_sequences,
+            "seen": cmd_seen, "plot": cmd_plot, "export": cmd_export, "shard": cmd_shard,
+            "unshard": cmd_unshard}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,7 +519,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="pileprep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_build, _add_dedup, _add_verify, _add_synth, _add_schedule_cmd, _add_batch_at, _add_where, _add_sequences):
+    for add in (_add_build, _add_dedup, _add_verify, _add_synth, _add_schedule_cmd, _add_batch_at,
+                _add_where, _add_seen, _add_sequences, _add_export, _add_plot, _add_shard,
+                _add_unshard):
         add(sub)
     args = parser.parse_args(argv)
     try:

@@ -37,6 +37,7 @@ class ReadConfig:
     inputs: list[str] = field(default_factory=list)
     partition_bytes: int = 32 * 1024 * 1024
     strict: bool = False  # stop at the first bad record instead of counting it
+    text_column: str = "text"  # the field/column holding the document text
 
     def validate(self) -> None:
         if not self.inputs:
@@ -45,7 +46,7 @@ class ReadConfig:
             raise ConfigError("--partition-bytes must be at least 1024")
 
     def stage_settings(self) -> dict:
-        return {"partition_bytes": self.partition_bytes}
+        return {"partition_bytes": self.partition_bytes, "text_column": self.text_column}
 
 
 @dataclass
@@ -196,6 +197,8 @@ class BuildConfig:
         how the work is cut, never what it produces.
         """
         out = {
+            **({"read": {"text_column": self.read.text_column}}
+               if self.read.text_column != "text" else {}),
             "tokenize": {"append_eod": self.tokenize.append_eod,
                          "tokenizer": self.tokenize.tokenizer},
             "pack": {"name": self.dataset_name},

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from . import atomic
 from .config import ReadConfig
-from .reader import BadRecord, ShardError, ShardStream, parse_line, shard_name
+from .reader import BadRecord, ShardError
+from .sources import RecordStream, Shard
 
 PARTITION_SCHEMA = pa.schema([
     ("line", pa.int64()),
@@ -86,8 +87,9 @@ class _PartitionWriter:
 
     ROW_GROUP_BYTES = 4 << 20
 
-    def __init__(self, workdir: Path, source: str, shard_index: int, limit: int):
-        self.workdir, self.source, self.shard_index, self.limit = workdir, source, shard_index, limit
+    def __init__(self, workdir: Path, source: str, stem: str, shard_index: int, limit: int):
+        self.workdir, self.source, self.stem = workdir, source, stem
+        self.shard_index, self.limit = shard_index, limit
         self.done: list[Partition] = []
         self._file = self._writer = None
         self._rows = self._bytes = 0
@@ -128,7 +130,7 @@ class _PartitionWriter:
         self._reset_buffer()
 
     def _path(self, index: int) -> Path:
-        return self.workdir / f"{self.source}.{index:05d}.parquet"
+        return self.workdir / f"{self.stem}.{index:05d}.parquet"
 
     def close_partition(self) -> None:
         self._write_group()
@@ -149,14 +151,14 @@ class _PartitionWriter:
             self._file = self._writer = None
 
 
-def ingest_shard(path: str, shard_index: int, workdir: str, cfg: ReadConfig) -> ShardResult:
+def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig) -> ShardResult:
     """Read one shard into partitions; return what was read, kept and rejected."""
     work = Path(workdir)
-    source = shard_name(Path(path))
-    writer = _PartitionWriter(work, source, shard_index, cfg.partition_bytes)
-    stream = ShardStream(Path(path))
+    source = shard.name
+    writer = _PartitionWriter(work, source, shard.file_stem, shard_index, cfg.partition_bytes)
+    stream = RecordStream(shard, cfg.text_column)
     rejected: dict[str, int] = {}
-    rejects = work / f"{source}.rejects.jsonl"
+    rejects = work / f"{shard.file_stem}.rejects.jsonl"
     shard_error = None
     with atomic.atomic_path(rejects) as tmp, open(tmp, "wb") as rej:
         def reject(line: int, reason: str, detail: str) -> None:
@@ -167,15 +169,11 @@ def ingest_shard(path: str, shard_index: int, workdir: str, cfg: ReadConfig) -> 
                                     "detail": detail[:_DETAIL_CHARS]}) + b"\n")
 
         try:
-            for line, raw, partial in stream:
-                if partial:
-                    reject(line, "truncated_line", "the shard's stream breaks inside this line")
-                    continue
-                rec = parse_line(raw)
+            for line, rec, raw_len in stream:
                 if isinstance(rec, BadRecord):
                     reject(line, rec.reason, rec.detail)
                 else:
-                    writer.add(line, rec.text, rec.pile_set_name, len(raw) + 1)
+                    writer.add(line, rec.text, rec.pile_set_name, raw_len)
         except ShardError as exc:
             if cfg.strict:
                 raise BadRecordError(source, exc.line, exc.reason, exc.detail) from None
@@ -185,6 +183,6 @@ def ingest_shard(path: str, shard_index: int, workdir: str, cfg: ReadConfig) -> 
             raise
         writer.close_partition()
     accepted = sum(p.rows for p in writer.done)
-    return ShardResult(source, str(path), stream.size, stream.sha256, stream.lines, accepted,
+    return ShardResult(source, shard.location, stream.size, stream.sha256, stream.lines, accepted,
                        dict(sorted(rejected.items())), str(rejects), writer.done, shard_error)
 

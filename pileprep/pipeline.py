@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import atomic, faults, report as reporting, schedule
+from . import atomic, faults, neox, report as reporting, schedule
 from .cluster import Runner
 from .config import BuildConfig, ConfigError, fingerprint
 from .dedup import apply as dedup_apply, report as dedup_report, run as dedup_run
@@ -24,7 +24,7 @@ from .ingest import Partition, ShardResult, ingest_shard
 from .pack import concat_text_files, dataset_prefix, pack
 from .progress import Progress, log
 from .provenance import sha256_file
-from .reader import discover_shards
+from .sources import Shard, discover
 from .tokenize import TokenizerInfo, TokenPart, resolve_engine, tokenize_partition
 
 WORK_DIR = ".pileprep-work"
@@ -38,11 +38,11 @@ def tokenizer_identity(spec: str) -> str:
     return sha256_file(spec) if os.path.exists(spec) else f"hub:{spec}"
 
 
-def _ingest_task(path: str, index: int, workdir: str, cfg, stat: dict) -> ShardResult:
-    result = ingest_shard(path, index, workdir, cfg)
+def _ingest_task(shard: Shard, index: int, workdir: str, cfg, identity: dict) -> ShardResult:
+    result = ingest_shard(shard, index, workdir, cfg)
     faults.checkpoint("ingest")
-    atomic.write_json(Path(workdir) / f"{result.source}.done.json",
-                      {"input": stat, "result": dataclasses.asdict(result)})
+    atomic.write_json(Path(workdir) / f"{shard.file_stem}.done.json",
+                      {"input": identity, "result": dataclasses.asdict(result)})
     return result
 
 
@@ -51,11 +51,6 @@ def _tokenize_task(part: Partition, workdir: str, cfg, info, shard_sha: str) -> 
     faults.checkpoint("tokenize")
     atomic.write_json(Path(workdir) / f"{part.stem}.done.json", dataclasses.asdict(result))
     return result
-
-
-def _stat(path: Path) -> dict:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _reusable_shard(done: Path, stat: dict) -> ShardResult | None:
@@ -79,25 +74,25 @@ def _reusable_part(done: Path, shard_sha: str) -> TokenPart | None:
     return part
 
 
-def _plan_ingest(shards: Sequence[Path], workdir: Path, cfg: BuildConfig
+def _plan_ingest(shards: Sequence[Shard], workdir: Path, cfg: BuildConfig
                  ) -> tuple[list[ShardResult | None], list[tuple]]:
     """Reused shard results (None where the shard must be read) and the ingest task arguments."""
     workdir.mkdir(parents=True, exist_ok=True)
     results: list[ShardResult | None] = [None] * len(shards)
     todo = []
-    for i, path in enumerate(shards):
-        stat = _stat(path)
-        results[i] = _reusable_shard(workdir / f"{path.name}.done.json", stat)
+    for i, shard in enumerate(shards):
+        identity = shard.identity()
+        results[i] = _reusable_shard(workdir / f"{shard.file_stem}.done.json", identity)
         if results[i] is None:
-            todo.append((str(path), i, str(workdir), cfg.read, stat))
+            todo.append((shard, i, str(workdir), cfg.read, identity))
     if len(todo) < len(shards):
         log(f"ingest: reusing {len(shards) - len(todo)} of {len(shards)} shards from {workdir}", cfg.quiet)
     return results, todo
 
 
-def run_ingest(runner: Runner, shards: Sequence[Path], workdir: Path, cfg: BuildConfig) -> list[ShardResult]:
+def run_ingest(runner: Runner, shards: Sequence[Shard], workdir: Path, cfg: BuildConfig) -> list[ShardResult]:
     results, todo = _plan_ingest(shards, workdir, cfg)
-    bar = Progress("ingest", sum(t[4]["size"] for t in todo), len(todo), quiet=cfg.quiet)
+    bar = Progress("ingest", sum(t[0].size for t in todo), len(todo), quiet=cfg.quiet)
     for j, result in runner.map(_ingest_task, todo):
         results[todo[j][1]] = result
         bar.update(nbytes=result.size, items=1, docs=result.accepted)
@@ -105,14 +100,14 @@ def run_ingest(runner: Runner, shards: Sequence[Path], workdir: Path, cfg: Build
     return results  # type: ignore[return-value]
 
 
-def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Path], ingest_dir: Path,
+def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir: Path,
                             tokens_dir: Path, cfg: BuildConfig, info: TokenizerInfo
                             ) -> tuple[list[ShardResult], list[TokenPart]]:
     """Stages 1 and 3 overlapped: a shard's partitions are tokenized as soon as it is read."""
     tokens_dir.mkdir(parents=True, exist_ok=True)
     shard_results, todo = _plan_ingest(shards, ingest_dir, cfg)
     tokens: dict[tuple[int, int], TokenPart] = {}
-    ingest_bar = Progress("ingest", sum(t[4]["size"] for t in todo), len(todo), quiet=cfg.quiet)
+    ingest_bar = Progress("ingest", sum(t[0].size for t in todo), len(todo), quiet=cfg.quiet)
     token_bar = Progress("tokenize", 0, 0, quiet=cfg.quiet)
 
     def tokenize_jobs(i: int, shard: ShardResult) -> list[tuple]:
@@ -200,14 +195,17 @@ def _finish_interrupted_commit(out: Path, quiet: bool) -> None:
         log(f"finished moving the outputs of an interrupted build into {out}", quiet)
 
 
-def _check_output_dir(out: Path, settings: dict, shards: Sequence[Path], overwrite: bool) -> None:
+def _check_output_dir(out: Path, settings: dict, shards: Sequence[Shard], overwrite: bool) -> None:
     """Refuse to overwrite a finished build of other inputs or settings, unless asked to."""
     manifest = out / reporting.MANIFEST
     if not manifest.exists() or overwrite:
         return
     old = atomic.read_json(manifest)
-    old_inputs = [(i["name"], i["size"]) for i in old.get("inputs", [])]
-    new_inputs = [(p.name, p.stat().st_size) for p in shards]
+    # A streamed source's size is known only after reading it: compare its name only.
+    streamed = {s.name for s in shards if s.kind == "hf"}
+    old_inputs = [(i["name"], None if i["name"] in streamed else i["size"])
+                  for i in old.get("inputs", [])]
+    new_inputs = [(s.name, None if s.kind == "hf" else s.size) for s in shards]
     if old.get("settings") != settings or old_inputs != new_inputs:
         raise ConfigError(f"output directory {out} holds a different build (other inputs or "
                           "settings); choose another --output or pass --overwrite")
@@ -216,7 +214,7 @@ def _check_output_dir(out: Path, settings: dict, shards: Sequence[Path], overwri
 def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     """Build the dataset described by ``cfg``; return the report (also written to disk)."""
     cfg.validate()
-    shards = discover_shards(cfg.read.inputs)
+    shards = discover(cfg.read.inputs)
     engine, why = resolve_engine(cfg.tokenize.tokenizer, cfg.tokenize.engine)
     info = TokenizerInfo.of(cfg.tokenize.tokenizer, engine)
     log(f"tokenize: {engine} engine ({why})", cfg.quiet)
@@ -273,6 +271,8 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     atomic.write_json(stage / reporting.REPORT, rep)
     atomic.write_json(stage / reporting.MANIFEST, manifest)
     atomic.commit(stage, out)
+    if cfg.schedule is not None:
+        neox.write(out, dataset_prefix(out, name), cfg.schedule, cfg.tokenize.tokenizer)
     if not cfg.keep_work:
         shutil.rmtree(out / WORK_DIR, ignore_errors=True)
     log(f"done: {rep['kept']:,} documents, {rep['tokens']:,} tokens; "
@@ -287,7 +287,7 @@ def dedup_only(cfg: BuildConfig) -> dict:
     Markdown report. No tokens, so removal is counted in documents and text bytes."""
     cfg.dedup.enabled = True
     cfg.validate()
-    shards = discover_shards(cfg.read.inputs)
+    shards = discover(cfg.read.inputs)
     out = Path(cfg.pack.output)
     out.mkdir(parents=True, exist_ok=True)
     _finish_interrupted_commit(out, cfg.quiet)

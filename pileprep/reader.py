@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 import orjson
 import zstandard
 
-SHARD_SUFFIXES = (".jsonl.zst", ".jsonl")
+SHARD_SUFFIXES = (".jsonl.zst", ".jsonl", ".parquet", ".arrow")  # tables: see sources
 _COMPRESSED_CHUNK = 1 << 16  # small input chunks bound the decompressed burst per step
 _PLAIN_CHUNK = 1 << 20
 
@@ -82,7 +82,7 @@ def discover_shards(inputs: Sequence[str]) -> list[Path]:
             raise InputError(f"input {spec!r} does not exist")
     shards = sorted(set(p.resolve() for p in found), key=lambda p: (p.name, str(p)))
     if not shards:
-        raise InputError(f"no shards (*.jsonl.zst or *.jsonl) found in {', '.join(inputs)}")
+        raise InputError(f"no shards (*.jsonl.zst, *.jsonl, *.parquet, *.arrow) found in {', '.join(inputs)}")
     names = [p.name for p in shards]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -207,8 +207,8 @@ class ShardStream:
             self.lines += 1
 
 
-def parse_line(raw: bytes) -> Record | BadRecord:
-    """Validate one JSON line of the Pile format.
+def parse_line(raw: bytes, text_column: str = "text") -> Record | BadRecord:
+    """Validate one JSON line of the Pile format (the text under ``text_column``).
 
     Accepted: an object with a string ``text`` and, when ``meta`` is present, an object whose
     ``pile_set_name`` (if present) is a string. A missing ``meta`` is allowed (corpora other than
@@ -221,13 +221,13 @@ def parse_line(raw: bytes) -> Record | BadRecord:
         return _classify_json_error(raw, exc)
     if not isinstance(obj, dict):
         return BadRecord("not_an_object", f"a JSON {type(obj).__name__}, not an object")
-    if "text" not in obj:
-        return BadRecord("missing_text", "no 'text' field")
-    text = obj["text"]
+    if text_column not in obj:
+        return BadRecord("missing_text", f"no {text_column!r} field")
+    text = obj[text_column]
     if not isinstance(text, str):
-        return BadRecord("text_not_string", f"'text' is a JSON {type(text).__name__}")
+        return BadRecord("text_not_string", f"{text_column!r} is a JSON {type(text).__name__}")
     if not text:
-        return BadRecord("empty_text", "'text' is empty")
+        return BadRecord("empty_text", f"{text_column!r} is empty")
     meta = obj.get("meta")
     if meta is None:
         return Record(text, "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -49,11 +50,12 @@ class Piece:
 class TrainingOrder:
     """A built dataset with one schedule: ``sample(n)``, ``batch(step)``, ``sources(step)``."""
 
-    def __init__(self, out_dir: str | Path, cfg: ScheduleConfig | None = None):
+    def __init__(self, out_dir: str | Path, cfg: ScheduleConfig | None = None,
+                 data: IndexedDataset | None = None):
         self.out_dir = Path(out_dir)
         self.prefix = dataset_prefix(out_dir, dataset_name(out_dir))
         self.cfg = cfg or resolve_config(out_dir)
-        self.data = IndexedDataset(self.prefix)
+        self.data = data if data is not None else IndexedDataset(self.prefix)
         self.data.advise_random()  # samples are scattered over the whole .bin
         self.schedule = sched.load(self.prefix, self.cfg)
         if len(self.schedule.doc_idx) != len(self.data) * self.schedule.epochs:
@@ -62,9 +64,19 @@ class TrainingOrder:
                               f"documents x {self.schedule.epochs} epochs)")
         self._prov = None
 
+    def __repr__(self) -> str:
+        c = self.cfg
+        return (f"TrainingOrder(seq_length={c.seq_length}, batch_size={c.batch_size}, "
+                f"train_iters={c.train_iters}, seed={c.seed}; {self.schedule.epochs} epoch(s))")
+
     @property
     def steps(self) -> int:
         return self.cfg.train_iters
+
+    @property
+    def num_trained_samples(self) -> int:
+        """Samples the trainer consumes: ``train_iters * batch_size``."""
+        return self.cfg.train_iters * self.cfg.batch_size
 
     def _check_step(self, step: int) -> None:
         if not 0 <= step < self.cfg.train_iters:
@@ -111,6 +123,24 @@ class TrainingOrder:
             out[i] = self.sample(step * self.cfg.batch_size + r)
         return out
 
+    def iter_batches(self, start_step: int = 0, end_step: int | None = None
+                     ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(step, batch)`` for steps ``start_step .. end_step-1`` (default: to the end), each
+        batch an array (batch_size, L+1): what a trainer resuming at ``start_step`` reads."""
+        T = self.cfg.train_iters
+        end = T if end_step is None else end_step
+        if not 0 <= start_step <= end <= T:
+            raise ConfigError(f"steps {start_step}:{end} are outside 0:{T} (train_iters={T})")
+        for step in range(start_step, end):
+            yield step, self.batch(step)
+
+    def torch_dataset(self, start_step: int = 0, end_step: int | None = None):
+        """A ``torch.utils.data.Dataset`` of the training samples of these steps, in training
+        order (int64 tensors of L+1 tokens); imports torch only now."""
+        from .torchdata import TrainingSamples
+
+        return TrainingSamples(self, start_step, end_step)
+
     def provenance(self):
         """Provenance columns as numpy/py lists, loaded once (source, line, pile_set_name)."""
         if self._prov is None:
@@ -136,13 +166,14 @@ class TrainingOrder:
         return {"source": info["source"], "line": info["line"],
                 "pile_set_name": info["pile_set_name"], "tokens": int(self.data.sizes[doc])}
 
+    def sample_sources(self, n: int) -> list[dict]:
+        """The documents training sample n came from, with token ranges in each."""
+        pos, out = 0, []
+        for p in self.pieces(n):
+            out.append(self.describe(p, pos))
+            pos += p.length
+        return out
+
     def sources(self, step: int, rows: list[int] | None = None) -> list[list[dict]]:
         """For each row, the documents its tokens came from and which token ranges."""
-        out = []
-        for r in self.rows(step, rows):
-            pos, row = 0, []
-            for p in self.pieces(step * self.cfg.batch_size + r):
-                row.append(self.describe(p, pos))
-                pos += p.length
-            out.append(row)
-        return out
+        return [self.sample_sources(step * self.cfg.batch_size + r) for r in self.rows(step, rows)]

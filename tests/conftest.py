@@ -86,6 +86,20 @@ def dirty_build(dirty_corpus, tokenizer_spec, tmp_path_factory) -> Path:
     return out
 
 
+API_SCHEDULE = dict(seq_length=128, batch_size=8, train_iters=200, seed=1234)
+
+
+@pytest.fixture(scope="session")
+def scheduled_build(clean_corpus, tokenizer_spec, tmp_path_factory) -> Path:
+    """The clean corpus built with a small schedule (API_SCHEDULE), as a reader would open it."""
+    from pileprep.config import ScheduleConfig
+
+    out = tmp_path_factory.mktemp("scheduled_build")
+    build(make_config([clean_corpus], out, tokenizer_spec, partition_bytes=300_000,
+                      schedule_cfg=ScheduleConfig(**API_SCHEDULE)))
+    return out
+
+
 def shard_files(corpus: Path) -> list[Path]:
     return sorted(p for p in corpus.iterdir() if p.name.endswith((".jsonl.zst", ".jsonl")))
 

@@ -9,6 +9,7 @@ import zstandard
 
 from pileprep.config import ReadConfig
 from pileprep.ingest import BadRecordError, ingest_shard
+from pileprep.sources import discover
 from pileprep.reader import (BadRecord, InputError, Record, ShardError, ShardStream,
                              discover_shards, parse_line)
 
@@ -73,7 +74,7 @@ def test_ingest_counts_truncated_shard(tmp_path):
     p.write_bytes(data[: len(data) // 3])
     work = tmp_path / "work"
     work.mkdir()
-    res = ingest_shard(str(p), 0, str(work), ReadConfig(inputs=[str(p)]))
+    res = ingest_shard(discover([str(p)])[0], 0, str(work), ReadConfig(inputs=[str(p)]))
     assert res.shard_error["reason"] == "truncated_zstd"
     assert res.lines_read == res.accepted + sum(res.rejected.values())
     assert res.rejected == {"truncated_line": 1} and res.accepted > 100
@@ -148,7 +149,7 @@ def test_strict_names_file_and_line(tmp_path):
     work = tmp_path / "w"
     work.mkdir()
     with pytest.raises(BadRecordError) as err:
-        ingest_shard(str(p), 0, str(work), ReadConfig(inputs=[str(p)], strict=True))
+        ingest_shard(discover([str(p)])[0], 0, str(work), ReadConfig(inputs=[str(p)], strict=True))
     assert str(err.value).startswith("s.jsonl: line 2 (0-based): invalid_json")
 
 

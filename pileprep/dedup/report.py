@@ -1,7 +1,6 @@
 """The dedup part of ``report.json`` and a human-readable report: Markdown with two PNG charts.
 
-The charts are drawn with matplotlib's Agg backend and no time stamp in their metadata, so the
-same result always gives the same bytes.
+The charts (``pileprep.charts``) are byte-stable: the same result always gives the same bytes.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic, provenance
+from .. import atomic, charts, provenance
 
 MARKDOWN = "dedup_report.md"
 RATES_PNG = "dedup_removal_by_subset.png"
@@ -33,24 +32,9 @@ def summary(dup, kept_subsets: dict[str, dict[str, int]]) -> dict:
             "by_subset": by_subset}
 
 
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> str:
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    return provenance.sha256_file(path)
-
-
 def write(out: Path, dup, summ: dict) -> dict[str, str]:
     """Write the Markdown report and its charts into ``out``; return ``{name: sha256}``."""
-    plt = _figure()
+    plt = charts.pyplot()
     subsets = summ["by_subset"]
     counted = summ.get("tokens_counted", True)
     names = sorted(subsets, key=lambda n: -subsets[n]["rate"])
@@ -59,8 +43,7 @@ def write(out: Path, dup, summ: dict) -> dict[str, str]:
     ax.set_xlabel("documents removed (%)")
     ax.set_title(f"Near-duplicates removed per subset (Jaccard >= {summ['threshold']:g})")
     fig.tight_layout()
-    hashes = {RATES_PNG: _save(fig, out / RATES_PNG)}
-    plt.close(fig)
+    hashes = {RATES_PNG: charts.save(fig, out / RATES_PNG)}
 
     sims = dup.removed["sim"][np.isfinite(dup.removed["sim"])]
     fig, ax = plt.subplots(figsize=(8, 3.5))
@@ -69,8 +52,7 @@ def write(out: Path, dup, summ: dict) -> dict[str, str]:
     ax.set_ylabel("documents")
     ax.set_title("Similarity of removed documents" + ("" if len(sims) else " (not verified)"))
     fig.tight_layout()
-    hashes[SIMILARITY_PNG] = _save(fig, out / SIMILARITY_PNG)
-    plt.close(fig)
+    hashes[SIMILARITY_PNG] = charts.save(fig, out / SIMILARITY_PNG)
 
     lines = [
         "# Near-duplicate removal", "",

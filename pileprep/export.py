@@ -1,0 +1,118 @@
+"""Export training sequences of a step range, with their provenance, for other tools.
+
+One row per training sample: ``step``, ``row`` (position in the global batch), ``sample``
+(training sample number), ``tokens`` (the L+1 tokens the trainer read), optionally ``text``
+(decoded), and ``sources``: the documents the tokens came from, as a list of
+``{source, line, pile_set_name, doc, doc_start, doc_end, row_start, row_end}`` (token ranges,
+end exclusive). Formats:
+
+- ``parquet``: one file, readable by ``datasets.load_dataset("parquet", data_files=...)``;
+- ``jsonl``: one file, readable by ``datasets.load_dataset("json", data_files=...)``;
+- ``hf``: a ``datasets.Dataset.save_to_disk`` directory, readable by ``datasets.load_from_disk``.
+
+Rows are produced in chunks, so memory does not grow with the number of steps.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import atomic
+from .config import ConfigError
+from .training import TrainingOrder
+
+FORMATS = ("parquet", "jsonl", "hf")
+_ROWS = 1024  # samples per written chunk
+
+SOURCE_TYPE = pa.struct([
+    ("source", pa.string()), ("line", pa.int64()), ("pile_set_name", pa.string()),
+    ("doc", pa.int64()), ("doc_start", pa.int64()), ("doc_end", pa.int64()),
+    ("row_start", pa.int64()), ("row_end", pa.int64()),
+])
+
+
+def schema(token_type: pa.DataType, with_text: bool) -> pa.Schema:
+    fields = [("step", pa.int64()), ("row", pa.int64()), ("sample", pa.int64()),
+              ("tokens", pa.list_(token_type))]
+    fields += [("text", pa.string())] if with_text else []
+    return pa.schema(fields + [("sources", pa.list_(SOURCE_TYPE))])
+
+
+def _sources(order: TrainingOrder, n: int) -> list[dict]:
+    return [{"source": d["source"], "line": d["line"], "pile_set_name": d["pile_set_name"],
+             "doc": d["doc"], "doc_start": d["doc_tokens"][0], "doc_end": d["doc_tokens"][1],
+             "row_start": d["row_tokens"][0], "row_end": d["row_tokens"][1]}
+            for d in order.sample_sources(n)]
+
+
+def tables(order: TrainingOrder, first_step: int, end_step: int, tokenizer=None
+           ) -> Iterator[pa.Table]:
+    """The export rows as Arrow tables of at most ``_ROWS`` samples, in training order."""
+    order.rows(first_step)
+    order.rows(end_step - 1)
+    B = order.cfg.batch_size
+    token_type = pa.from_numpy_dtype(order.data.dtype)
+    sch = schema(token_type, tokenizer is not None)
+    for lo in range(first_step * B, end_step * B, _ROWS):
+        ns = range(lo, min(lo + _ROWS, end_step * B))
+        samples = [order.sample(n) for n in ns]
+        cols = {"step": [n // B for n in ns], "row": [n % B for n in ns], "sample": list(ns),
+                "tokens": pa.ListArray.from_arrays(
+                    pa.array(np.arange(len(ns) + 1, dtype=np.int32) * (order.cfg.seq_length + 1)),
+                    pa.array(np.concatenate(samples), token_type))}
+        if tokenizer is not None:
+            cols["text"] = tokenizer.decode_batch([s.tolist() for s in samples],
+                                                  skip_special_tokens=False)
+        cols["sources"] = [_sources(order, n) for n in ns]
+        yield pa.table(cols, schema=sch)
+
+
+def export(order: TrainingOrder, first_step: int, end_step: int, target: str | Path, fmt: str,
+           tokenizer=None) -> int:
+    """Write steps ``first_step .. end_step-1`` to ``target`` in ``fmt``; return rows written."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    target = Path(target)
+    if fmt == "hf":
+        return _export_hf(order, first_step, end_step, target, tokenizer)
+    rows = 0
+    with atomic.atomic_path(target) as tmp:
+        if fmt == "parquet":
+            writer = None
+            for t in tables(order, first_step, end_step, tokenizer):
+                writer = writer or pq.ParquetWriter(tmp, t.schema, compression="zstd")
+                writer.write_table(t)
+                rows += t.num_rows
+            writer.close()
+        else:
+            with open(tmp, "wb") as f:
+                for t in tables(order, first_step, end_step, tokenizer):
+                    for rec in t.to_pylist():
+                        f.write(orjson.dumps(rec) + b"\n")
+                    rows += t.num_rows
+    return rows
+
+
+def _export_hf(order: TrainingOrder, first_step: int, end_step: int, target: Path,
+               tokenizer) -> int:
+    """``save_to_disk`` layout, built from a temporary parquet file, moved in when complete."""
+    import datasets
+
+    if target.exists():
+        raise ConfigError(f"{target} already exists; remove it or choose another --output")
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+        parquet = Path(tmp) / "rows.parquet"
+        rows = export(order, first_step, end_step, parquet, "parquet", tokenizer)
+        ds = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(Path(tmp) / "cache"))
+        ds.save_to_disk(str(Path(tmp) / "dataset"))
+        del ds
+        shutil.move(str(Path(tmp) / "dataset"), target)
+    return rows
