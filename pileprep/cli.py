@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -532,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
     except AccountingError as exc:
         print(f"pileprep {args.command}: internal error: {exc}", file=sys.stderr)
         return 3
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, as Unix tools do on SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"pileprep {args.command}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
