@@ -1,10 +1,12 @@
-"""MinHash signatures of documents, computed a whole batch at a time with numpy.
+"""MinHash signatures of documents, computed a whole batch at a time (numba).
 
 The signature of a document is the datasketch ``MinHash`` (scheme ``"affine32"``) of its set of
 shingles, with :func:`shingle_hash` as datasketch's ``hashfunc``. Only the arithmetic is
-reorganised: instead of one Python call per shingle, a batch of documents becomes one byte
-buffer, every shingle's hash comes from prefix sums over that buffer, and the permutations run
-as one matrix product per chunk of shingles.
+reorganised: a batch of documents becomes one byte buffer, and one compiled pass (numba) per
+document finds its words, hashes every shingle from prefix values of a polynomial hash, and
+applies the permutations in loops the compiler vectorizes. numba is used because this loop is
+the cost of ``--dedup``: numpy needed three passes over a (permutations x shingles) array per
+chunk of shingles, the compiled loop none.
 
 Normalization (``NORMALIZATION`` names it in every signature store): Unicode NFC as Python's
 ``unicodedata`` implements it, lower case (``str.lower``), whitespace runs (``str.split``'s
@@ -20,6 +22,7 @@ import functools
 import unicodedata
 from typing import Sequence
 
+import numba
 import numpy as np
 
 NORMALIZATION = "nfc-lower-ws1"
@@ -29,7 +32,6 @@ _MASK64 = (1 << 64) - 1
 _BASE = 0x9E3779B97F4A7C15
 _BASE_INV = pow(_BASE, -1, 1 << 64)
 _EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's "no value seen" for affine32
-_CHUNK = 16384  # shingles per permutation step: an 8 MiB uint32 block at 128 permutations
 
 
 def normalize(text: str) -> str:
@@ -70,64 +72,114 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h
 
 
-def _fmix32(h: np.ndarray) -> np.ndarray:
+# str.split()'s whitespace, as UTF-8: these ASCII bytes, and the multi-byte spaces U+0085,
+# U+00A0, U+1680, U+2000..U+200A, U+2028, U+2029, U+202F, U+205F and U+3000. Words are the
+# maximal runs of bytes that are not part of one.
+_ASCII_WS = np.zeros(256, np.bool_)
+_ASCII_WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+# Per byte: 0 part of a word, 1 whitespace, 2 may start a multi-byte space (look further).
+_BYTE_CLASS = _ASCII_WS.astype(np.uint8)
+_BYTE_CLASS[[0xC2, 0xE1, 0xE2, 0xE3]] = 2
+
+
+@numba.njit(cache=True, nogil=True)
+def _space_len(raw, i, end):
+    """Bytes of the whitespace character starting at ``raw[i]``, 0 if it starts none."""
+    c = raw[i]
+    if c < 128:
+        return 1 if _ASCII_WS[c] else 0
+    if c == 0xC2 and i + 1 < end:
+        return 2 if raw[i + 1] == 0x85 or raw[i + 1] == 0xA0 else 0
+    if i + 2 >= end or c < 0xE1 or c > 0xE3:
+        return 0
+    c1, c2 = raw[i + 1], raw[i + 2]
+    if c == 0xE1:
+        return 3 if c1 == 0x9A and c2 == 0x80 else 0
+    if c == 0xE3:
+        return 3 if c1 == 0x80 and c2 == 0x80 else 0
+    if c1 == 0x80:  # lead byte 0xE2
+        return 3 if (0x80 <= c2 <= 0x8A) or c2 == 0xA8 or c2 == 0xA9 or c2 == 0xAF else 0
+    return 3 if c1 == 0x81 and c2 == 0x9F else 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _space_at(raw, i, end):
+    """``_space_len``, with the byte's class looked up first (most bytes need no more)."""
+    c = _BYTE_CLASS[raw[i]]
+    if c == 2:
+        return _space_len(raw, i, end)
+    return np.int64(c)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fmix64_nb(h):
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+@numba.njit(cache=True, nogil=True)
+def _fmix32_nb(h):
     # datasketch pre-mixes every hashfunc output with this before permuting (affine32).
     h ^= h >> np.uint32(16)
-    h *= np.uint32(0x85EBCA6B)
+    h = np.uint32(h * np.uint32(0x85EBCA6B))
     h ^= h >> np.uint32(13)
-    h *= np.uint32(0xC2B2AE35)
-    h ^= h >> np.uint32(16)
-    return h
+    h = np.uint32(h * np.uint32(0xC2B2AE35))
+    return h ^ (h >> np.uint32(16))
 
 
-class _Powers:
-    """BASE**j and BASE**-j modulo 2^64 for j < n, grown on demand (per process)."""
+@numba.njit(cache=True, nogil=True)
+def _minhash_batch(raw, starts, ends, n, a, b, out, has):
+    """Signatures of the documents ``raw[starts[d]:ends[d]]`` (NFC, lower-cased UTF-8) into
+    ``out[d]``; ``has[d]`` says whether it has a shingle.
 
-    def __init__(self) -> None:
-        self.pw = np.ones(1, _U64)
-        self.ipw = np.ones(1, _U64)
-
-    def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.pw) < n:
-            size = max(n, 2 * len(self.pw))
-            self.pw = np.full(size, _BASE, _U64)
-            self.pw[0] = 1
-            np.multiply.accumulate(self.pw, out=self.pw)  # wraps modulo 2^64, as intended
-            self.ipw = np.full(size, _BASE_INV, _U64)
-            self.ipw[0] = 1
-            np.multiply.accumulate(self.ipw, out=self.ipw)
-        return self.pw[:n], self.ipw[:n]
-
-
-_powers = _Powers()
-
-
-# str.split()'s whitespace, as UTF-8: ASCII bytes, and the multi-byte spaces (lead bytes, then
-# the allowed continuation bytes). Words are the runs of bytes that are not part of one.
-_ASCII_WS = np.zeros(256, bool)
-_ASCII_WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
-_WIDE_WS = [
-    (b"\xc2", bytes([0x85, 0xa0])),
-    (b"\xe1\x9a", b"\x80"),
-    (b"\xe2\x80", bytes([*range(0x80, 0x8b), 0xa8, 0xa9, 0xaf])),
-    (b"\xe2\x81", b"\x9f"),
-    (b"\xe3\x80", b"\x80"),
-]
-
-
-def _whitespace(raw: np.ndarray) -> np.ndarray:
-    ws = raw <= 32
-    low = np.flatnonzero(ws)
-    ws[low[~_ASCII_WS[raw[low]]]] = False  # control bytes <= 32 that are not whitespace
-    for lead, last in _WIDE_WS:
-        hit = raw[:len(raw) - len(lead)] == lead[0]
-        for k, byte in enumerate(lead[1:], 1):
-            hit &= raw[k:len(raw) - len(lead) + k] == byte
-        hit &= np.isin(raw[len(lead):], np.frombuffer(last, np.uint8))
-        at = np.flatnonzero(hit)
-        for k in range(len(lead) + 1):
-            ws[at + k] = True
-    return ws
+    One pass over each document finds its words and the polynomial hash of the normalized text
+    (words joined by single spaces) at every word start and end, so a shingle's hash is a
+    difference of two prefix values times an inverse power of the base; each shingle is then
+    mixed and permuted, keeping the minimum per permutation.
+    """
+    P = a.shape[0]
+    base, base_inv = np.uint64(_BASE), np.uint64(_BASE_INV)
+    longest = 1
+    for d in range(starts.shape[0]):
+        longest = max(longest, ends[d] - starts[d])
+    w_pre = np.empty(longest // 2 + 2, np.uint64)  # prefix hash at each word's start...
+    w_end = np.empty(longest // 2 + 2, np.uint64)  # ...and at its end
+    w_inv = np.empty(longest // 2 + 2, np.uint64)  # BASE**-(word start in the normalized text)
+    tmp = np.empty(P, np.uint32)
+    for d in range(starts.shape[0]):
+        i, end = starts[d], ends[d]
+        words = 0
+        acc, pw, ipw = np.uint64(0), np.uint64(1), np.uint64(1)
+        while i < end:
+            k = _space_at(raw, i, end)
+            if k:
+                i += k
+                continue
+            if words:  # one space between consecutive words
+                acc += np.uint64(32) * pw
+                pw *= base
+                ipw *= base_inv
+            w_pre[words], w_inv[words] = acc, ipw
+            while i < end and _space_at(raw, i, end) == 0:
+                acc += np.uint64(raw[i]) * pw
+                pw *= base
+                ipw *= base_inv
+                i += 1
+            w_end[words] = acc
+            words += 1
+        has[d] = words > 0
+        row = out[d]
+        for first in range(max(words - n + 1, 1) if words else 0):
+            last = min(first + n - 1, words - 1)
+            h = np.uint32(_fmix64_nb((w_end[last] - w_pre[first]) * w_inv[first]) >> np.uint64(32))
+            h = _fmix32_nb(h)
+            for p in range(P):  # two simple loops: the compiler vectorizes each
+                tmp[p] = a[p] * h
+            for p in range(P):
+                row[p] = min(row[p], np.uint32(tmp[p] + b[p]))
 
 
 def _lowered(text: str) -> bytes:
@@ -135,51 +187,6 @@ def _lowered(text: str) -> bytes:
     if not text.isascii() and not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     return text.lower().encode()
-
-
-def shingle_hashes(texts: Sequence[str], n: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """Hash every shingle of every document; return ``(hashes uint32, shingles per document)``.
-
-    The documents are joined by newlines into one buffer; words are the runs of non-whitespace
-    bytes. The normalized text (single spaces) is never built: each byte's position in it comes
-    from a running count, and shingles are hashed on those positions.
-    """
-    pieces = [_lowered(t) for t in texts]
-    raw = np.frombuffer(b"\n".join(pieces) + b"\n", np.uint8)
-    ws = _whitespace(raw)
-    edge = np.diff(ws.view(np.int8), prepend=np.int8(1))
-    word_start = np.flatnonzero(edge == -1)  # whitespace -> word
-    word_end = np.flatnonzero(edge == 1)  # word -> whitespace (exclusive end); a \n ends all
-    doc_start = np.cumsum([0] + [len(p) + 1 for p in pieces[:-1]])
-    doc_of_word = np.searchsorted(doc_start, word_start, side="right") - 1
-    words = np.bincount(doc_of_word, minlength=len(texts)).astype(np.int64)
-    counts = np.where(words > 0, np.maximum(words - n + 1, 1), 0)
-    if not counts.any():
-        return np.zeros(0, np.uint32), counts
-    # Normalized text: the words of a document, one space between consecutive words.
-    lengths = word_end - word_start
-    same_doc_next = np.zeros(len(word_start), bool)
-    same_doc_next[:-1] = doc_of_word[1:] == doc_of_word[:-1]
-    npos_start = np.cumsum(lengths + same_doc_next) - (lengths + same_doc_next)
-    keep = ~ws
-    keep[word_end[same_doc_next]] = True  # the first whitespace byte after a word becomes " "
-    norm = raw[keep]
-    norm[(npos_start + lengths)[same_doc_next]] = 32
-    pw, ipw = _powers.get(len(norm) + 1)
-    prefix = np.empty(len(norm) + 1, _U64)
-    prefix[0] = 0
-    terms = norm.astype(_U64)
-    terms *= pw[:-1]
-    np.cumsum(terms, out=prefix[1:])
-    # Shingle k of a document whose words are f..l covers words f+k .. min(f+k+n-1, l).
-    last_word = np.cumsum(words) - 1
-    first = last_word - words + 1
-    total = int(counts.sum())
-    lo = np.arange(total) + np.repeat(first - (np.cumsum(counts) - counts), counts)
-    hi = np.minimum(lo + (n - 1), np.repeat(last_word, counts))
-    s, e = npos_start[lo], npos_start[hi] + lengths[hi]
-    h = (prefix[e] - prefix[s]) * ipw[s]
-    return (_fmix64(h) >> _U64(32)).astype(np.uint32), counts
 
 
 @functools.lru_cache(maxsize=8)
@@ -195,24 +202,14 @@ def signatures(texts: Sequence[str], num_perm: int = 128, seed: int = 1,
                n: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """MinHash signatures ``(len(texts), num_perm)`` uint32, and a has-shingles mask."""
     a, b = permutations(num_perm, seed)
-    hv, counts = shingle_hashes(texts, n)
+    pieces = [_lowered(t) for t in texts]
+    lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
+    ends = np.cumsum(lengths)
     out = np.full((len(texts), num_perm), _EMPTY, np.uint32)
-    if len(hv) == 0:
-        return out, counts > 0
-    hv = _fmix32(hv)
-    doc = np.repeat(np.arange(len(texts)), counts)
-    b_col = b[:, None]
-    # Permutations along axis 0 and shingles along axis 1: the per-document minimum is then a
-    # reduction over contiguous runs, about 15x faster in numpy than the transposed layout.
-    for lo in range(0, len(hv), _CHUNK):
-        chunk_docs = doc[lo:lo + _CHUNK]
-        phv = np.multiply.outer(a, hv[lo:lo + _CHUNK])
-        phv += b_col
-        heads = np.flatnonzero(np.diff(chunk_docs, prepend=-1))
-        mins = np.minimum.reduceat(phv, heads, axis=1).T
-        rows = chunk_docs[heads]
-        out[rows] = np.minimum(out[rows], mins)
-    return out, counts > 0
+    has = np.zeros(len(texts), np.bool_)
+    raw = np.frombuffer(b"".join(pieces), np.uint8)
+    _minhash_batch(raw, ends - lengths, ends, n, a, b, out, has)
+    return out, has
 
 
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
