@@ -20,6 +20,7 @@ from . import atomic, faults, neox, report as reporting, schedule
 from .cluster import Runner
 from .config import BuildConfig, ConfigError, fingerprint
 from .dedup import apply as dedup_apply, report as dedup_report, run as dedup_run
+from .dedup import stages as dedup_stages
 from .ingest import Partition, ShardResult, ingest_shard
 from .pack import concat_text_files, dataset_prefix, pack
 from .progress import Progress, log
@@ -101,14 +102,20 @@ def run_ingest(runner: Runner, shards: Sequence[Shard], workdir: Path, cfg: Buil
 
 
 def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir: Path,
-                            tokens_dir: Path, cfg: BuildConfig, info: TokenizerInfo
+                            tokens_dir: Path, cfg: BuildConfig, info: TokenizerInfo,
+                            sig_dir: Path | None = None
                             ) -> tuple[list[ShardResult], list[TokenPart]]:
-    """Stages 1 and 3 overlapped: a shard's partitions are tokenized as soon as it is read."""
+    """Stages 1 and 3 overlapped: a shard's partitions are tokenized as soon as it is read.
+
+    With ``sig_dir`` (a ``--dedup`` build), their MinHash signatures are computed in the same
+    graph, so the dedup stage later finds them done and no core idles between the stages.
+    """
     tokens_dir.mkdir(parents=True, exist_ok=True)
     shard_results, todo = _plan_ingest(shards, ingest_dir, cfg)
     tokens: dict[tuple[int, int], TokenPart] = {}
     ingest_bar = Progress("ingest", sum(t[0].size for t in todo), len(todo), quiet=cfg.quiet)
     token_bar = Progress("tokenize", 0, 0, quiet=cfg.quiet)
+    sig_bar = Progress("minhash", 0, 0, quiet=cfg.quiet or sig_dir is None)
 
     def tokenize_jobs(i: int, shard: ShardResult) -> list[tuple]:
         jobs = []
@@ -121,6 +128,14 @@ def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir:
                              (part, str(tokens_dir), cfg.tokenize, info, shard.sha256)))
                 token_bar.total_items += 1
                 token_bar.total_bytes += part.text_bytes
+        if sig_dir is not None:
+            tasks = dedup_run.signature_tasks(shard.partitions, [shard.sha256] * len(shard.partitions),
+                                              sig_dir, cfg.dedup)
+            sig_jobs = [(("minhash", i, k), *dedup_run.call(t, dedup_stages.signature_task))
+                        for k, t in enumerate(tasks) if not dedup_run.is_done(t)]
+            sig_bar.total_items += len(sig_jobs)
+            sig_bar.total_bytes += sum(shard.partitions[j[0][2]].text_bytes for j in sig_jobs)
+            jobs += sig_jobs
         return jobs
 
     initial = [(("ingest", args[1]), _ingest_task, args) for args in todo]
@@ -139,12 +154,18 @@ def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir:
         if tag[0] == "tokenize":
             tokens[tag[1:]] = result
             token_bar.update(nbytes=result.text_bytes, items=1, docs=result.docs)
+        elif tag[0] == "minhash":
+            sig_bar.update(nbytes=shard_results[tag[1]].partitions[tag[2]].text_bytes, items=1)
     if ingest_bar.total_items:
         ingest_bar.close()
     token_bar.close()
     n_parts = sum(len(s.partitions) for s in shard_results)
-    if token_bar.total_items < n_parts:
-        log(f"tokenize: reusing {n_parts - token_bar.total_items} of {n_parts} partitions", cfg.quiet)
+    bars = [token_bar] + ([sig_bar] if sig_dir is not None else [])
+    if sig_bar.total_items:
+        sig_bar.close()
+    for bar in bars:
+        if bar.total_items < n_parts:
+            log(f"{bar.stage}: reusing {n_parts - bar.total_items} of {n_parts} partitions", cfg.quiet)
     parts = [tokens[(i, k)] for i, s in enumerate(shard_results) for k in range(len(s.partitions))]
     return shard_results, parts  # type: ignore[return-value]
 
@@ -155,10 +176,11 @@ def _partitions(shard_results: Sequence[ShardResult]) -> tuple[list[Partition], 
 
 
 def run_dedup(runner: Runner, shard_results: Sequence[ShardResult], out: Path, ingest_fp: str,
-              cfg: BuildConfig) -> dedup_run.DedupResult:
+              cfg: BuildConfig, signatures_done: bool = False) -> dedup_run.DedupResult:
     parts, shas = _partitions(shard_results)
     sig_dir = dedup_run.signature_dir(out, ingest_fp, cfg.dedup)
-    return dedup_run.dedup(runner, parts, shas, sig_dir, out / WORK_DIR, cfg.dedup, cfg.quiet)
+    return dedup_run.dedup(runner, parts, shas, sig_dir, out / WORK_DIR, cfg.dedup, cfg.quiet,
+                           signatures_done)
 
 
 def drop_duplicates(runner: Runner, parts: Sequence[TokenPart], dup: dedup_run.DedupResult,
@@ -235,12 +257,17 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     with Runner(cfg.cluster, cfg.quiet) as runner:
-        shard_results, parts = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir, cfg, info)
+        sig_dir = None
+        if cfg.dedup.enabled:
+            sig_dir = dedup_run.signature_dir(out, ingest_fp, cfg.dedup)
+            sig_dir.mkdir(parents=True, exist_ok=True)
+        shard_results, parts = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir,
+                                                       cfg, info, sig_dir)
         timings["ingest_and_tokenize"] = round(time.monotonic() - t0, 3)
         dup = None
         if cfg.dedup.enabled:
             t_dedup = time.monotonic()
-            dup = run_dedup(runner, shard_results, out, ingest_fp, cfg)
+            dup = run_dedup(runner, shard_results, out, ingest_fp, cfg, signatures_done=True)
             parts, dup.removed_by_subset = drop_duplicates(runner, parts, dup, tokens_dir, info, cfg)
             timings["dedup"] = round(time.monotonic() - t_dedup, 3)
 

@@ -57,6 +57,24 @@ def _with_done(done: str, key: Any, fn: Callable, *args) -> Any:
     return result
 
 
+def is_done(task: Task) -> bool:
+    return task.done.exists() and atomic.read_json(task.done).get("key") == task.key
+
+
+def call(task: Task, fn: Callable) -> tuple:
+    """``(function, args)`` that run ``fn`` for ``task`` and write its done record, for callers
+    that schedule the task themselves (the build overlaps signatures with tokenization)."""
+    return _with_done, (str(task.done), task.key, fn, *task.args)
+
+
+def signature_tasks(parts: Sequence[Partition], shas: Sequence[str], sig_dir: Path,
+                    cfg: DedupConfig) -> list[Task]:
+    return [Task(sig_dir / f"{p.stem}.done.json",
+                 (p.path, str(sig_dir / f"{p.stem}.parquet"), cfg.num_perm, cfg.seed,
+                  cfg.shingle_words), [sha, p.rows])
+            for p, sha in zip(parts, shas)]
+
+
 def run_tasks(runner: Runner, label: str, fn: Callable, tasks: Sequence[Task], quiet: bool) -> list:
     """Run ``fn(*task.args)`` for each task without a matching done record; return all results."""
     results: list = [None] * len(tasks)
@@ -80,16 +98,19 @@ def run_tasks(runner: Runner, label: str, fn: Callable, tasks: Sequence[Task], q
 
 
 def dedup(runner: Runner, parts: Sequence[Partition], shas: Sequence[str], sig_dir: Path,
-          work: Path, cfg: DedupConfig, quiet: bool = False) -> DedupResult:
-    """Find the near-duplicate documents among ``parts`` (in gid order); see :mod:`.stages`."""
+          work: Path, cfg: DedupConfig, quiet: bool = False,
+          signatures_done: bool = False) -> DedupResult:
+    """Find the near-duplicate documents among ``parts`` (in gid order); see :mod:`.stages`.
+
+    ``signatures_done``: the caller already ran :func:`signature_tasks` (a build does, while it
+    tokenizes)."""
     sig_dir.mkdir(parents=True, exist_ok=True)
     rows = np.array([p.rows for p in parts], np.int64)
     offsets = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
     sig_paths = [sig_dir / f"{p.stem}.parquet" for p in parts]
-    run_tasks(runner, "minhash", stages.signature_task, [
-        Task(sig_dir / f"{p.stem}.done.json",
-             (p.path, str(path), cfg.num_perm, cfg.seed, cfg.shingle_words), [sha, p.rows])
-        for p, path, sha in zip(parts, sig_paths, shas)], quiet)
+    if not signatures_done:
+        run_tasks(runner, "minhash", stages.signature_task,
+                  signature_tasks(parts, shas, sig_dir, cfg), quiet)
 
     bands, band_rows = cfg.lsh_params()
     n_buckets = max(1, math.ceil(int(rows.sum()) * bands / BUCKET_ROWS))
