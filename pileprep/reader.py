@@ -91,11 +91,25 @@ def discover_shards(inputs: Sequence[str]) -> list[Path]:
     return shards
 
 
+def is_url(path) -> bool:
+    """``s3://…``, ``gs://…``, ``file://…``: a path for fsspec rather than the local filesystem."""
+    return "://" in str(path)
+
+
+def open_binary(path):
+    """A local file, or a URL through fsspec (object stores need their fsspec package)."""
+    if is_url(path):
+        import fsspec
+
+        return fsspec.open(str(path), "rb").open()
+    return open(path, "rb")
+
+
 class _HashingFile:
     """Reads a file while computing its sha256 and counting bytes."""
 
-    def __init__(self, path: Path):
-        self._f = open(path, "rb")
+    def __init__(self, path):
+        self._f = open_binary(path)
         self.sha256 = hashlib.sha256()
         self.bytes = 0
 
@@ -159,9 +173,9 @@ class ShardStream:
     ``partial=True`` before the :class:`ShardError` is raised, so the caller can count it.
     """
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.source = shard_name(self.path)
+    def __init__(self, path):
+        self.path = path if is_url(path) else Path(path)
+        self.source = str(path).rstrip("/").rsplit("/", 1)[-1]
         self.sha256 = ""
         self.size = 0
         self.lines = 0
@@ -172,7 +186,7 @@ class ShardStream:
         except OSError as exc:
             raise ShardError(self.source, "unreadable", exc.strerror or str(exc), 0) from None
         try:
-            if self.path.name.endswith(".zst"):
+            if str(self.path).endswith(".zst"):
                 chunks = _decompressed_chunks(src, self.source, lambda: self.lines)
             else:
                 chunks = _plain_chunks(src)

@@ -3,7 +3,9 @@
 Every input is cut into :class:`Shard` s, the unit one ingest task reads in order. A shard's
 ``name`` is the ``source`` of its documents' provenance, so it must be stable:
 
-- a file (``.jsonl``, ``.jsonl.zst``, ``.parquet``, ``.arrow``): its file name;
+- a file (``.jsonl``, ``.jsonl.zst``, ``.parquet``, ``.arrow``), local or a URL that fsspec
+  opens (``s3://``, ``gs://``, ``file://``, …; the store's fsspec package must be installed):
+  its file name;
 - ``hf:NAME[:CONFIG][@SPLIT]``: a ``datasets`` source opened with ``streaming=True`` (a hub id,
   or a local directory of data files), one shard per stream shard of the dataset, named
   ``hf:NAME[:CONFIG]@SPLIT#k``.
@@ -23,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .reader import (BadRecord, InputError, Record, ShardError, ShardStream, discover_shards,
-                     parse_line)
+from .reader import (SHARD_SUFFIXES, BadRecord, InputError, Record, ShardError, ShardStream,
+                     discover_shards, is_url, open_binary, parse_line)
 
 HF_PREFIX = "hf:"
 TABLE_SUFFIXES = (".parquet", ".arrow")
@@ -43,13 +45,18 @@ class Shard:
 
     @property
     def size(self) -> int:
-        """Bytes on disk (0 for a streamed hf source: unknown before reading)."""
-        return Path(self.location).stat().st_size if self.kind != "hf" else 0
+        """Bytes of the file (0 for a streamed hf source: unknown before reading)."""
+        if self.kind == "hf":
+            return 0
+        return _remote_info(self.location)[0] if is_url(self.location) else Path(self.location).stat().st_size
 
     def identity(self) -> dict:
         """What tells a finished read of this shard is still valid."""
         if self.kind == "hf":
             return {"spec": self.location, "part": self.part, "parts": self.parts}
+        if is_url(self.location):
+            size, version = _remote_info(self.location)
+            return {"size": size, "version": version}
         st = Path(self.location).stat()
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -94,12 +101,56 @@ def _hub_stream(spec: HubSpec):
                          f"{type(exc).__name__}: {exc}") from None
 
 
+def _remote_info(url: str) -> tuple[int, str]:
+    """Size and a version tag (ETag, mtime, …: whatever the store reports) of a URL."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    info = fs.info(path)
+    version = next((str(info[k]) for k in ("ETag", "etag", "md5", "mtime", "LastModified",
+                                           "updated", "created") if info.get(k)), "")
+    return int(info["size"]), version
+
+
+def _discover_urls(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """``(name, url)`` of the shard files a URL names: a file, a directory or a glob."""
+    import fsspec
+
+    found = []
+    for spec in specs:
+        try:
+            fs, path = fsspec.core.url_to_fs(spec)
+            if fs.isdir(path):
+                paths = [p for p in fs.ls(path, detail=False)]
+            elif any(c in path for c in "*?["):
+                paths = fs.glob(path)
+            elif fs.exists(path):
+                paths = [path]
+            else:
+                raise InputError(f"input {spec!r} does not exist")
+        except (OSError, ValueError, ImportError) as exc:
+            raise InputError(f"input {spec!r}: {exc}") from None
+        protocol = spec.split("://", 1)[0]
+        found += [(p.rstrip("/").rsplit("/", 1)[-1], f"{protocol}://{p.split('://', 1)[-1]}")
+                  for p in paths if p.endswith(SHARD_SUFFIXES)]
+    if specs and not found:
+        raise InputError(f"no shards (*.jsonl.zst, *.jsonl, *.parquet, *.arrow) in {', '.join(specs)}")
+    return found
+
+
+def _kind(name: str) -> str:
+    return "table" if name.endswith(TABLE_SUFFIXES) else "jsonl"
+
+
 def discover(inputs: Sequence[str]) -> list[Shard]:
-    """All shards of the inputs: files sorted by name (see ``reader.discover_shards``), then hf
-    sources in the order given, each cut into its stream shards."""
-    files = [i for i in inputs if not i.startswith(HF_PREFIX)]
-    shards = [Shard(p.name, str(p), "table" if p.name.endswith(TABLE_SUFFIXES) else "jsonl")
-              for p in (discover_shards(files) if files else [])]
+    """All shards of the inputs: files (local, or URLs through fsspec) sorted by name (see
+    ``reader.discover_shards``), then hf sources in the order given, each cut into its stream
+    shards."""
+    files = [i for i in inputs if not i.startswith(HF_PREFIX) and not is_url(i)]
+    urls = [i for i in inputs if not i.startswith(HF_PREFIX) and is_url(i)]
+    shards = [Shard(p.name, str(p), _kind(p.name)) for p in (discover_shards(files) if files else [])]
+    shards += [Shard(name, url, _kind(name)) for name, url in _discover_urls(urls)]
+    shards = sorted(shards, key=lambda s: s.name)
     for spec_text in (i for i in inputs if i.startswith(HF_PREFIX)):
         spec = HubSpec.parse(spec_text)
         stream = _hub_stream(spec)
@@ -128,7 +179,7 @@ class RecordStream:
             yield from self._rows()
 
     def _jsonl(self):
-        stream = ShardStream(Path(self.shard.location))
+        stream = ShardStream(self.shard.location)
         try:
             for line, raw, partial in stream:
                 rec = (BadRecord("truncated_line", "the shard's stream breaks inside this line")
@@ -156,7 +207,7 @@ class RecordStream:
             self.sha256 = (_file_sha256(self.shard.location) if self.shard.kind == "table"
                            else digest.hexdigest())
             if self.shard.kind == "table":
-                self.size = Path(self.shard.location).stat().st_size
+                self.size = self.shard.size
 
 
 def check_row(row: dict, text_column: str) -> Record | BadRecord:
@@ -194,26 +245,27 @@ def _table_rows(shard: Shard) -> Iterator[dict]:
 
     path = shard.location
     try:
-        if path.endswith(".parquet"):
-            batches = pq.ParquetFile(path).iter_batches(batch_size=_TABLE_BATCH)
-        else:
-            batches = _arrow_batches(pa, path)
-        for batch in batches:
-            yield from batch.to_pylist()
+        with open_binary(path) as f:
+            if path.endswith(".parquet"):
+                batches = pq.ParquetFile(f).iter_batches(batch_size=_TABLE_BATCH)
+            else:
+                batches = _arrow_batches(pa, f)
+            for batch in batches:
+                yield from batch.to_pylist()
     except (pa.ArrowException, OSError) as exc:
         raise ShardError(shard.name, "unreadable_table", str(exc).splitlines()[0], 0) from None
 
 
-def _arrow_batches(pa, path: str):
+def _arrow_batches(pa, f):
     """Arrow IPC: the stream format (``datasets.save_to_disk``) or the file format."""
-    with pa.memory_map(path) as source:
-        try:
-            reader = pa.ipc.open_stream(source)
-        except pa.ArrowInvalid:
-            reader = pa.ipc.open_file(source)
-            yield from (reader.get_batch(i) for i in range(reader.num_record_batches))
-            return
-        yield from reader
+    try:
+        reader = pa.ipc.open_stream(f)
+    except pa.ArrowInvalid:
+        f.seek(0)
+        reader = pa.ipc.open_file(f)
+        yield from (reader.get_batch(i) for i in range(reader.num_record_batches))
+        return
+    yield from reader
 
 
 def _hub_rows(shard: Shard) -> Iterator[dict]:
@@ -227,6 +279,8 @@ def _hub_rows(shard: Shard) -> Iterator[dict]:
 
 
 def _file_sha256(path: str) -> str:
-    from .provenance import sha256_file
-
-    return sha256_file(path)
+    h = hashlib.sha256()
+    with open_binary(path) as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()

@@ -169,3 +169,21 @@ def test_shard_unshard_round_trip(scheduled_build, tmp_path, capsys):
     victim.unlink()
     assert main(["unshard", str(pieces), "-o", str(tmp_path / "again")]) == 2
     assert "missing piece" in capsys.readouterr().err
+
+
+def test_inputs_through_fsspec_urls(pile, jsonl_build, tmp_path, tokenizer_spec):
+    """Object-store paths go through fsspec: a file:// directory URL, and an in-memory
+    filesystem (read by the synchronous scheduler, in this process) give the same dataset."""
+    import fsspec
+
+    root, shards, _ = pile
+    want = _bin_idx(jsonl_build)
+    out = _build([f"file://{shards[0].parent}"], tmp_path / "file-url", tokenizer_spec)
+    assert _bin_idx(out) == want
+    mem = fsspec.filesystem("memory")
+    for p in shards:
+        mem.pipe(f"/bucket/pile/{p.name}", p.read_bytes())
+    out = _build(["memory://bucket/pile/*.jsonl"], tmp_path / "memory-url", tokenizer_spec)
+    assert _bin_idx(out) == want
+    assert [i["name"] for i in json.loads((out / "manifest.json").read_text())["inputs"]] == \
+        [p.name for p in shards]
