@@ -37,7 +37,9 @@ class Runner:
         else:
             self.cluster = LocalCluster(
                 n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                memory_limit=cfg.memory_limit, silence_logs=logging.ERROR,
+                # A failed task's exception reaches the driver, which reports it in one line;
+                # the workers' own "Compute Failed" log would repeat it with a traceback.
+                memory_limit=cfg.memory_limit, silence_logs=logging.CRITICAL,
                 dashboard_address=":0" if _has_bokeh() else None)
             self.client = Client(self.cluster)
         workers = len(self.client.scheduler_info().get("workers", {}))
