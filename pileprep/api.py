@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import atomic, schedule as sched
+from . import atomic, provenance, schedule as sched
 from .config import ConfigError, ScheduleConfig
 from .indexed import IndexedDataset
 from .pack import dataset_prefix
@@ -33,7 +33,7 @@ class Build:
         self.name: str = dataset_name(self.out_dir)
         self.prefix: Path = dataset_prefix(self.out_dir, self.name)
         self.data = IndexedDataset(self.prefix)
-        self._prov = None
+        self._prov = self._columns = None
 
     def __repr__(self) -> str:
         return (f"pileprep.Build({str(self.out_dir)!r}: {len(self):,} documents, "
@@ -85,7 +85,7 @@ class Build:
         if self._prov is None:
             import pyarrow.parquet as pq
 
-            self._prov = pq.read_table(self.out_dir / "provenance.parquet", memory_map=True)
+            self._prov = pq.read_table(self.out_dir / provenance.FILE_NAME, memory_map=True)
         return self._prov
 
     def source(self, i: int) -> dict:
@@ -98,14 +98,9 @@ class Build:
     def find(self, source: str, line: int) -> int:
         """The document index of input line ``source:line``; ConfigError when it is not in the
         dataset (rejected, or removed as a duplicate)."""
-        import pyarrow.compute as pc
-
-        t = self.provenance
-        hits = pc.indices_nonzero(pc.and_(pc.equal(t["source"], source), pc.equal(t["line"], line)))
-        if len(hits) == 0:
-            raise ConfigError(f"{source}:{line} is not in the dataset (rejected or removed as a "
-                              "duplicate: see rejects.jsonl and duplicates.parquet)")
-        return hits[0].as_py()
+        if self._columns is None:
+            self._columns = provenance.lookup_columns(self.provenance)
+        return provenance.find(self._columns, source, line)
 
     def schedules(self) -> list[ScheduleConfig]:
         """The schedules built for this dataset, oldest first."""

@@ -331,8 +331,7 @@ def cmd_where(args) -> int:
 
 def _add_sequences(sub) -> None:
     p = sub.add_parser("sequences", help="Pythia-style pre-shuffled MMIDIDX of training samples")
-    p.add_argument("out_dir")
-    p.add_argument("--steps", required=True, help="A:B, steps A..B-1")
+    _add_step_range(p)
     p.add_argument("--output", "-o", required=True, help="output prefix (writes PREFIX.bin/.idx)")
     _add_schedule_flags(p, defaults_from_build=True)
 
@@ -354,11 +353,16 @@ def _step_range(text: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
+def _add_step_range(p, required: bool = True) -> None:
+    p.add_argument("out_dir")
+    p.add_argument("--steps", required=required,
+                   help="A:B, steps A..B-1" + ("" if required else " (default: every step)"))
+
+
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="training sequences of a step range with their sources, "
                        "for Hugging Face datasets (hf), parquet or jsonl")
-    p.add_argument("out_dir")
-    p.add_argument("--steps", required=True, help="A:B, steps A..B-1")
+    _add_step_range(p)
     p.add_argument("--format", choices=["hf", "parquet", "jsonl"], required=True)
     p.add_argument("--output", "-o", required=True,
                    help="a directory for hf (datasets.load_from_disk), else a file")
@@ -381,8 +385,7 @@ def cmd_export(args) -> int:
 def _add_seen(sub) -> None:
     p = sub.add_parser("seen", help="which documents, from which subsets, the trainer saw in a "
                        "step range")
-    p.add_argument("out_dir")
-    p.add_argument("--steps", required=True, help="A:B, steps A..B-1")
+    _add_step_range(p)
     p.add_argument("--output", "-o", help="FILE.parquet or FILE.csv: one row per document "
                    "(source, line, pile_set_name, tokens_seen, first_step)")
     p.add_argument("--top", type=int, default=5, help="documents to print (most tokens seen)")
@@ -441,8 +444,7 @@ def _write_seen(order, docs, seen, first_sample, target: str) -> None:
 
 def _add_plot(sub) -> None:
     p = sub.add_parser("plot", help="PNG of the subset mix (token share) per step range")
-    p.add_argument("out_dir")
-    p.add_argument("--steps", help="A:B (default: every step)")
+    _add_step_range(p, required=False)
     p.add_argument("--bins", type=int, default=20, help="step ranges (bars) in the plot")
     p.add_argument("--output", "-o", required=True, help="FILE.png")
     _add_schedule_flags(p, defaults_from_build=True)

@@ -131,11 +131,11 @@ def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir:
         if sig_dir is not None:
             tasks = dedup_run.signature_tasks(shard.partitions, [shard.sha256] * len(shard.partitions),
                                               sig_dir, cfg.dedup)
-            sig_jobs = [(("minhash", i, k), *dedup_run.call(t, dedup_stages.signature_task))
-                        for k, t in enumerate(tasks) if not dedup_run.is_done(t)]
-            sig_bar.total_items += len(sig_jobs)
-            sig_bar.total_bytes += sum(shard.partitions[j[0][2]].text_bytes for j in sig_jobs)
-            jobs += sig_jobs
+            for k, task in enumerate(tasks):
+                if not dedup_run.is_done(task):
+                    jobs.append((("minhash", i, k), *dedup_run.call(task, dedup_stages.signature_task)))
+                    sig_bar.total_items += 1
+                    sig_bar.total_bytes += shard.partitions[k].text_bytes
         return jobs
 
     initial = [(("ingest", args[1]), _ingest_task, args) for args in todo]

@@ -87,6 +87,29 @@ def part_sizes(part: str | Path) -> np.ndarray:
     return pq.read_table(part, columns=["tokens"]).column("tokens").to_numpy()
 
 
+def lookup_columns(table: pa.Table):
+    """``(source, line, pile_set_name)`` for lookups: the string columns dictionary-encoded (a
+    few distinct values over many rows), lines as numpy."""
+    return (table.column("source").dictionary_encode().combine_chunks(),
+            table.column("line").to_numpy(),
+            table.column("pile_set_name").dictionary_encode().combine_chunks())
+
+
+def find(columns, source: str, line: int) -> int:
+    """The document index of input line ``source:line``, from :func:`lookup_columns`."""
+    from .config import ConfigError
+
+    sources, lines, _ = columns
+    names = sources.dictionary.to_pylist()
+    if source not in names:
+        raise ConfigError(f"no document of the dataset comes from {source!r}")
+    hits = np.flatnonzero((sources.indices.to_numpy() == names.index(source)) & (lines == line))
+    if not len(hits):
+        raise ConfigError(f"{source}:{line} is not in the dataset (rejected or removed as a "
+                          "duplicate: see rejects.jsonl and duplicates.parquet)")
+    return int(hits[0])
+
+
 def read(out_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(Path(out_dir) / FILE_NAME, columns=columns)
 

@@ -235,21 +235,38 @@ def parse_line(raw: bytes, text_column: str = "text") -> Record | BadRecord:
         return _classify_json_error(raw, exc)
     if not isinstance(obj, dict):
         return BadRecord("not_an_object", f"a JSON {type(obj).__name__}, not an object")
+    return check_record(obj, text_column)
+
+
+def check_record(obj: dict, text_column: str = "text", table: bool = False) -> Record | BadRecord:
+    """The accept/reject rules every input kind shares, on a decoded record.
+
+    ``table``: a row of parquet, Arrow or ``datasets``, where a null subset means none, ``meta``
+    may be stored as a JSON string, and the subset may be a top-level ``pile_set_name`` column.
+    """
     if text_column not in obj:
         return BadRecord("missing_text", f"no {text_column!r} field")
     text = obj[text_column]
     if not isinstance(text, str):
-        return BadRecord("text_not_string", f"{text_column!r} is a JSON {type(text).__name__}")
+        return BadRecord("text_not_string", f"{text_column!r} is a {type(text).__name__}")
     if not text:
         return BadRecord("empty_text", f"{text_column!r} is empty")
     meta = obj.get("meta")
+    if table and isinstance(meta, str):
+        try:
+            meta = orjson.loads(meta)
+        except orjson.JSONDecodeError:
+            return BadRecord("bad_meta", "'meta' is a string that is not JSON")
     if meta is None:
-        return Record(text, "")
-    if not isinstance(meta, dict):
-        return BadRecord("bad_meta", f"'meta' is a JSON {type(meta).__name__}, not an object")
-    subset = meta.get("pile_set_name", "")
+        subset = obj.get("pile_set_name", "") if table else ""
+    elif isinstance(meta, dict):
+        subset = meta.get("pile_set_name", "")
+    else:
+        return BadRecord("bad_meta", f"'meta' is a {type(meta).__name__}, not an object")
+    if subset is None and table:
+        subset = ""
     if not isinstance(subset, str):
-        return BadRecord("bad_meta", "'meta.pile_set_name' is not a string")
+        return BadRecord("bad_meta", "'pile_set_name' is not a string")
     return Record(text, subset)
 
 

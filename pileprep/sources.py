@@ -19,14 +19,13 @@ column) when there is one.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from .reader import (SHARD_SUFFIXES, BadRecord, InputError, Record, ShardError, ShardStream,
-                     discover_shards, is_url, open_binary, parse_line)
+                     check_record, discover_shards, is_url, open_binary, parse_line)
 
 HF_PREFIX = "hf:"
 TABLE_SUFFIXES = (".parquet", ".arrow")
@@ -193,7 +192,7 @@ class RecordStream:
         rows = _table_rows(self.shard) if self.shard.kind == "table" else _hub_rows(self.shard)
         try:
             for row in rows:
-                rec = check_row(row, self.text_column)
+                rec = check_record(row, self.text_column, table=True)
                 raw = (rec.text.encode("utf-8", "surrogatepass") if isinstance(rec, Record)
                        else repr(row).encode("utf-8", "backslashreplace"))
                 digest.update(len(raw).to_bytes(8, "little") + raw)
@@ -208,35 +207,6 @@ class RecordStream:
                            else digest.hexdigest())
             if self.shard.kind == "table":
                 self.size = self.shard.size
-
-
-def check_row(row: dict, text_column: str) -> Record | BadRecord:
-    """The accept/reject rules of ``reader.parse_line``, for a row that is already decoded."""
-    if text_column not in row:
-        return BadRecord("missing_text", f"no {text_column!r} column")
-    text = row[text_column]
-    if not isinstance(text, str):
-        return BadRecord("text_not_string", f"{text_column!r} is {type(text).__name__}")
-    if not text:
-        return BadRecord("empty_text", f"{text_column!r} is empty")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return BadRecord("lone_surrogate", "the text holds an unpaired surrogate")
-    meta = row.get("meta")
-    if isinstance(meta, str):  # some mirrors store meta as a JSON string
-        try:
-            meta = json.loads(meta)
-        except ValueError:
-            return BadRecord("bad_meta", "'meta' is a string that is not JSON")
-    subset = meta.get("pile_set_name", "") if isinstance(meta, dict) else row.get("pile_set_name", "")
-    if meta is not None and not isinstance(meta, dict):
-        return BadRecord("bad_meta", f"'meta' is {type(meta).__name__}, not an object")
-    if subset is None:
-        subset = ""
-    if not isinstance(subset, str):
-        return BadRecord("bad_meta", "'pile_set_name' is not a string")
-    return Record(text, subset)
 
 
 def _table_rows(shard: Shard) -> Iterator[dict]:

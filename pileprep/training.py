@@ -144,13 +144,10 @@ class TrainingOrder:
     def provenance(self):
         """Provenance columns as numpy/py lists, loaded once (source, line, pile_set_name)."""
         if self._prov is None:
-            import pyarrow.parquet as pq
+            from . import provenance
 
-            t = pq.read_table(self.out_dir / "provenance.parquet",
-                              columns=["source", "line", "pile_set_name"])
-            self._prov = (t.column("source").dictionary_encode().combine_chunks(),
-                          t.column("line").to_numpy(),
-                          t.column("pile_set_name").dictionary_encode().combine_chunks())
+            self._prov = provenance.lookup_columns(provenance.read(
+                self.out_dir, columns=["source", "line", "pile_set_name"]))
         return self._prov
 
     def describe(self, piece: Piece, row_start: int) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, indexed
+from . import atomic, indexed, provenance
 from .config import ConfigError
 from .training import TrainingOrder
 
@@ -20,16 +20,7 @@ _SCAN = 1 << 26  # tokens scanned at once by the text search
 
 
 def find_doc(order: TrainingOrder, source: str, line: int) -> int:
-    sources, lines, _ = order.provenance()
-    names = sources.dictionary.to_pylist()
-    if source not in names:
-        raise ConfigError(f"no document of the dataset comes from {source!r}")
-    sid = names.index(source)
-    hits = np.flatnonzero((sources.indices.to_numpy() == sid) & (lines == line))
-    if not len(hits):
-        raise ConfigError(f"{source}:{line} is not in the dataset (rejected or removed as a "
-                          "duplicate: see rejects.jsonl and the dedup table)")
-    return int(hits[0])
+    return provenance.find(order.provenance(), source, line)
 
 
 def occurrences(order: TrainingOrder, doc: int) -> list[dict]:

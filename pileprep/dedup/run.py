@@ -57,8 +57,14 @@ def _with_done(done: str, key: Any, fn: Callable, *args) -> Any:
     return result
 
 
+def done_record(task: Task) -> dict | None:
+    """The task's completion record, if it finished with the same key."""
+    rec = atomic.read_json(task.done) if task.done.exists() else None
+    return rec if rec is not None and rec.get("key") == task.key else None
+
+
 def is_done(task: Task) -> bool:
-    return task.done.exists() and atomic.read_json(task.done).get("key") == task.key
+    return done_record(task) is not None
 
 
 def call(task: Task, fn: Callable) -> tuple:
@@ -80,8 +86,8 @@ def run_tasks(runner: Runner, label: str, fn: Callable, tasks: Sequence[Task], q
     results: list = [None] * len(tasks)
     todo = []
     for i, task in enumerate(tasks):
-        rec = atomic.read_json(task.done) if task.done.exists() else None
-        if rec is not None and rec.get("key") == task.key:
+        rec = done_record(task)
+        if rec is not None:
             results[i] = rec["result"]
         else:
             todo.append(i)
