@@ -1,22 +1,21 @@
-"""A faster encoder for byte-level BPE tokenizer files, built on tiktoken, giving the same ids.
+"""The fast tokenizer engine: the ids of ``tokenizers`` for byte-level BPE files, several times faster.
 
 ``tokenizers`` (the reference) encodes a document in four steps: split off the special added
 tokens (``<|endoftext|>``, ``<|padding|>``) from the raw text; NFC-normalize each remaining
 piece; split off the normalized added tokens (GPT-NeoX-20B's runs of 2-24 spaces, leftmost and
 longest first); then pre-tokenize each piece with GPT-2's pattern and apply BPE to each word.
 
-tiktoken does the last two steps in Rust, several times faster, given its tables: the BPE ranks
-(for these files, where every merge creates a token with a higher id than all earlier merges, a
-token's id is its merge rank) and the split pattern. The added space runs are folded into that
-one call: each run becomes a private-use "sentinel" character that the pattern matches on its
-own and whose rank is the run's id; the whitespace rules of the pattern treat a sentinel as the
-end of the text, which is what splitting the text there does in the reference. NFC is applied
-with the ``tokenizers`` library's own (Rust) normalizer, between special tokens, so the Unicode
-version is the reference's.
+This engine does the same steps, organised for throughput. A batch of documents is normalized
+(Python's NFC where it provably equals the reference's, the reference's own normalizer
+elsewhere), joined into one array of code points, and scanned by one compiled pass
+(:func:`_scan`) that splits off the space runs, pre-tokenizes (:mod:`pileprep.pretokenize`) and
+looks every pre-token up in a memo (:mod:`pileprep.wordcache`). Only pre-tokens never seen
+before reach BPE, and BPE is the reference's own model (``Tokenizer.model.tokenize``), so the ids
+of a word are the reference's by construction. A second compiled pass (:func:`_emit`) writes the
+documents' ids, each followed by the end-of-document id, in the dataset's dtype.
 
-Everything this relies on is checked when the tables are built (:func:`unsupported`); a file
-that breaks an assumption is refused and the reference engine is used. A document that already
-contains a sentinel character is encoded by the reference engine.
+What this relies on is checked when the engine is built (:func:`unsupported`); a file that
+breaks an assumption is refused and the reference engine is used.
 """
 
 from __future__ import annotations
@@ -25,18 +24,12 @@ import functools
 import re
 import unicodedata
 
+import numba
 import numpy as np
 
-# GPT-2's pre-tokenization pattern, as the ByteLevel pre-tokenizer of ``tokenizers`` applies it,
-# with the sentinels added (first alternative; excluded from the punctuation class; allowed
-# after whitespace as if the text ended there).
-_SENTINEL_BASE = 0xF0000
-_GPT2_WITH_SENTINELS = (
-    r"[{s}]|'s|'t|'re|'ve|'m|'ll|'d| ?\p{{L}}+| ?\p{{N}}+| ?[^\s\p{{L}}\p{{N}}{s}]+"
-    r"|\s+(?![^\s{s}])|\s+"
-)
-_PRIVATE_PLANES_START = 0xF0000  # planes 15-16: where the sentinels live
-
+from . import pretokenize, wordcache
+from .pretokenize import piece_end
+from .wordcache import find_or_add
 
 # Checked against the reference every time the engine is built: the cases where a reproduction
 # would most likely go wrong (see tests/test_engines.py for the full differential suite).
@@ -98,21 +91,12 @@ def unsupported(spec: dict) -> str | None:
         return f"normalizer {norm and norm.get('type')} (only NFC or none)"
     if pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
         return "pre-tokenizer is not ByteLevel without prefix space"
-    if model.get("type") != "BPE" or model.get("dropout") or model.get("unk_token") is not None \
-            or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix") \
-            or model.get("byte_fallback") or model.get("ignore_merges"):
-        return "model is not plain byte-level BPE"
+    if model.get("type") != "BPE" or model.get("dropout"):
+        # A word's ids must be a function of the word, or the memo would change them.
+        return "model is not BPE without dropout"
     post = spec.get("post_processor")
     if post not in (None,) and post.get("type") != "ByteLevel":
         return f"post-processor {post.get('type')} adds tokens"
-    vocab, merges = model["vocab"], model["merges"]
-    last = -1
-    for m in merges:
-        a, b = m.split(" ", 1) if isinstance(m, str) else m
-        rank = vocab.get(a + b)
-        if rank is None or rank <= last:
-            return "merge ranks are not increasing token ids"
-        last = rank
     spaces = []
     for tok in spec.get("added_tokens", []):
         if tok.get("single_word") or tok.get("lstrip") or tok.get("rstrip"):
@@ -129,42 +113,141 @@ def unsupported(spec: dict) -> str | None:
     return None
 
 
+_BLANK = 32
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_segment(cps, cls, a, b, run_ids, slots, hashes, cp_off, cp_arena, state, items, n):
+    """Items of ``cps[a:b]`` (one text between special tokens) from ``items[n]`` on; returns
+    the new item count, or -1 when the memo is full. An item is a memo entry (>= 0) or an
+    added token's id ``t`` stored as ``-t - 1``."""
+    longest = len(run_ids) - 1
+    i = a
+    while i < b:
+        # The stretch up to the next run of 2+ spaces is pre-tokenized as if it were the whole
+        # text: the reference splits added tokens off before pre-tokenizing.
+        r = i
+        if longest >= 2:
+            while r + 1 < b and not (cps[r] == _BLANK and cps[r + 1] == _BLANK):
+                r += 1
+            if r + 1 >= b:
+                r = b
+        else:
+            r = b
+        while i < r:
+            j = piece_end(cps, cls, i, r)
+            e = find_or_add(cps, i, j, slots, hashes, cp_off, cp_arena, state)
+            if e < 0:
+                return -1
+            items[n] = e
+            n += 1
+            i = j
+        k = r
+        while k < b and cps[k] == _BLANK:
+            k += 1
+        left = k - r
+        while left >= 2:  # leftmost-longest: 24, 24, ..., then the rest; a lone space stays text
+            take = min(left, longest)
+            items[n] = -run_ids[take] - 1
+            n += 1
+            left -= take
+        i = k - left
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan(cps, cls, seg_end, seg_after, doc_seg_end, d, run_ids, slots, hashes, cp_off,
+          cp_arena, state, items, doc_item_end):
+    """Items of documents ``d, d + 1, ...``; returns the first document not done (the memo
+    needs to grow before it is redone) or the number of documents."""
+    while d < len(doc_seg_end):
+        n = doc_item_end[d - 1] if d > 0 else 0
+        for s in range(doc_seg_end[d - 1] if d > 0 else 0, doc_seg_end[d]):
+            n = _scan_segment(cps, cls, seg_end[s - 1] if s > 0 else 0, seg_end[s], run_ids,
+                              slots, hashes, cp_off, cp_arena, state, items, n)
+            if n < 0:
+                return d
+            if seg_after[s] >= 0:
+                items[n] = -seg_after[s] - 1
+                n += 1
+        doc_item_end[d] = n
+        d += 1
+    return d
+
+
+@numba.njit(cache=True, nogil=True)
+def _sizes(items, doc_item_end, id_off, extra):
+    sizes = np.empty(len(doc_item_end), np.int64)
+    k = 0
+    for d in range(len(doc_item_end)):
+        total = extra
+        while k < doc_item_end[d]:
+            e = items[k]
+            total += id_off[e + 1] - id_off[e] if e >= 0 else 1
+            k += 1
+        sizes[d] = total
+    return sizes
+
+
+@numba.njit(cache=True, nogil=True)
+def _emit(items, doc_item_end, id_off, id_arena, eod, out):
+    k, p = 0, 0
+    for d in range(len(doc_item_end)):
+        while k < doc_item_end[d]:
+            e = items[k]
+            if e >= 0:
+                for q in range(id_off[e], id_off[e + 1]):
+                    out[p] = id_arena[q]
+                    p += 1
+            else:
+                out[p] = -e - 1
+                p += 1
+            k += 1
+        if eod >= 0:
+            out[p] = eod
+            p += 1
+
+
+def _byte_chars() -> dict[int, int]:
+    """``str.translate`` table from bytes (as latin-1 characters) to the ByteLevel alphabet."""
+    return {b: ord(c) for c, b in _byte_decoder().items()}
+
+
 class FastEncoder:
     """Encode like ``tokenizers.Tokenizer.encode(text).ids`` for a supported tokenizer file."""
 
     def __init__(self, spec: dict, reference):
-        import tiktoken
         from tokenizers.normalizers import NFC
 
         reason = unsupported(spec)
         if reason:
             raise ValueError(reason)
-        decode = _byte_decoder()
-        specials = {t["content"]: t["id"] for t in spec.get("added_tokens", []) if t["special"]}
-        special_ids = set(specials.values())
-        ranks = {bytes(decode[c] for c in tok): i for tok, i in spec["model"]["vocab"].items()
-                 if i not in special_ids}
-        runs = sorted(((len(t["content"]), t["id"]) for t in spec.get("added_tokens", [])
-                       if not t["special"]), reverse=True)
-        self._runs = [(" " * n, chr(_SENTINEL_BASE + n)) for n, _ in runs]
-        for n, token_id in runs:
-            ranks.pop(b" " * n, None)  # the BPE token for n spaces is unreachable: runs split first
-            ranks[chr(_SENTINEL_BASE + n).encode()] = token_id
-        sentinels = (f"{re.escape(chr(_SENTINEL_BASE + min(n for n, _ in runs)))}-"
-                     f"{re.escape(chr(_SENTINEL_BASE + max(n for n, _ in runs)))}") if runs else "\U000f0000"
-        self._enc = tiktoken.Encoding("pileprep-fastbpe", pat_str=_GPT2_WITH_SENTINELS.format(s=sentinels),
-                                      mergeable_ranks=ranks, special_tokens=specials)
-        self._specials = re.compile("(" + "|".join(map(re.escape, sorted(specials, key=len, reverse=True))) + ")") \
+        added = spec.get("added_tokens", [])
+        specials = {t["content"]: t["id"] for t in added if t["special"]}
+        runs = {len(t["content"]): t["id"] for t in added if not t["special"]}
+        self._run_ids = np.full(max(runs, default=0) + 1, -1, np.int64)
+        for n, token_id in runs.items():
+            self._run_ids[n] = token_id
+        self._specials = specials
+        self._special_split = re.compile(
+            "(" + "|".join(map(re.escape, sorted(specials, key=len, reverse=True))) + ")") \
             if specials else None
         self._nfc = NFC().normalize_str if spec.get("normalizer") else None
-        self._reference = reference
-        self.fallbacks = 0  # documents handed to the reference engine (they held a sentinel)
+        self._classes = pretokenize.class_table()
+        self._tokenize_word = reference.model.tokenize
+        self._to_chars = _byte_chars()
+        self.cache = wordcache.WordCache()
 
-    def _nfc_piece(self, text: str, cps: np.ndarray) -> str:
+    # -- normalization -------------------------------------------------------------------
+
+    def _nfc_piece(self, text: str) -> str:
         # Unicode's normalization stability policy: for a text of characters assigned in
         # Python's Unicode version, NFC is the same in every later version, so Python's (much
         # faster) quick check and normalizer agree with the Rust one. Texts holding characters
         # Python does not know go to the reference's own normalizer.
+        if self._nfc is None or text.isascii():  # ASCII is NFC in every Unicode version
+            return text
+        cps = _code_points(text)
         unassigned = _unassigned_table()[cps]
         if unassigned.any():
             return _runs_nfc(text, cps, unassigned, self._nfc)
@@ -172,26 +255,60 @@ class FastEncoder:
             return text
         return unicodedata.normalize("NFC", text)
 
-    def _normalize(self, text: str, cps: np.ndarray) -> str:
-        if self._nfc is None:
-            return text
-        if self._specials is not None and "<|" in text:
-            # The reference normalizes between special tokens: ">" + U+0338 must not compose.
-            pieces = self._specials.split(text)
-            return "".join(p if i % 2 else self._nfc_piece(p, _code_points(p))
-                           for i, p in enumerate(pieces))
-        return self._nfc_piece(text, cps)
+    def _segments(self, text: str, parts: list, seg_len: list, seg_after: list) -> int:
+        """Append ``text``'s normalized pieces between special tokens; return their number."""
+        if not any(special in text for special in self._specials):
+            piece = self._nfc_piece(text)
+            parts.append(piece)
+            seg_len.append(len(piece))
+            seg_after.append(-1)
+            return 1
+        # The reference normalizes between special tokens: ">" + U+0338 must not compose.
+        pieces = self._special_split.split(text)
+        for i in range(0, len(pieces), 2):
+            piece = self._nfc_piece(pieces[i])
+            parts.append(piece)
+            seg_len.append(len(piece))
+            seg_after.append(self._specials[pieces[i + 1]] if i + 1 < len(pieces) else -1)
+        return (len(pieces) + 1) // 2
+
+    # -- BPE of new words ----------------------------------------------------------------
+
+    def _bpe(self, words: list[str]) -> list[list[int]]:
+        tokenize, table = self._tokenize_word, self._to_chars
+        return [[t.id for t in tokenize(w.encode().decode("latin-1").translate(table))]
+                for w in words]
+
+    # -- encoding ------------------------------------------------------------------------
+
+    def encode_batch(self, texts: list[str], eod: int = -1, dtype=np.uint32):
+        """``(ids, sizes)``: all documents' ids in one array of ``dtype``, each document
+        followed by ``eod`` unless it is negative, and each document's count."""
+        parts, seg_len, seg_after, doc_segs = [], [], [], []
+        for text in texts:
+            doc_segs.append(self._segments(text, parts, seg_len, seg_after))
+        cps = np.frombuffer("".join(parts).encode("utf-32-le"), np.uint32)
+        seg_end = np.cumsum(np.asarray(seg_len, np.int64))
+        seg_after_arr = np.asarray(seg_after, np.int64)
+        doc_seg_end = np.cumsum(np.asarray(doc_segs, np.int64))
+        items = np.empty(len(cps) + len(seg_len), np.int64)
+        doc_item_end = np.empty(len(texts), np.int64)
+        cache = self.cache
+        cache.start_batch()
+        d = 0
+        while True:
+            d = _scan(cps, self._classes, seg_end, seg_after_arr, doc_seg_end, d, self._run_ids,
+                      cache.slots, cache.hashes, cache.cp_off, cache.cp_arena, cache.state,
+                      items, doc_item_end)
+            if d == len(texts):
+                break
+            cache.grow()
+        cache.resolve(self._bpe)
+        sizes = _sizes(items, doc_item_end, cache.id_off, 1 if eod >= 0 else 0)
+        out = np.empty(int(sizes.sum()), dtype)
+        _emit(items, doc_item_end, cache.id_off, cache.id_arena, eod, out)
+        return out, sizes
 
     def encode(self, text: str) -> np.ndarray:
-        """Token ids of ``text`` (uint32)."""
-        if not text.isascii():  # ASCII is NFC in every Unicode version and holds no sentinel
-            cps = _code_points(text)
-            if (cps >= _PRIVATE_PLANES_START).any():
-                self.fallbacks += 1
-                return np.asarray(self._reference.encode(text).ids, np.uint32)
-            text = self._normalize(text, cps)
-        if "  " in text:
-            for run, sentinel in self._runs:  # longest first: leftmost-longest, as the reference
-                text = text.replace(run, sentinel)
-        return self._enc.encode_to_numpy(text, allowed_special="all")
-
+        """Token ids of one text (uint32)."""
+        return self.encode_batch([text])[0]

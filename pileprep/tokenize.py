@@ -47,8 +47,8 @@ def load_tokenizer(spec: str):
 
 @functools.lru_cache(maxsize=4)
 def fast_encoder(spec: str):
-    """The tiktoken-backed encoder for this tokenizer (see :mod:`pileprep.fastbpe`), checked
-    against the reference on a probe set when built; raises ValueError if it cannot be used."""
+    """The fast engine for this tokenizer (see :mod:`pileprep.fastbpe`), checked against the
+    reference on a probe set when built; raises ValueError if it cannot be used."""
     from . import fastbpe
 
     ref = load_tokenizer(spec)
@@ -72,7 +72,7 @@ def resolve_engine(spec: str, engine: str) -> tuple[str, str]:
         if engine == "fast":
             raise ConfigError(f"--tokenizer-engine fast cannot reproduce {spec}: {exc}") from None
         return "reference", f"the fast engine cannot reproduce this tokenizer: {exc}"
-    return "fast", "tiktoken tables built from the tokenizer file"
+    return "fast", "compiled pre-tokenizer and word memo over the tokenizer file's own BPE"
 
 
 @dataclass(frozen=True)
@@ -94,15 +94,16 @@ class TokenizerInfo:
         return cls(spec, vocab, eod, np.dtype(best_fitting_dtype(vocab)).name, engine)
 
 
-def encode_batch(info: TokenizerInfo, texts: list[str]) -> list[np.ndarray]:
-    """Each document's ids, as ``Tokenizer.encode(text).ids`` gives them (default arguments, as
-    GPT-NeoX calls it), from the engine ``info`` names."""
+def encode_with_eod(info: TokenizerInfo, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """All documents' ids, each followed by the EOD id, in the dataset dtype, and each
+    document's size: ``Tokenizer.encode(text).ids`` (default arguments, as GPT-NeoX calls it)
+    from the engine ``info`` names."""
+    dtype = np.dtype(info.dtype)
     if info.engine == "fast":
-        encode = fast_encoder(info.spec).encode
-        return [encode(t) for t in texts]
+        return fast_encoder(info.spec).encode_batch(texts, info.eod_id, dtype)
     tok = load_tokenizer(info.spec)
     encode = getattr(tok, "encode_batch_fast", None) or tok.encode_batch
-    return [np.asarray(enc.ids, np.int64) for enc in encode(texts)]
+    return with_eod([np.asarray(enc.ids, np.int64) for enc in encode(texts)], info.eod_id, dtype)
 
 
 def with_eod(docs: list[np.ndarray], eod: int, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -151,13 +152,11 @@ def tokenize_partition(part: Partition, out_dir: str, cfg: TokenizeConfig,
                        info: TokenizerInfo, shard_sha256: str = "") -> TokenPart:
     out = Path(out_dir)
     bin_path, prov_path = out / f"{part.stem}.bin", out / f"{part.stem}.prov.parquet"
-    dtype = np.dtype(info.dtype)
     lines, subsets, sizes, nbytes = [], [], [], []
     pf = pq.ParquetFile(part.path)
     with atomic.atomic_path(bin_path) as tmp, open(tmp, "wb") as sink:
         for batch in _batches(pf, cfg):
-            texts = batch.column("text").to_pylist()
-            flat, doc_sizes = with_eod(encode_batch(info, texts), info.eod_id, dtype)
+            flat, doc_sizes = encode_with_eod(info, batch.column("text").to_pylist())
             flat.tofile(sink)
             sizes.append(doc_sizes)
             lines.append(batch.column("line").to_numpy())
