@@ -27,7 +27,7 @@ import unicodedata
 import numba
 import numpy as np
 
-from . import pretokenize, wordcache
+from . import pretokenize, tables, wordcache
 from .pretokenize import piece_end
 from .wordcache import find_or_add
 
@@ -41,12 +41,17 @@ PROBES = [
 ]
 
 
-@functools.lru_cache(maxsize=1)
-def _unassigned_table() -> np.ndarray:
-    """``table[cp]`` is True for the code points Python's ``unicodedata`` has as unassigned."""
+def _build_unassigned() -> np.ndarray:
     table = np.zeros(0x110000, bool)
     table[0x80:] = [unicodedata.category(chr(cp)) == "Cn" for cp in range(0x80, 0x110000)]
     return table
+
+
+@functools.lru_cache(maxsize=1)
+def _unassigned_table() -> np.ndarray:
+    """``table[cp]`` is True for the code points Python's ``unicodedata`` has as unassigned."""
+    return tables.cached_table(f"unassigned-unicode-{unicodedata.unidata_version}",
+                               _build_unassigned, bool, 0x110000)
 
 
 def _code_points(text: str) -> np.ndarray:
@@ -117,7 +122,7 @@ _BLANK = 32
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan_segment(cps, cls, a, b, run_ids, slots, hashes, cp_off, cp_arena, state, items, n):
+def _scan_segment(cps, cls, a, b, run_ids, slots, cp_off, cp_arena, state, items, n):
     """Items of ``cps[a:b]`` (one text between special tokens) from ``items[n]`` on; returns
     the new item count, or -1 when the memo is full. An item is a memo entry (>= 0) or an
     added token's id ``t`` stored as ``-t - 1``."""
@@ -136,7 +141,7 @@ def _scan_segment(cps, cls, a, b, run_ids, slots, hashes, cp_off, cp_arena, stat
             r = b
         while i < r:
             j = piece_end(cps, cls, i, r)
-            e = find_or_add(cps, i, j, slots, hashes, cp_off, cp_arena, state)
+            e = find_or_add(cps, i, j, slots, cp_off, cp_arena, state)
             if e < 0:
                 return -1
             items[n] = e
@@ -156,15 +161,15 @@ def _scan_segment(cps, cls, a, b, run_ids, slots, hashes, cp_off, cp_arena, stat
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan(cps, cls, seg_end, seg_after, doc_seg_end, d, run_ids, slots, hashes, cp_off,
-          cp_arena, state, items, doc_item_end):
+def _scan(cps, cls, seg_end, seg_after, doc_seg_end, d, run_ids, slots, cp_off, cp_arena,
+          state, items, doc_item_end):
     """Items of documents ``d, d + 1, ...``; returns the first document not done (the memo
     needs to grow before it is redone) or the number of documents."""
     while d < len(doc_seg_end):
         n = doc_item_end[d - 1] if d > 0 else 0
         for s in range(doc_seg_end[d - 1] if d > 0 else 0, doc_seg_end[d]):
             n = _scan_segment(cps, cls, seg_end[s - 1] if s > 0 else 0, seg_end[s], run_ids,
-                              slots, hashes, cp_off, cp_arena, state, items, n)
+                              slots, cp_off, cp_arena, state, items, n)
             if n < 0:
                 return d
             if seg_after[s] >= 0:
@@ -298,7 +303,7 @@ class FastEncoder:
         d = 0
         while True:
             d = _scan(cps, self._classes, seg_end, seg_after_arr, doc_seg_end, d, self._run_ids,
-                      cache.slots, cache.hashes, cache.cp_off, cache.cp_arena, cache.state,
+                      cache.slots, cache.cp_off, cache.cp_arena, cache.state,
                       items, doc_item_end)
             if d == len(texts):
                 break

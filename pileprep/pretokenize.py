@@ -14,22 +14,15 @@ on disk, so a character new in Unicode is classed exactly as the reference class
 from __future__ import annotations
 
 import functools
-import os
-from pathlib import Path
 
 import numba
 import numpy as np
 
+from . import tables
+
 OTHER, LETTER, NUMBER, SPACE = 0, 1, 2, 3
 _PROBES = ((LETTER, r"\p{L}+"), (NUMBER, r"\p{N}+"), (SPACE, r"\s+"))
 _APOSTROPHE, _BLANK = 39, 32
-
-
-def cache_dir() -> Path:
-    """Where pileprep keeps derived tables: ``$PILEPREP_CACHE_DIR``, else the XDG cache."""
-    if os.environ.get("PILEPREP_CACHE_DIR"):
-        return Path(os.environ["PILEPREP_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pileprep"
 
 
 def _probe_classes() -> np.ndarray:
@@ -53,29 +46,14 @@ def _probe_classes() -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def class_table() -> np.ndarray:
-    """``table[cp]``: OTHER, LETTER, NUMBER or SPACE, as the reference's regex engine sees cp.
-
-    Probing takes a few seconds, so the table is kept per ``tokenizers`` version in
-    :func:`cache_dir` (written atomically; recomputed if missing, damaged or unwritable).
-    """
+    """``table[cp]``: OTHER, LETTER, NUMBER or SPACE, as the reference's regex engine sees cp
+    (probing takes seconds: kept on disk per ``tokenizers`` version, see :mod:`.tables`)."""
     import tokenizers
 
-    from . import atomic
-
-    path = cache_dir() / f"gpt2-classes-tokenizers-{tokenizers.__version__}.npy"
-    try:
-        table = np.load(path)
-        if table.shape == (0x110000,) and table.dtype == np.uint8 and table.max() <= SPACE:
-            return table
-    except (OSError, ValueError):
-        pass
-    table = _probe_classes()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, table)
-    except OSError:
-        pass  # a read-only home only costs the probe again next time
+    table = tables.cached_table(f"gpt2-classes-tokenizers-{tokenizers.__version__}",
+                                _probe_classes, np.uint8, 0x110000)
+    if table.max() > SPACE:
+        raise ValueError("damaged character class table")
     return table
 
 

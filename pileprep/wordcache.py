@@ -18,7 +18,6 @@ import itertools
 import numba
 import numpy as np
 
-_EMPTY = -1
 # state[] slots: entries, entries with ids, code points of a word that did not fit.
 _ENTRIES, _RESOLVED, _WANTED = 0, 1, 2
 
@@ -33,49 +32,55 @@ def word_hash(cps, a, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def find_or_add(cps, a, b, slots, hashes, cp_off, cp_arena, state):
+def find_or_add(cps, a, b, slots, cp_off, cp_arena, state):
     """Entry number of the word ``cps[a:b]``, appended (pending) if new; -1 (and the word's
-    length in ``state``) if it is new and the memo has no room: call :meth:`WordCache.grow`."""
+    length in ``state``) if it is new and the memo has no room: call :meth:`WordCache.grow`.
+
+    A slot is a row ``(hash, entry + 1)``, 0 meaning empty: hash and entry share a cache line.
+    """
+    n = b - a
     e = state[_ENTRIES]
-    if e + 1 > len(hashes) or cp_off[e] + (b - a) > len(cp_arena) or 2 * (e + 1) > len(slots):
-        state[_WANTED] = b - a
+    if e + 2 > len(cp_off) or cp_off[e] + n > len(cp_arena) or 2 * (e + 1) > len(slots):
+        state[_WANTED] = n
         return -1
     h = word_hash(cps, a, b)
     mask = len(slots) - 1
     slot = np.int64(h >> np.uint64(16)) & mask
-    n = b - a
     while True:
-        e = slots[slot]
-        if e == _EMPTY:
+        stored = slots[slot, 1]
+        if stored == 0:
             break
-        if hashes[e] == h and cp_off[e + 1] - cp_off[e] == n:
+        if slots[slot, 0] == h:
+            e = np.int64(stored) - 1
             base = cp_off[e]
-            k = 0
-            while k < n and cp_arena[base + k] == cps[a + k]:
-                k += 1
-            if k == n:
-                return e
+            if cp_off[e + 1] - base == n:
+                k = 0
+                while k < n and cp_arena[base + k] == cps[a + k]:
+                    k += 1
+                if k == n:
+                    return e
         slot = (slot + 1) & mask
     e = state[_ENTRIES]
     base = cp_off[e]
     for k in range(n):
         cp_arena[base + k] = cps[a + k]
     cp_off[e + 1] = base + n
-    hashes[e] = h
-    slots[slot] = e
+    slots[slot, 0] = h
+    slots[slot, 1] = e + 1
     state[_ENTRIES] = e + 1
     return e
 
 
 @numba.njit(cache=True, nogil=True)
-def _rehash(slots, hashes, entries):
-    slots[:] = _EMPTY
-    mask = len(slots) - 1
-    for e in range(entries):
-        slot = np.int64(hashes[e] >> np.uint64(16)) & mask
-        while slots[slot] != _EMPTY:
-            slot = (slot + 1) & mask
-        slots[slot] = e
+def _rehash(old, new):
+    mask = len(new) - 1
+    for row in range(len(old)):
+        if old[row, 1] != 0:
+            slot = np.int64(old[row, 0] >> np.uint64(16)) & mask
+            while new[slot, 1] != 0:
+                slot = (slot + 1) & mask
+            new[slot, 0] = old[row, 0]
+            new[slot, 1] = old[row, 1]
 
 
 def _resized(arr: np.ndarray, size: int) -> np.ndarray:
@@ -93,8 +98,7 @@ class WordCache:
         self._empty()
 
     def _empty(self) -> None:
-        self.slots = np.full(1 << 16, _EMPTY, np.int32)
-        self.hashes = np.zeros(1 << 15, np.uint64)
+        self.slots = np.zeros((1 << 16, 2), np.uint64)
         self.cp_off = np.zeros((1 << 15) + 1, np.int64)
         self.cp_arena = np.zeros(1 << 18, np.uint32)
         self.id_off = np.zeros((1 << 15) + 1, np.int64)
@@ -117,19 +121,18 @@ class WordCache:
         self._reserve(self.entries + 1, int(self.cp_off[self.entries]) + int(self.state[_WANTED]))
 
     def _reserve(self, need: int, fill: int) -> None:
-        if need > len(self.hashes):  # the offset arrays hold one more than the entries
-            size = max(need, 2 * len(self.hashes))
-            self.hashes = _resized(self.hashes, size)
-            self.cp_off = _resized(self.cp_off, size + 1)
-            self.id_off = _resized(self.id_off, size + 1)
+        if need + 1 > len(self.cp_off):  # offsets: one more than the entries
+            size = max(need, 2 * (len(self.cp_off) - 1)) + 1
+            self.cp_off = _resized(self.cp_off, size)
+            self.id_off = _resized(self.id_off, size)
         if fill > len(self.cp_arena):
             self.cp_arena = _resized(self.cp_arena, max(fill, 2 * len(self.cp_arena)))
         if 2 * need > len(self.slots):
             size = len(self.slots)
             while 2 * need > size:
                 size *= 2
-            self.slots = np.empty(size, np.int32)
-            _rehash(self.slots, self.hashes, self.entries)
+            old, self.slots = self.slots, np.zeros((size, 2), np.uint64)
+            _rehash(old, self.slots)
 
     def pending(self) -> tuple[int, int]:
         return int(self.state[_RESOLVED]), self.entries
