@@ -3,8 +3,9 @@ generated Pile-format text, with the same number of cores.
 
 1. reference: ``tokenizers`` ``encode_batch_fast`` and ``encode_batch`` (the faster is kept),
    with its own thread pool on all cores, batches of 512 documents;
-2. fast: pileprep's tiktoken-based engine, one process per core over equal shares of the
-   documents (the way the build runs it);
+2. fast: pileprep's fast engine, one process per core over equal shares of the documents (the
+   way the build runs it), in batches of 512 documents; also on one core, with the number of
+   pre-tokens and of distinct ones (the only ones BPE runs for);
 3. end to end: ``pileprep build --workers N --no-schedule`` (read, decompress, parse, tokenize,
    pack), in a subprocess;
 then the ratios and the core-hours the build would take for the full Pile.
@@ -20,6 +21,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -48,13 +51,15 @@ def reference_rate(spec: str, texts: list[str]) -> tuple[float, str]:
     return best
 
 
-def _fast_share(args) -> None:
+def _fast_share(args) -> tuple[int, int]:
     spec, texts = args
     from pileprep.tokenize import fast_encoder
 
     enc = fast_encoder(spec)
-    for text in texts:
-        enc.encode(text)
+    words, new = enc.words, enc.new_words
+    for i in range(0, len(texts), 512):
+        enc.encode_batch(texts[i:i + 512], 0, np.uint16)
+    return enc.words - words, enc.new_words - new
 
 
 def fast_rate(spec: str, texts: list[str], cores: int) -> float:
@@ -65,6 +70,15 @@ def fast_rate(spec: str, texts: list[str], cores: int) -> float:
         t = time.perf_counter()
         pool.map(_fast_share, shares)
         return nbytes / (time.perf_counter() - t)
+
+
+def fast_rate_one_core(spec: str, texts: list[str]) -> tuple[float, int, int]:
+    nbytes = sum(len(t.encode()) for t in texts)
+    with mp.get_context("spawn").Pool(1) as pool:
+        pool.map(_fast_share, [(spec, texts[:20])])
+        t = time.perf_counter()
+        (words, new), = pool.map(_fast_share, [(spec, texts)])
+        return nbytes / (time.perf_counter() - t), words, new
 
 
 def main() -> None:
@@ -85,6 +99,9 @@ def main() -> None:
 
     ref, name = reference_rate(spec, texts)
     print(f"reference ({name}, {args.cores} threads): {ref / 1e6:.2f} MB/s")
+    one, words, new = fast_rate_one_core(spec, texts)
+    print(f"fast engine (1 process):           {one / 1e6:.2f} MB/s; {words:,} pre-tokens, "
+          f"{new:,} distinct (BPE runs for those only)")
     fast = fast_rate(spec, texts, args.cores)
     print(f"fast engine ({args.cores} processes):          {fast / 1e6:.2f} MB/s  -> {fast / ref:.2f}x reference")
     run = measure(src, work / "out", args.cores, ("--tokenizer-engine", "fast"))

@@ -40,8 +40,9 @@ def _add_build(sub) -> None:
     p.add_argument("--tokenizer", help="tokenizer.json path or hub id "
                    f"(env PILEPREP_TOKENIZER; now {default_tokenizer()})")
     p.add_argument("--tokenizer-engine", choices=ENGINES,
-                   help="auto (default): the tiktoken-based engine when it reproduces the "
-                   "tokenizer file, else the tokenizers library; same ids either way")
+                   help="auto (default): the fast engine (compiled pre-tokenizer and word "
+                   "memo) when it reproduces the tokenizer file, else the tokenizers library; "
+                   "same ids either way")
     p.add_argument("--workers", type=int, help="local Dask worker processes (default: all cores)")
     p.add_argument("--scheduler", help="address of a running dask.distributed scheduler, "
                    "or 'synchronous' to run in this process")

@@ -242,6 +242,7 @@ class FastEncoder:
         self._tokenize_word = reference.model.tokenize
         self._to_chars = _byte_chars()
         self.cache = wordcache.WordCache()
+        self.words = self.new_words = 0  # pre-tokens seen, and those BPE was run for
 
     # -- normalization -------------------------------------------------------------------
 
@@ -308,7 +309,8 @@ class FastEncoder:
             if d == len(texts):
                 break
             cache.grow()
-        cache.resolve(self._bpe)
+        self.new_words += cache.resolve(self._bpe)
+        self.words += int(doc_item_end[-1]) if len(texts) else 0
         sizes = _sizes(items, doc_item_end, cache.id_off, 1 if eod >= 0 else 0)
         out = np.empty(int(sizes.sum()), dtype)
         _emit(items, doc_item_end, cache.id_off, cache.id_arena, eod, out)
