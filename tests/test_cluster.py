@@ -71,3 +71,21 @@ def test_build_on_a_real_cluster_matches_a_local_build(cluster, dirty_corpus, tm
     frag = "gpt_neox_64sl_4bs_30it_1234s.yml"
     assert ((tmp_path / "remote" / frag).read_text().replace(str(tmp_path / "remote"), "OUT")
             == (tmp_path / "local" / frag).read_text().replace(str(tmp_path / "local"), "OUT"))
+
+
+def test_local_workers_start_with_a_raised_mmap_threshold():
+    """Local workers get MALLOC_MMAP_THRESHOLD_ before they start (dask's own pre-spawn
+    variables are kept), and the driver's dask configuration is left as it was."""
+    import dask
+
+    from pileprep.cluster import WORKER_PRE_SPAWN_ENV, Runner
+    from pileprep.config import ClusterConfig
+
+    with Runner(ClusterConfig(workers=1), quiet=True) as runner:
+        seen = runner.client.run(lambda: {k: os.environ.get(k) for k in
+                                          ("MALLOC_MMAP_THRESHOLD_", "OMP_NUM_THREADS")})
+        configured = dask.config.get("distributed.nanny.pre-spawn-environ")
+    (env,) = seen.values()
+    assert env["MALLOC_MMAP_THRESHOLD_"] == WORKER_PRE_SPAWN_ENV["MALLOC_MMAP_THRESHOLD_"]
+    assert env["OMP_NUM_THREADS"] == "1"
+    assert "MALLOC_MMAP_THRESHOLD_" not in configured
