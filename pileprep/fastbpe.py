@@ -20,14 +20,12 @@ breaks an assumption is refused and the reference engine is used.
 
 from __future__ import annotations
 
-import functools
 import re
-import unicodedata
 
 import numba
 import numpy as np
 
-from . import pretokenize, tables, wordcache
+from . import nfc, pretokenize, wordcache
 from .pretokenize import piece_end
 from .wordcache import find_or_add
 
@@ -39,40 +37,6 @@ PROBES = [
     "<|endoftext|>\u0338", "cafe\u0301 \u212b \u1e9b\u0323", "数据集 \U0001fae8 👩‍👩‍👧‍👦", "x" * 300,
     "\u3000\u00a0\u2003 spaces", "1,000,000 3.14 ٣٤٥",
 ]
-
-
-def _build_unassigned() -> np.ndarray:
-    table = np.zeros(0x110000, bool)
-    table[0x80:] = [unicodedata.category(chr(cp)) == "Cn" for cp in range(0x80, 0x110000)]
-    return table
-
-
-@functools.lru_cache(maxsize=1)
-def _unassigned_table() -> np.ndarray:
-    """``table[cp]`` is True for the code points Python's ``unicodedata`` has as unassigned."""
-    return tables.cached_table(f"unassigned-unicode-{unicodedata.unidata_version}",
-                               _build_unassigned, bool, 0x110000)
-
-
-def _code_points(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le"), np.uint32)
-
-
-def _runs_nfc(text: str, cps: np.ndarray, unassigned: np.ndarray, rust_nfc) -> str:
-    """NFC of ``text``, run by run of non-ASCII characters, each with the character before it
-    (an ASCII character never combines with what precedes it and blocks reordering). Runs with
-    a character Python does not know use the reference's normalizer, the others Python's."""
-    wide = np.concatenate([[False], cps >= 0x80, [False]])
-    edges = np.flatnonzero(wide[1:] != wide[:-1])
-    out, last = [], 0
-    for a, b in zip(edges[::2].tolist(), edges[1::2].tolist()):
-        start = max(a - 1, last)
-        out.append(text[last:start])
-        piece = text[start:b]
-        out.append(rust_nfc(piece) if unassigned[a:b].any() else unicodedata.normalize("NFC", piece))
-        last = b
-    out.append(text[last:])
-    return "".join(out)
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -247,19 +211,7 @@ class FastEncoder:
     # -- normalization -------------------------------------------------------------------
 
     def _nfc_piece(self, text: str) -> str:
-        # Unicode's normalization stability policy: for a text of characters assigned in
-        # Python's Unicode version, NFC is the same in every later version, so Python's (much
-        # faster) quick check and normalizer agree with the Rust one. Texts holding characters
-        # Python does not know go to the reference's own normalizer.
-        if self._nfc is None or text.isascii():  # ASCII is NFC in every Unicode version
-            return text
-        cps = _code_points(text)
-        unassigned = _unassigned_table()[cps]
-        if unassigned.any():
-            return _runs_nfc(text, cps, unassigned, self._nfc)
-        if unicodedata.is_normalized("NFC", text):
-            return text
-        return unicodedata.normalize("NFC", text)
+        return nfc.nfc(text, self._nfc) if self._nfc is not None else text
 
     def _segments(self, text: str, parts: list, seg_len: list, seg_after: list) -> int:
         """Append ``text``'s normalized pieces between special tokens; return their number."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pileprep import fastbpe, pretokenize
+from pileprep import fastbpe, nfc, pretokenize
 from pileprep.config import ConfigError
 from pileprep.pipeline import build
 from pileprep.tokenize import fast_encoder, load_tokenizer, resolve_engine
@@ -40,6 +40,25 @@ def _check(fast, tokenizer, texts, batch=256):
 
 def test_adversarial_documents_identical(fast, tokenizer):
     _check(fast, tokenizer, documents(12000, seed=1))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(["a", "e", " ", "\u0301", "\u0323", "\u0338", ">", "\u212b", "\uac00",
+                                 "\u1161", "\u11a8", "ǅ", "\u0958", "\U0001e900", "\u0b47",
+                                 "\u0b3e"]), max_size=30).map("".join) | st.text(max_size=60))
+def test_nfc_by_runs_equals_whole_text_nfc(text):
+    """Cutting before the character preceding each non-ASCII run changes nothing (marks that
+    compose with an ASCII letter, reorder, or compose with a non-ASCII starter)."""
+    import unicodedata
+
+    assert nfc.nfc(text) == unicodedata.normalize("NFC", text)
+
+
+def test_nfc_by_runs_on_documents():
+    import unicodedata
+
+    for text in documents(3000, seed=11):
+        assert nfc.nfc(text) == unicodedata.normalize("NFC", text), repr(text[:200])
 
 
 def test_pre_tokenizer_alone_matches_the_reference(tokenizer):

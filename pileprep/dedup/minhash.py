@@ -19,11 +19,12 @@ duplicate.
 from __future__ import annotations
 
 import functools
-import unicodedata
 from typing import Sequence
 
 import numba
 import numpy as np
+
+from ..nfc import nfc
 
 NORMALIZATION = "nfc-lower-ws1"
 _U64 = np.uint64
@@ -35,11 +36,7 @@ _EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's "no value seen" for affine32
 
 
 def normalize(text: str) -> str:
-    # ASCII is always NFC (isascii() is O(1) on str), and the quick check is ~10x cheaper than
-    # a normalize() that would change nothing.
-    if not text.isascii() and not unicodedata.is_normalized("NFC", text):
-        text = unicodedata.normalize("NFC", text)
-    return " ".join(text.lower().split())
+    return " ".join(nfc(text).lower().split())
 
 
 def _fmix64_int(h: int) -> int:
@@ -184,9 +181,7 @@ def _minhash_batch(raw, starts, ends, n, a, b, out, has):
 
 def _lowered(text: str) -> bytes:
     """NFC and lower case, as UTF-8; whitespace is found later, in bytes."""
-    if not text.isascii() and not unicodedata.is_normalized("NFC", text):
-        text = unicodedata.normalize("NFC", text)
-    return text.lower().encode()
+    return nfc(text).lower().encode()
 
 
 @functools.lru_cache(maxsize=8)
