@@ -10,6 +10,14 @@ import numpy as np
 from . import atomic, provenance
 
 
+def preload() -> None:
+    """Import matplotlib in a background thread (half a second) while the driver only waits
+    for workers, so that a report drawn at the end of a build does not pay for it then."""
+    import threading
+
+    threading.Thread(target=pyplot, name="pileprep-preload-matplotlib", daemon=True).start()
+
+
 def pyplot():
     import matplotlib
 

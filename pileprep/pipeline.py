@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import atomic, faults, neox, report as reporting, schedule
+from . import atomic, charts, faults, neox, report as reporting, schedule
 from .cluster import Runner
 from .config import BuildConfig, ConfigError, fingerprint
 from .dedup import apply as dedup_apply, report as dedup_report, run as dedup_run
@@ -259,6 +259,7 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     with Runner(cfg.cluster, cfg.quiet) as runner:
         sig_dir = None
         if cfg.dedup.enabled:
+            charts.preload()  # the dedup report's charts are drawn after the last stage
             sig_dir = dedup_run.signature_dir(out, ingest_fp, cfg.dedup)
             sig_dir.mkdir(parents=True, exist_ok=True)
         shard_results, parts = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir,
