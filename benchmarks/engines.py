@@ -9,9 +9,10 @@ generated Pile-format text, with the same number of cores.
    pre-tokens and of distinct ones (the only ones BPE runs for);
 3. end to end: ``pileprep build --workers N --no-schedule`` (read, decompress, parse, tokenize,
    pack), in a subprocess;
-then the ratios and the core-hours the build would take for the full Pile.
+then the ratios and the core-hours the build would take for the full Pile. With
+``--compare-reference``, the same build with the reference engine, and a byte comparison.
 
-    python benchmarks/engines.py [--megabytes 200] [--workdir bench-out/engines]
+    python benchmarks/engines.py [--megabytes 200] [--workdir bench-out/engines] [--compare-reference]
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def main() -> None:
     ap.add_argument("--megabytes", type=float, default=200)
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--workdir", default="bench-out/engines")
+    ap.add_argument("--compare-reference", action="store_true",
+                    help="also build with --tokenizer-engine reference and compare the outputs")
     args = ap.parse_args()
     spec = default_tokenizer()
     work = Path(args.workdir)
@@ -124,6 +127,15 @@ def main() -> None:
           f"{e2e / 1e6:.2f} MB/s  -> {e2e / ref:.2f}x reference encoding (target >= 2.5x), "
           f"{e2e / neox:.2f}x GPT-NeoX style, {e2e / fast:.2f} of the fast engine alone")
     print(f"    stage seconds: {run['report']['timings_seconds']}")
+    if args.compare_reference:
+        ref_run = measure(src, work / "out-reference", args.cores, ("--tokenizer-engine", "reference"))
+        names = ("pile_text_document.bin", "pile_text_document.idx", "provenance.parquet")
+        same = all((work / "out" / n).read_bytes() == (work / "out-reference" / n).read_bytes()
+                   for n in names)
+        print(f"reference-engine build: {ref_run['elapsed']:.1f} s; .bin/.idx/provenance "
+              f"{'byte-identical' if same else 'DIFFER'} to the fast engine's")
+        if not same:
+            raise SystemExit("the engines' outputs differ")
     core_hours = PILE_TEXT_BYTES / e2e * args.cores / 3600
     print(f"full Pile (825 GiB of text) at this rate: {core_hours:,.0f} core-hours "
           f"(reference encoding alone: {PILE_TEXT_BYTES / ref * args.cores / 3600:,.0f})")

@@ -92,7 +92,7 @@ def _resized(arr: np.ndarray, size: int) -> np.ndarray:
 class WordCache:
     """The memo's arrays, their growth and the reset policy (see the module docstring)."""
 
-    def __init__(self, max_entries: int = 1 << 20, max_code_points: int = 1 << 23):
+    def __init__(self, max_entries: int = 1 << 18, max_code_points: int = 1 << 21):
         self.max_entries, self.max_code_points = max_entries, max_code_points
         self.clears = 0
         self._empty()
