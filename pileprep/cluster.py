@@ -49,7 +49,8 @@ class Runner:
                     # A failed task's exception reaches the driver, which reports it in one
                     # line; the workers' own "Compute Failed" log would repeat it with a traceback.
                     memory_limit=cfg.memory_limit, silence_logs=logging.CRITICAL,
-                    dashboard_address=":0" if _has_bokeh() else None)
+                    # Any free port: two builds (or a user's own cluster) never fight over 8787.
+                    dashboard_address=":0")
             self.client = Client(self.cluster)
         workers = len(self.client.scheduler_info().get("workers", {}))
         log(f"dask: scheduler {self.client.scheduler.address}, {workers} workers"
