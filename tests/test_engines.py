@@ -172,3 +172,26 @@ def test_unsupported_files_fall_back_to_reference(tokenizer_spec, tmp_path, chan
 def test_the_shipped_tokenizer_is_supported(tokenizer_spec):
     assert fastbpe.unsupported(json.loads(load_tokenizer(tokenizer_spec).to_str())) is None
     assert resolve_engine(tokenizer_spec, "auto")[0] == "fast"
+
+
+def test_derived_tables_are_rebuilt_when_damaged_and_kept_when_unwritable(tmp_path, monkeypatch):
+    from pileprep import tables
+
+    calls = []
+
+    def build():
+        calls.append(1)
+        return np.arange(10, dtype=np.uint8)
+
+    monkeypatch.setenv("PILEPREP_CACHE_DIR", str(tmp_path / "cache"))
+    assert tables.cached_table("t-1", build, np.uint8, 10).tolist() == list(range(10))
+    assert tables.cached_table("t-1", build, np.uint8, 10).tolist() == list(range(10))
+    assert len(calls) == 1  # the second call read the file
+    (tmp_path / "cache" / "t-1.npy").write_bytes(b"not a numpy file")
+    assert tables.cached_table("t-1", build, np.uint8, 10).tolist() == list(range(10))
+    assert len(calls) == 2 and np.load(tmp_path / "cache" / "t-1.npy").tolist() == list(range(10))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("PILEPREP_CACHE_DIR", str(blocker / "sub"))  # cannot be created
+    assert tables.cached_table("t-1", build, np.uint8, 10).tolist() == list(range(10))
+    assert len(calls) == 3
