@@ -10,7 +10,9 @@ generated Pile-format text, with the same number of cores.
 3. end to end: ``pileprep build --workers N --no-schedule`` (read, decompress, parse, tokenize,
    pack), in a subprocess;
 then the ratios and the core-hours the build would take for the full Pile. With
-``--compare-reference``, the same build with the reference engine, and a byte comparison.
+``--compare-reference``, the same build with the reference engine, and a byte comparison; with
+``--allocator-check``, the same build with Dask's own worker environment. Also the NFC step
+alone, whole documents against run by run.
 
     python benchmarks/engines.py [--megabytes 200] [--workdir bench-out/engines] [--compare-reference]
 """
@@ -83,13 +85,38 @@ def _neox_share(args) -> tuple[float, int, int]:
     return time.perf_counter() - start, 0, 0
 
 
-def fast_rate(spec: str, src: Path, nbytes: int, cores: int, share=_fast_share
+def pool_rate(spec: str, src: Path, nbytes: int, cores: int, share=_fast_share
               ) -> tuple[float, int, int]:
     """Bytes per second of the slowest of ``cores`` processes encoding equal shares at once."""
     with mp.get_context("spawn").Pool(cores) as pool:
         results = pool.map(share, [(spec, str(src), i, cores) for i in range(cores)])
     return (nbytes / max(r[0] for r in results), sum(r[1] for r in results),
             sum(r[2] for r in results))
+
+
+def _worker_peaks(run: dict) -> str:
+    return ", ".join(f"{peak / (1 << 20):.0f}" for label, peak in run["peaks"].values()
+                     if label == "worker" and peak > 50 << 20)
+
+
+def nfc_rates(texts: list[str], nbytes: int) -> tuple[float, float]:
+    """NFC of every document, whole (CPython) and run by run (pileprep.nfc), bytes/s."""
+    import unicodedata
+
+    from pileprep.nfc import nfc
+
+    def whole(text: str) -> str:
+        if text.isascii() or unicodedata.is_normalized("NFC", text):
+            return text
+        return unicodedata.normalize("NFC", text)
+
+    rates = []
+    for fn in (whole, nfc):
+        start = time.perf_counter()
+        for text in texts:
+            fn(text)
+        rates.append(nbytes / (time.perf_counter() - start))
+    return rates[0], rates[1]
 
 
 def main() -> None:
@@ -99,6 +126,9 @@ def main() -> None:
     ap.add_argument("--workdir", default="bench-out/engines")
     ap.add_argument("--compare-reference", action="store_true",
                     help="also build with --tokenizer-engine reference and compare the outputs")
+    ap.add_argument("--allocator-check", action="store_true",
+                    help="also build with Dask's own worker environment (glibc's mmap threshold "
+                    "frozen at 128 KiB), to show what pileprep's setting changes")
     args = ap.parse_args()
     spec = default_tokenizer()
     work = Path(args.workdir)
@@ -111,15 +141,18 @@ def main() -> None:
     mb = nbytes / 1e6
     print(f"{len(texts):,} documents, {mb:.1f} MB of text")
 
+    whole, runs = nfc_rates(texts, nbytes)
+    print(f"NFC, 1 core: whole documents (CPython) {whole / 1e6:.1f} MB/s, run by run "
+          f"(pileprep.nfc) {runs / 1e6:.1f} MB/s -> {runs / whole:.2f}x")
     ref, name = reference_rate(spec, texts)
     print(f"reference ({name}, {args.cores} threads): {ref / 1e6:.2f} MB/s")
-    neox, _, _ = fast_rate(spec, src, nbytes, args.cores, _neox_share)
+    neox, _, _ = pool_rate(spec, src, nbytes, args.cores, _neox_share)
     print(f"GPT-NeoX style (encode per document, {args.cores} processes): {neox / 1e6:.2f} MB/s "
           f"({neox / ref:.2f}x reference)")
-    one, words, new = fast_rate(spec, src, nbytes, 1)
+    one, words, new = pool_rate(spec, src, nbytes, 1)
     print(f"fast engine (1 process):           {one / 1e6:.2f} MB/s; {words:,} pre-tokens, "
           f"{new:,} distinct (BPE runs for those only)")
-    fast, _, _ = fast_rate(spec, src, nbytes, args.cores)
+    fast, _, _ = pool_rate(spec, src, nbytes, args.cores)
     print(f"fast engine ({args.cores} processes):          {fast / 1e6:.2f} MB/s  -> {fast / ref:.2f}x reference")
     run = measure(src, work / "out", args.cores, ("--tokenizer-engine", "fast"))
     e2e = run["text_mb"] * 1e6 / run["elapsed"]
@@ -127,6 +160,12 @@ def main() -> None:
           f"{e2e / 1e6:.2f} MB/s  -> {e2e / ref:.2f}x reference encoding (target >= 2.5x), "
           f"{e2e / neox:.2f}x GPT-NeoX style, {e2e / fast:.2f} of the fast engine alone")
     print(f"    stage seconds: {run['report']['timings_seconds']}")
+    if args.allocator_check:
+        plain = measure(src, work / "out-dask-env", args.cores, ("--tokenizer-engine", "fast"),
+                        prelude="import pileprep.cluster\npileprep.cluster.WORKER_PRE_SPAWN_ENV = {}")
+        print(f"same build, workers with Dask's environment only: {plain['elapsed']:.1f} s "
+              f"(with MALLOC_MMAP_THRESHOLD_: {run['elapsed']:.1f} s); worker peaks "
+              f"{_worker_peaks(plain)} MiB (with it: {_worker_peaks(run)} MiB)")
     if args.compare_reference:
         ref_run = measure(src, work / "out-reference", args.cores, ("--tokenizer-engine", "reference"))
         names = ("pile_text_document.bin", "pile_text_document.idx", "provenance.parquet")

@@ -52,10 +52,15 @@ def _label(proc: psutil.Process, root_pid: int) -> str:
     return "other"
 
 
-def measure(shards: Path, out: Path, workers: int, extra: tuple[str, ...] = ()) -> dict:
-    """Run one build in a subprocess; its wall time, text size and per-process peak RSS."""
-    cmd = [sys.executable, "-m", "pileprep.cli", "build", "--input", str(shards), "--output",
-           str(out), "--workers", str(workers), "--quiet", "--overwrite", "--no-schedule", *extra]
+def measure(shards: Path, out: Path, workers: int, extra: tuple[str, ...] = (),
+            prelude: str = "") -> dict:
+    """Run one build in a subprocess; its wall time, text size and per-process peak RSS.
+    ``prelude``: Python run in that subprocess before the build (to alter one setting)."""
+    args = ["build", "--input", str(shards), "--output", str(out), "--workers", str(workers),
+            "--quiet", "--overwrite", "--no-schedule", *extra]
+    cmd = ([sys.executable, "-c", f"{prelude}\nimport sys\nfrom pileprep.cli import main\n"
+            f"sys.exit(main({args!r}))"] if prelude else
+           [sys.executable, "-m", "pileprep.cli", *args])
     start = time.monotonic()
     proc = subprocess.Popen(cmd)
     root = psutil.Process(proc.pid)
@@ -97,14 +102,16 @@ def main() -> None:
     ap.add_argument("--large", type=float, default=200)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--workdir", default="bench-out/memory")
+    ap.add_argument("--tokenizer-engine", default="auto")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; tokenizer engine {args.tokenizer_engine}")
     results = {}
     for mb, shards in [(args.small, 2), (args.middle, 3), (args.large, 4)]:
         src = corpus(work, mb, shards)
-        r = measure(src, work / f"out-{mb:g}MB", args.workers)
+        r = measure(src, work / f"out-{mb:g}MB", args.workers,
+                    ("--tokenizer-engine", args.tokenizer_engine))
         results[mb] = r
         print(f"\n{r['text_mb']:.1f} MB of text, {args.workers} workers: {r['elapsed']:.1f} s "
               f"({r['text_mb'] / r['elapsed']:.2f} MB/s)")

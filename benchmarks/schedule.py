@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import time
 from pathlib import Path
 
 import numpy as np
+
+from memory import machine
 
 from pileprep import indexed, schedule
 from pileprep.config import ScheduleConfig
@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.workdir)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     cfg = ScheduleConfig()  # Pythia: L=2048, B=1024, T=143000, seed 1234
     if not args.reuse:
         build_schedule(out, args, cfg)

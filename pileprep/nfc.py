@@ -47,12 +47,16 @@ def nfc(text: str, newer: Callable[[str], str] | None = None) -> str:
     a later Unicode version), as ``newer`` computes it."""
     if text.isascii():  # ASCII is NFC in every Unicode version
         return text
-    cps = code_points(text)
-    unknown = unassigned_table()[cps] if newer is not None else None
-    if unknown is not None and not unknown.any():
-        unknown = None
+    cps = unknown = None
+    if newer is not None:
+        cps = code_points(text)
+        unknown = unassigned_table()[cps]
+        if not unknown.any():
+            unknown = None
     if unknown is None and unicodedata.is_normalized("NFC", text):
         return text
+    if cps is None:
+        cps = code_points(text)
     wide = np.concatenate([[False], cps >= 0x80, [False]])
     edges = np.flatnonzero(wide[1:] != wide[:-1])
     out, last = [], 0
