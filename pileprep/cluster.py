@@ -20,9 +20,9 @@ from .progress import log
 SYNCHRONOUS = "synchronous"
 # Dask starts workers with MALLOC_TRIM_THRESHOLD_ set, which also freezes glibc's mmap threshold
 # at 128 KiB: every larger buffer (a batch's code points and ids, Arrow pages) is then mapped,
-# faulted in page by page and unmapped again, batch after batch. On the tokenizer benchmark that
-# was about a quarter of the CPU samples (sys 4.2 s -> 1.6 s, wall 11.3 s -> 9.7 s once the heap
-# may keep buffers up to 32 MiB). Set before the worker processes start: glibc reads it at start.
+# faulted in page by page and unmapped again, batch after batch: 11.3 s instead of 9.8 s for the
+# tokenizer benchmark's build (benchmarks/engines.py --allocator-check), once the heap may keep
+# buffers up to 32 MiB. Set before the worker processes start: glibc reads it at start.
 WORKER_PRE_SPAWN_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
 
 

@@ -5,7 +5,7 @@ ASCII included. An ASCII character never composes with what precedes it and stop
 reordering, so a text can be cut just before the character that precedes each run of
 non-ASCII characters, and each cut normalized on its own: the ASCII between runs is copied,
 and only the runs (each with its one leading character) are normalized. On the benchmark
-corpus this is 3-4x faster than normalizing whole documents, with identical results
+corpus this is about 4x faster than normalizing whole documents (``benchmarks/engines.py``), with identical results
 (``tests/dedup_ref.py`` normalizes whole texts, and the dedup tests compare).
 
 Python's Unicode version may be older than another normalizer's (the tokenizer's Rust one).
