@@ -1,5 +1,5 @@
 # pileprep developer entry points. `make test` and `make demo` work from a fresh clone with
-# only Python 3.10+ on the machine: they create .venv and install the project into it.
+# only Python 3.11+ on the machine: they create .venv and install the project into it.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -22,14 +22,14 @@ TORCH_WHEEL ?= $(firstword $(wildcard /opt/wheels/torch-*+cpu-cp311-*.whl))
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo
 
-.PHONY: venv test demo bench bench-memory clean
+.PHONY: venv test test-fast demo bench bench-memory clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(if $(TORCH_WHEEL),$(BIN)/python -m pip install --quiet $(TORCH_WHEEL) || echo "torch not installed: its adapter test is skipped")
 	touch $(STAMP)
 
@@ -37,6 +37,10 @@ $(STAMP): pyproject.toml
 # the venv, so a clean clone also exercises building them.
 test: $(STAMP)
 	PILEPREP_CACHE_DIR=$(abspath $(VENV))/pileprep-cache $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: everything but the tests marked slow (kill/resume, real clusters, walkthrough).
+test-fast: $(STAMP)
+	PILEPREP_CACHE_DIR=$(abspath $(VENV))/pileprep-cache $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/pileprep synth --output $(DEMO_DIR)/shards --shards 3 --megabytes 6 --seed 0

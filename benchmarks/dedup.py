@@ -27,7 +27,7 @@ import zstandard
 sys.path.insert(0, str(Path(__file__).parent))
 from memory import corpus, machine, measure  # noqa: E402
 
-from pileprep.dedup import minhash  # noqa: E402
+from pileprep.dedup import minhash
 
 PILE_TEXT_BYTES = 825 * (1 << 30)  # the Pile's text, as published (825 GiB)
 PILE_DOCS = 210_607_728  # documents in the Pile's training split (Pythia's figure)

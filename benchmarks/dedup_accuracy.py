@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from dedup_ref import pair_corpus  # noqa: E402
 
-from pileprep.config import BuildConfig  # noqa: E402
-from pileprep.pipeline import dedup_only  # noqa: E402
+from pileprep.core.config import BuildConfig
+from pileprep.build.pipeline import dedup_only
 
 
 def main() -> None:

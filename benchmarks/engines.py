@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from dedup import PILE_TEXT_BYTES, texts_of  # noqa: E402
 from memory import corpus, machine, measure  # noqa: E402
 
-from pileprep.config import default_tokenizer  # noqa: E402
+from pileprep.core.config import default_tokenizer
 
 
 def reference_rate(spec: str, texts: list[str]) -> tuple[float, str]:
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
-    from pileprep.tokenize import load_tokenizer
+    from pileprep.build.tokenize import load_tokenizer
 
     tok = load_tokenizer(spec)
     nbytes = sum(len(t.encode()) for t in texts)
@@ -59,7 +59,7 @@ def _fast_share(args) -> tuple[float, int, int]:
     """In a fresh process: read this share of the corpus, build the engine (not timed), then
     encode the share in batches of 512; returns the encoding seconds and the memo counts."""
     spec, src, index, shares = args
-    from pileprep.tokenize import fast_encoder
+    from pileprep.build.tokenize import fast_encoder
 
     texts = texts_of(Path(src), 1 << 62)[index::shares]
     enc = fast_encoder(spec)
@@ -75,7 +75,7 @@ def _neox_share(args) -> tuple[float, int, int]:
     """GPT-NeoX's preprocess_data.py way: one ``encode`` call per document in each process."""
     spec, src, index, shares = args
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    from pileprep.tokenize import load_tokenizer
+    from pileprep.build.tokenize import load_tokenizer
 
     texts = texts_of(Path(src), 1 << 62)[index::shares]
     tok = load_tokenizer(spec)
@@ -100,10 +100,10 @@ def _worker_peaks(run: dict) -> str:
 
 
 def nfc_rates(texts: list[str], nbytes: int) -> tuple[float, float]:
-    """NFC of every document, whole (CPython) and run by run (pileprep.nfc), bytes/s."""
+    """NFC of every document, whole (CPython) and run by run (pileprep.tokenizer.nfc), bytes/s."""
     import unicodedata
 
-    from pileprep.nfc import nfc
+    from pileprep.tokenizer.nfc import nfc
 
     def whole(text: str) -> str:
         if text.isascii() or unicodedata.is_normalized("NFC", text):
@@ -143,7 +143,7 @@ def main() -> None:
 
     whole, runs = nfc_rates(texts, nbytes)
     print(f"NFC, 1 core: whole documents (CPython) {whole / 1e6:.1f} MB/s, run by run "
-          f"(pileprep.nfc) {runs / 1e6:.1f} MB/s -> {runs / whole:.2f}x")
+          f"(pileprep.tokenizer.nfc) {runs / 1e6:.1f} MB/s -> {runs / whole:.2f}x")
     ref, name = reference_rate(spec, texts)
     print(f"reference ({name}, {args.cores} threads): {ref / 1e6:.2f} MB/s")
     neox, _, _ = pool_rate(spec, src, nbytes, args.cores, _neox_share)

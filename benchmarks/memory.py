@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from pileprep.synth import SynthConfig, generate
+from pileprep.sources.synth import SynthConfig, generate
 
 GIB = 1 << 30
 

@@ -19,9 +19,10 @@ import numpy as np
 
 from memory import machine
 
-from pileprep import indexed, schedule
-from pileprep.config import ScheduleConfig
-from pileprep.training import TrainingOrder
+from pileprep.formats import indexed
+from pileprep.training import schedule
+from pileprep.core.config import ScheduleConfig
+from pileprep.training.order import TrainingOrder
 
 
 def synthetic_sizes(n_docs: int, n_tokens: int, seed: int = 0) -> np.ndarray:

@@ -1,17 +1,19 @@
 """pileprep: rebuild the Pile (and the deduplicated Pile) as GPT-NeoX/Pythia training data.
 
-Stages (each its own module): ``reader`` and ``ingest`` (shards -> validated partitions),
-``dedup`` (near-duplicate removal), ``tokenize`` (partitions -> token parts), ``pack`` (parts ->
-MMIDIDX ``.bin/.idx`` and the ``provenance`` table), ``schedule`` (GPT-NeoX's training order),
-orchestrated on Dask by ``pipeline``; ``cli`` is the ``pileprep`` command. ``pileprep.open``
-(module ``api``) reads a finished build.
+The folders follow the data: ``sources`` (inputs) -> ``tokenizer`` (engines) -> ``dedup`` ->
+``formats`` (MMIDIDX, provenance, GPT-NeoX config) -> ``build`` (tasks and stages on Dask) ->
+``training`` (schedule, training order, lookups) -> ``outputs`` (export, pieces, verify) ->
+``cli``; ``core`` holds settings, errors, file names and atomic writes. ``pileprep.open``
+(module ``api``) reads a finished build. docs/architecture.md has the import rule.
 """
 
-__version__ = "0.1.0"
+from pileprep.core.version import __version__
+
+__all__ = ["__version__", "open"]
 
 
 def open(out_dir):  # noqa: A001 - mirrors the builtin on purpose: pileprep.open(OUT_DIR)
     """Open a finished build for reading; see :class:`pileprep.api.Build`."""
-    from .api import open as _open
+    from pileprep.api import open as _open
 
     return _open(out_dir)

@@ -3,7 +3,7 @@
 Everything is numpy and read-only: documents are views of the memory-mapped ``.bin`` (nothing
 is copied until the caller copies), provenance comes from ``provenance.parquet``, and a
 schedule is the GPT-NeoX training order saved by ``pileprep build`` or ``pileprep schedule``.
-torch is imported only by :meth:`pileprep.training.TrainingOrder.torch_dataset`.
+torch is imported only by :meth:`pileprep.training.order.TrainingOrder.torch_dataset`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from typing import Iterator
 
 import numpy as np
 
-from . import atomic, provenance, schedule as sched
-from .config import ConfigError, ScheduleConfig
-from .indexed import IndexedDataset
-from .pack import dataset_prefix
-from .report import MANIFEST, REPORT
-from .training import TrainingOrder, dataset_name, resolve_config
+from pileprep.core import atomic
+from pileprep.core.config import ScheduleConfig
+from pileprep.core.errors import NotFoundError
+from pileprep.core.files import MANIFEST, REPORT, dataset_prefix
+from pileprep.formats import provenance
+from pileprep.formats.indexed import IndexedDataset
+from pileprep.training import schedule_files
+from pileprep.training.order import TrainingOrder, dataset_name, resolve_config
 
 
 class Build:
@@ -96,16 +98,15 @@ class Build:
         return {k: row[0][k] for k in ("source", "line", "pile_set_name", "tokens")}
 
     def find(self, source: str, line: int) -> int:
-        """The document index of input line ``source:line``; ConfigError when it is not in the
-        dataset (rejected, or removed as a duplicate)."""
+        """The document index of input line ``source:line``; NotFoundError when it is not in
+        the dataset (rejected, or removed as a duplicate)."""
         if self._columns is None:
             self._columns = provenance.lookup_columns(self.provenance)
         return provenance.find(self._columns, source, line)
 
     def schedules(self) -> list[ScheduleConfig]:
         """The schedules built for this dataset, oldest first."""
-        path = self.out_dir / sched.SCHEDULES
-        return [ScheduleConfig(**e) for e in atomic.read_json(path)] if path.exists() else []
+        return schedule_files.recorded(self.out_dir)
 
     def schedule(self, seq_length: int | None = None, batch_size: int | None = None,
                  train_iters: int | None = None, seed: int | None = None) -> TrainingOrder:
@@ -119,5 +120,5 @@ class Build:
 def open(out_dir: str | Path) -> Build:  # noqa: A001 - the public name is pileprep.open
     """Open a pileprep output directory for reading."""
     if not (Path(out_dir) / MANIFEST).exists():
-        raise ConfigError(f"{out_dir} holds no finished pileprep build (no manifest.json)")
+        raise NotFoundError(f"{out_dir} holds no finished pileprep build (no {MANIFEST})")
     return Build(out_dir)

@@ -61,8 +61,8 @@ def iter_shard_texts(path):
         yield i, obj
 
 
-def reference_build(shard_paths, tokenizer, prefix, eod=0, vocab_size=50277):
-    """Write ``prefix.bin/.idx`` exactly as preprocess_data.py --append-eod would."""
+def reference_build(shard_paths, tokenizer, prefix, eod=0, vocab_size=50277, append_eod=True):
+    """Write ``prefix.bin/.idx`` exactly as preprocess_data.py [--append-eod] would."""
     code, width, fmt = (8, 2, "H") if vocab_size < 65500 else (4, 4, "i")
     sizes = []
     with open(f"{prefix}.bin", "wb") as out:
@@ -70,7 +70,7 @@ def reference_build(shard_paths, tokenizer, prefix, eod=0, vocab_size=50277):
             for _, obj in iter_shard_texts(path):
                 if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"]:
                     continue
-                ids = tokenizer.encode(obj["text"]).ids + [eod]
+                ids = tokenizer.encode(obj["text"]).ids + ([eod] if append_eod else [])
                 out.write(struct.pack(f"<{len(ids)}{fmt}", *ids))
                 sizes.append(len(ids))
     pointers, address = [], 0

@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 import pileprep
-from pileprep import steps
-from pileprep.cli import main
-from pileprep.config import ConfigError
+from pileprep.training import steps
+from pileprep.cli.main import main
+from pileprep.core.errors import ConfigError, NotFoundError
 
-from conftest import API_SCHEDULE
+from helpers import API_SCHEDULE
 from megatron_ref import read_documents
 from schedule_ref import reference_sample, reference_schedule
 
@@ -53,12 +53,12 @@ def test_documents_are_views_of_the_bin(scheduled_build, ref):
     assert [i["name"] for i in build.manifest["inputs"]] == ["00.jsonl.zst", "01.jsonl.zst", "02.jsonl.zst"]
     with pytest.raises(IndexError):
         build[len(docs)]
-    with pytest.raises(ConfigError, match="not in the dataset"):
+    with pytest.raises(NotFoundError, match="not in the dataset"):
         build.find("00.jsonl.zst", 10**9)
 
 
 def test_open_refuses_a_directory_without_a_build(tmp_path):
-    with pytest.raises(ConfigError, match="no finished pileprep build"):
+    with pytest.raises(NotFoundError, match="no finished pileprep build"):
         pileprep.open(tmp_path)
 
 
@@ -78,7 +78,7 @@ def test_schedule_batches_and_resume_iterator_match_reference(scheduled_build, r
     assert list(order.iter_batches(T)) == []  # resuming after the last step: nothing left
     with pytest.raises(ConfigError, match="outside"):
         next(order.iter_batches(T + 1))
-    with pytest.raises(ConfigError, match="no schedule"):
+    with pytest.raises(NotFoundError, match="no schedule"):
         pileprep.open(scheduled_build).schedule(seq_length=64)
 
 
@@ -89,9 +89,9 @@ def test_sources_rebuild_each_row(scheduled_build, ref):
     for row, pieces in zip(batch, order.sources(42)):
         rebuilt = []
         for p in pieces:
-            a, b = p["doc_tokens"]
+            a, b = p["doc_start"], p["doc_end"]
             rebuilt += docs[p["doc"]][a:b]
-            assert (p["row_tokens"][1] - p["row_tokens"][0]) == b - a
+            assert (p["row_end"] - p["row_start"]) == b - a
         assert rebuilt == row.tolist()
 
 

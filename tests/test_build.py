@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import megatron_ref
-from conftest import BAD_LINES, BAD_REASONS, make_config, shard_files
-from pileprep import indexed, provenance
-from pileprep.config import ConfigError
-from pileprep.pipeline import build
+from helpers import BAD_LINES, BAD_REASONS, make_config, shard_files
+from pileprep.formats import indexed, provenance
+from pileprep.core.errors import ConfigError
+from pileprep.build.pipeline import build
 
 OUTPUTS = ["pile_text_document.bin", "pile_text_document.idx", "provenance.parquet",
            "rejects.jsonl", "manifest.json"]
@@ -116,7 +116,7 @@ def test_resume_reuses_finished_work(dirty_corpus, dirty_build, tokenizer_spec, 
 
 
 def test_refuses_output_dir_holding_another_build(tmp_path, tokenizer_spec):
-    from pileprep.synth import SynthConfig, generate
+    from pileprep.sources.synth import SynthConfig, generate
 
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
     generate(SynthConfig(a, shards=1, megabytes=0.05, seed=1))
@@ -153,7 +153,7 @@ def test_sizes_sum_matches_bin_length(clean_build):
 def test_broken_shards_are_reported_and_accounted(tmp_path, tokenizer_spec):
     import shutil
 
-    from pileprep.synth import SynthConfig, generate
+    from pileprep.sources.synth import SynthConfig, generate
 
     src = tmp_path / "src"
     generate(SynthConfig(src, shards=2, megabytes=0.6, seed=9))

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from conftest import BAD_LINES
-from pileprep.cli import main, parse_size
-from pileprep.config import ConfigError, load_toml
+from helpers import BAD_LINES
+from pileprep.cli.main import main, parse_size
+from pileprep.core.config import load_toml
+from pileprep.core.errors import ConfigError
 
 
 def run(*args, env=None):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # kills, restarts and real clusters: minutes
+
 DASK = [sys.executable, "-m", "dask"]
 
 
@@ -78,8 +80,8 @@ def test_local_workers_start_with_a_raised_mmap_threshold():
     variables are kept), and the driver's dask configuration is left as it was."""
     import dask
 
-    from pileprep.cluster import WORKER_PRE_SPAWN_ENV, Runner
-    from pileprep.config import ClusterConfig
+    from pileprep.build.runner import WORKER_PRE_SPAWN_ENV, Runner
+    from pileprep.core.config import ClusterConfig
 
     with Runner(ClusterConfig(workers=1), quiet=True) as runner:
         seen = runner.client.run(lambda: {k: os.environ.get(k) for k in

@@ -11,11 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from pileprep.config import ConfigError, DedupConfig
+from pileprep.core.config import DedupConfig
+from pileprep.core.errors import ConfigError
 from pileprep.dedup import minhash, stages
-from pileprep.pipeline import build, dedup_only
+from pileprep.build.pipeline import build, dedup_only
 
-from conftest import make_config
+from helpers import make_config
 from dedup_ref import pair_corpus, shingles
 from megatron_ref import read_documents
 
@@ -64,7 +65,7 @@ def test_signatures_do_not_depend_on_batching():
 def test_lsh_parameters_are_datasketchs_optimum(threshold):
     for verify, weights in ((True, (0.05, 0.95)), (False, (0.5, 0.5))):
         lsh = MinHashLSH(threshold=threshold, num_perm=128, weights=weights)
-        assert DedupConfig(threshold=threshold, verify=verify).lsh_params() == (lsh.b, lsh.r)
+        assert minhash.banding(DedupConfig(threshold=threshold, verify=verify)) == (lsh.b, lsh.r)
 
 
 def test_components_match_union_find(tmp_path):
@@ -145,6 +146,7 @@ def test_recall_and_precision_on_pairs_of_known_similarity(pairs, tokenizer_spec
             assert abs(removed[b]["similarity"] - j) < 0.15
 
 
+@pytest.mark.slow
 def test_dedup_output_independent_of_workers_and_partitions(pairs, tokenizer_spec):
     out, _ = pairs
     _dedup([out / "shards"], out / "d1", tokenizer_spec, partition_bytes=4_000_000)
@@ -162,7 +164,7 @@ def test_other_threshold_reuses_signatures_and_no_verify(pairs, tokenizer_spec, 
     cfg.dedup.threshold, cfg.quiet = 0.7, False
     loose = dedup_only(cfg)
     assert "minhash: reusing" in capsys.readouterr().err
-    assert loose["bands"] != DedupConfig().lsh_params()[0]
+    assert loose["bands"] != minhash.banding(DedupConfig())[0]
     # At 0.7 some of the low pairs (Jaccard 0.7-0.75) join too.
     assert loose["removed"] > len(truth["high"])
     cfg.dedup.threshold, cfg.dedup.verify = 0.87, False
@@ -205,6 +207,7 @@ def test_dedup_build_drops_exactly_the_removed_documents(clean_corpus, clean_bui
     assert (dedup_build / "dedup_report.md").read_text().startswith("# Near-duplicate removal")
 
 
+@pytest.mark.slow
 def test_dedup_build_same_bytes_with_two_workers(clean_corpus, dedup_build, tokenizer_spec, tmp_path):
     cfg = make_config([clean_corpus], tmp_path, tokenizer_spec, partition_bytes=90_000,
                       workers=2, scheduler=None, name="")

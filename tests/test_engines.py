@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pileprep import fastbpe, nfc, pretokenize
-from pileprep.config import ConfigError
-from pileprep.pipeline import build
-from pileprep.tokenize import fast_encoder, load_tokenizer, resolve_engine
+from pileprep.tokenizer import fastbpe, nfc, pretokenize
+from pileprep.core.errors import ConfigError
+from pileprep.build.pipeline import build
+from pileprep.tokenizer import load_tokenizer, resolve_engine
+from pileprep.tokenizer.fast import fast_encoder
 
 from adversarial import documents
-from conftest import make_config
+from helpers import make_config
 
 ENGINE_OUTPUTS = ("pile_text_document.bin", "pile_text_document.idx", "provenance.parquet",
                   "manifest.json")
@@ -70,6 +71,7 @@ def test_pre_tokenizer_alone_matches_the_reference(tokenizer):
         assert ours == [p for p, _ in tokenizer.pre_tokenizer.pre_tokenize_str(text)], repr(text[:200])
 
 
+@pytest.mark.slow
 def test_every_code_point(fast, tokenizer):
     """Every Unicode scalar value, shuffled so that each meets varied neighbours, with spaces,
     apostrophes and digits strewn in: classes, NFC and BPE for characters of every version."""
@@ -175,7 +177,7 @@ def test_the_shipped_tokenizer_is_supported(tokenizer_spec):
 
 
 def test_derived_tables_are_rebuilt_when_damaged_and_kept_when_unwritable(tmp_path, monkeypatch):
-    from pileprep import tables
+    from pileprep.core import tables
 
     calls = []
 

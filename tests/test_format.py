@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import megatron_ref
-from conftest import shard_files
-from pileprep import indexed
+from helpers import shard_files
+from pileprep.formats import indexed
 
 
 def test_bytes_identical_to_reference_preprocessing(clean_corpus, clean_build, tokenizer, tmp_path):
@@ -64,5 +64,5 @@ def test_reader_rejects_corrupt_index(clean_build, tmp_path):
     with pytest.raises(indexed.FormatError, match="bad magic"):
         indexed.IndexedDataset(bad)
     bad.with_suffix(".idx").write_bytes(data[:-8])
-    with pytest.raises(indexed.FormatError, match="header implies"):
+    with pytest.raises(indexed.FormatError, match="header .* implies"):
         indexed.IndexedDataset(bad)

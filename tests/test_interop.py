@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import pileprep
-from pileprep.cli import main
-from pileprep.pipeline import build
-from pileprep.synth import SynthConfig, generate
+from pileprep.cli.main import main
+from pileprep.build.pipeline import build
+from pileprep.sources.synth import SynthConfig, generate
 
-from conftest import make_config
+from helpers import make_config
 from megatron_ref import iter_shard_texts
 
 
@@ -139,7 +139,7 @@ def test_export_formats_load_with_datasets(scheduled_build, order, tokenizer, tm
             want = order.sources(step, [row])[0]
             assert [(s["source"], s["line"], s["doc_start"], s["doc_end"], s["row_start"], s["row_end"])
                     for s in rec["sources"]] == [
-                (w["source"], w["line"], *w["doc_tokens"], *w["row_tokens"]) for w in want], fmt
+                (w["source"], w["line"], w["doc_start"], w["doc_end"], w["row_start"], w["row_end"]) for w in want], fmt
     assert loaded["hf"][5]["text"] == tokenizer.decode(loaded["hf"][5]["tokens"], skip_special_tokens=False)
     assert main(["export", str(scheduled_build), "--steps", "3:5", "--format", "hf",
                  "-o", str(paths["hf"])]) == 2  # refuses to overwrite

@@ -7,11 +7,12 @@ import orjson
 import pytest
 import zstandard
 
-from pileprep.config import ReadConfig
-from pileprep.ingest import BadRecordError, ingest_shard
+from pileprep.core.config import ReadConfig
+from pileprep.build.ingest import ingest_shard
+from pileprep.core.errors import BadRecordError, InputError
 from pileprep.sources import discover
-from pileprep.reader import (BadRecord, InputError, Record, ShardError, ShardStream,
-                             discover_shards, parse_line)
+from pileprep.sources.base import BadRecord, Record, ShardError
+from pileprep.sources.jsonl import ShardStream, parse_line
 
 
 def _zst(lines: list[bytes], trailing_newline=True) -> bytes:
@@ -159,15 +160,15 @@ def test_discover_sorts_by_name_and_refuses_ambiguity(tmp_path):
     for name in ["10.jsonl.zst", "02.jsonl.zst", "notes.txt"]:
         (tmp_path / "a" / name).write_bytes(b"")
     (tmp_path / "b" / "01.jsonl").write_bytes(b"")
-    found = discover_shards([str(tmp_path / "a"), str(tmp_path / "b" / "*.jsonl")])
+    found = discover([str(tmp_path / "a"), str(tmp_path / "b" / "*.jsonl")])
     assert [p.name for p in found] == ["01.jsonl", "02.jsonl.zst", "10.jsonl.zst"]
     (tmp_path / "b" / "02.jsonl.zst").write_bytes(b"")
-    with pytest.raises(InputError, match="share the file name"):
-        discover_shards([str(tmp_path / "a"), str(tmp_path / "b")])
+    with pytest.raises(InputError, match="share the name"):
+        discover([str(tmp_path / "a"), str(tmp_path / "b")])
     with pytest.raises(InputError, match="does not exist"):
-        discover_shards([str(tmp_path / "missing")])
+        discover([str(tmp_path / "missing")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no shards"):
-        discover_shards([str(tmp_path / "empty")])
+        discover([str(tmp_path / "empty")])
     with pytest.raises(InputError, match="matches no file"):
-        discover_shards([str(tmp_path / "nothing-*.jsonl.zst")])
+        discover([str(tmp_path / "nothing-*.jsonl.zst")])

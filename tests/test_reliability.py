@@ -11,13 +11,16 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from pileprep import faults
-from pileprep.cli import main
-from pileprep.config import ScheduleConfig
-from pileprep.pipeline import build
-from pileprep.verify import verify
+from pileprep.core import faults
+from pileprep.cli.main import main
+from pileprep.core.config import ScheduleConfig
+from pileprep.build.pipeline import build
+from pileprep.outputs.verify import verify
+from pileprep.training import schedule_files
 
-from conftest import make_config
+from helpers import make_config
+
+pytestmark = pytest.mark.slow  # kills, restarts and real clusters: minutes
 
 SCHEDULE = ["--seq-length", "64", "--batch-size", "4", "--train-iters", "30"]
 NAME = "pile_0.87_deduped_text_document"
@@ -89,7 +92,7 @@ def test_write_error_names_the_path_and_keeps_the_previous_output(
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     before = _files(out)
-    from pileprep import indexed
+    from pileprep.formats import indexed
 
     real = indexed.copy_concat
 
@@ -168,7 +171,7 @@ def test_verify_idx_pointer_damage_is_structural(broken):
 
 def test_verify_missing_schedule_file(broken):
     cfg = ScheduleConfig(seq_length=64, batch_size=4, train_iters=30)
-    cfg.paths(broken / NAME)["shuffle"].unlink()
+    schedule_files.paths(broken / NAME, cfg)["shuffle"].unlink()
     assert "missing" in _problems(broken) and "shuffle_idx" in _problems(broken)
 
 

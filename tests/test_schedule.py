@@ -9,10 +9,10 @@ import pytest
 
 import megatron_ref
 from schedule_ref import reference_sample, reference_schedule
-from pileprep import schedule as sched
-from pileprep.config import ConfigError
-from pileprep.config import ScheduleConfig
-from pileprep.training import TrainingOrder
+from pileprep.training import schedule as sched, schedule_files
+from pileprep.core.errors import ConfigError, NotFoundError
+from pileprep.core.config import ScheduleConfig
+from pileprep.training.order import TrainingOrder
 
 
 def _check(sizes, L, B, T, S, chunk=None, monkeypatch=None):
@@ -59,7 +59,7 @@ def test_pythia_numbers():
     assert cfg.num_samples == 147_164_160  # ceil(143000 * 1024 * 1.005), as in Pythia's file names
     assert sched.num_epochs(300_000_000_000, 2048, cfg.num_samples) == 2
     assert sched.num_epochs(400_000_000_000, 2048, cfg.num_samples) == 1
-    assert cfg.paths("d/pile_text_document")["doc"].name == (
+    assert schedule_files.paths("d/pile_text_document", cfg)["doc"].name == (
         "pile_text_document_train_0_indexmap_147164160ns_2048sl_1234s_packedpi_ac_doc_idx.npy")
 
 
@@ -74,8 +74,8 @@ def test_batches_equal_independent_reads(clean_build, monkeypatch):
     cfg = ScheduleConfig(seq_length=64, batch_size=8, train_iters=30, seed=7)
     prefix = clean_build / "pile_text_document"
     s = sched.build(np.asarray(megatron_ref.read_index(f"{prefix}.idx")[1], np.int32), cfg)
-    sched.save(s, prefix)
-    sched.record(clean_build, cfg)
+    schedule_files.save(s, prefix)
+    schedule_files.record(clean_build, cfg)
     order = TrainingOrder(clean_build)
     assert order.cfg == cfg
     docs = megatron_ref.read_documents(prefix)
@@ -89,20 +89,20 @@ def test_batches_equal_independent_reads(clean_build, monkeypatch):
             assert batch[r].tolist() == reference_sample(docs, doc_idx, sample_idx, shuffle_idx, n, 64)
         # provenance of each row accounts for every token, in order
         for r, row in enumerate(order.sources(step)):
-            assert sum(p["row_tokens"][1] - p["row_tokens"][0] for p in row) == 65
+            assert sum(p["row_end"] - p["row_start"] for p in row) == 65
             rebuilt = []
             for p in row:
-                a, b = p["doc_tokens"]
+                a, b = p["doc_start"], p["doc_end"]
                 rebuilt += docs[p["doc"]][a:b]
             assert rebuilt == batch[r].tolist()
     with pytest.raises(ConfigError, match="outside"):
         order.batch(30)
-    with pytest.raises(ConfigError, match="no schedule"):
+    with pytest.raises(NotFoundError, match="no schedule"):
         TrainingOrder(clean_build, ScheduleConfig(seq_length=32, batch_size=8, train_iters=30, seed=7))
 
 
 def test_cli_batch_at_where_and_sequences_agree(clean_build, tmp_path, tokenizer_spec, capsys):
-    from pileprep.cli import main
+    from pileprep.cli.main import main
 
     args = ["--seq-length", "32", "--batch-size", "4", "--train-iters", "40", "--seed", "3"]
     assert main(["schedule", str(clean_build), "--quiet", *args]) == 0
@@ -127,17 +127,17 @@ def test_cli_batch_at_where_and_sequences_agree(clean_build, tmp_path, tokenizer
     src = rows[0]["sources"][0]
     assert main(["where", str(clean_build), "--doc", f"{src['source']}:{src['line']}"]) == 0
     text = capsys.readouterr().out
-    assert f"step       7 row     1  row tokens {src['row_tokens'][0]}:{src['row_tokens'][1]}" in text
-    from pileprep.training import TrainingOrder
-    from pileprep.where import occurrences
+    assert f"step       7 row     1  row tokens {src['row_start']}:{src['row_end']}" in text
+    from pileprep.training.order import TrainingOrder
+    from pileprep.training.lookups import occurrences
 
     order = TrainingOrder(clean_build)
     for hit in occurrences(order, src["doc"])[:10]:
         row = order.sources(hit["step"], [hit["row"]])[0]
-        assert any(p["doc"] == src["doc"] and p["row_tokens"] == hit["row_tokens"] for p in row)
+        assert any(p["doc"] == src["doc"] and (p["row_start"], p["row_end"]) == (hit["row_start"], hit["row_end"]) for p in row)
     # every (step, row) of the schedule that includes the doc is found: brute force check
     expected = {(i // 4, i % 4) for i in range(40 * 4)
-                if any(p.doc == src["doc"] for p in order.pieces(i))}
+                if (order.pieces([i]).doc == src["doc"]).any()}
     assert {(h["step"], h["row"]) for h in occurrences(order, src["doc"])} == expected
     # where --text finds the document by a snippet of its text
     doc_text = order.describe_doc(src["doc"])

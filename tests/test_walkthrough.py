@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from walkthrough import BLOCK, check, parse
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "memorization.md"
 
 
+@pytest.mark.slow
 def test_memorization_walkthrough_is_current(tmp_path):
     commands = [c for block in BLOCK.findall(PAGE.read_text()) for c, _ in parse(block)]
     assert len(commands) >= 12 and any(c.startswith("pileprep seen") for c in commands)

@@ -9,12 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import atomic, provenance
-from ..ingest import Partition
-from ..tokenize import TokenPart, subset_totals
-from . import stages
+from pileprep.core import atomic
+from pileprep.formats import provenance
+from pileprep.core.files import DUPLICATES
+from pileprep.formats.parts import Partition, TokenPart
+from pileprep.dedup import stages
 
-TABLE = "duplicates.parquet"
+TABLE = DUPLICATES
 TABLE_SCHEMA = pa.schema([
     ("source", pa.string()), ("line", pa.int64()), ("pile_set_name", pa.string()),
     ("kept_source", pa.string()), ("kept_line", pa.int64()),
@@ -59,7 +60,7 @@ def write_table(removed: np.ndarray, offsets: np.ndarray, parts: Sequence[Partit
                      schema=TABLE_SCHEMA)
     with atomic.atomic_path(out_path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=provenance.ROW_GROUP)
-    return provenance.sha256_file(out_path)
+    return atomic.sha256_file(out_path)
 
 
 def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str, dtype: str) -> dict:
@@ -84,9 +85,8 @@ def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str, dtype: str) 
         pq.write_table(kept_prov, tmp)
     text_bytes = int(kept_prov.column("bytes").to_numpy().sum())
     new = TokenPart(str(bin_path), str(prov_path), int(keep.sum()), int(kept_tokens.size),
-                    text_bytes, part.shard_sha256, subset_totals(kept_prov))
-    return {"part": new.__dict__, "removed": subset_totals(prov.filter(pa.array(~keep)))}
-
+                    text_bytes, part.shard_sha256, provenance.subset_totals(kept_prov))
+    return {"part": new.__dict__, "removed": provenance.subset_totals(prov.filter(pa.array(~keep)))}
 
 
 def subset_counts(sig_paths: Sequence[Path], removed: np.ndarray,

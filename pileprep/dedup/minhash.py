@@ -24,7 +24,9 @@ from typing import Sequence
 import numba
 import numpy as np
 
-from ..nfc import nfc
+from pileprep.core.config import DedupConfig
+from pileprep.core.errors import ConfigError
+from pileprep.tokenizer.nfc import nfc
 
 NORMALIZATION = "nfc-lower-ws1"
 _U64 = np.uint64
@@ -223,7 +225,7 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 def lsh_params(threshold: float, num_perm: int, verify: bool) -> tuple[int, int]:
-    """datasketch's optimal ``(bands, rows)`` for the threshold.
+    """datasketch's optimal ``(bands, rows)`` for the threshold; ConfigError when it has none.
 
     With verification on, a false candidate costs one comparison while a missed pair is a
     duplicate left in the data, so the optimizer is asked to weigh false negatives 0.95.
@@ -231,8 +233,20 @@ def lsh_params(threshold: float, num_perm: int, verify: bool) -> tuple[int, int]
     from datasketch import MinHashLSH
 
     weights = (0.05, 0.95) if verify else (0.5, 0.5)
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
+    try:
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
+    except ValueError as exc:  # e.g. a threshold so high that one band is optimal
+        raise ConfigError(f"--threshold {threshold:g} with --num-perm {num_perm}: datasketch "
+                          f"finds no LSH banding ({exc}); give --bands and --rows, or another "
+                          "threshold or --num-perm") from None
     return lsh.b, lsh.r
+
+
+def banding(cfg: DedupConfig) -> tuple[int, int]:
+    """The ``(bands, rows)`` a dedup run uses: the given ones, else datasketch's optimum."""
+    if cfg.bands is not None:
+        return cfg.bands, cfg.rows
+    return lsh_params(cfg.threshold, cfg.num_perm, cfg.verify)
 
 
 def jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The dedup part of ``report.json`` and a human-readable report: Markdown with two PNG charts.
 
-The charts (``pileprep.charts``) are byte-stable: the same result always gives the same bytes.
+The charts (``pileprep.formats.charts``) are byte-stable: the same result always gives the same bytes.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic, charts, provenance
+from pileprep.core import atomic
+from pileprep.formats import charts
 
 MARKDOWN = "dedup_report.md"
 RATES_PNG = "dedup_removal_by_subset.png"
@@ -75,5 +76,5 @@ def write(out: Path, dup, summ: dict) -> dict[str, str]:
               "The full list, with the document each one duplicates, is `duplicates.parquet`.", ""]
     with atomic.atomic_path(out / MARKDOWN) as tmp:
         Path(tmp).write_text("\n".join(lines))
-    hashes[MARKDOWN] = provenance.sha256_file(out / MARKDOWN)
+    hashes[MARKDOWN] = atomic.sha256_file(out / MARKDOWN)
     return hashes

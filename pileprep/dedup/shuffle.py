@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import atomic
+from pileprep.core import atomic
 
 
 def rows_path(prefix: str | Path) -> Path:

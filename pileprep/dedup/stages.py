@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import atomic
-from . import minhash, shuffle
+from pileprep.core import atomic
+from pileprep.dedup import minhash, shuffle
 
 BAND_ROW = np.dtype([("key", "<u8"), ("gid", "<i8")])
 PAIR_ROW = np.dtype([("a", "<i8"), ("b", "<i8")])

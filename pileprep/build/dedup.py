@@ -1,0 +1,99 @@
+"""The dedup stage on Dask: signatures, LSH grouping, verification, components.
+
+Signatures live in ``OUT/minhash/sig-<fingerprint>/`` and outlive the build, so a run at another
+threshold (or ``pileprep dedup``) reuses them; everything after them is threshold-specific work
+under the build's work directory. Every step is a :class:`~pileprep.build.tasks.Task`, so an
+interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pileprep.build.runner import Runner
+from pileprep.build.tasks import Task
+from pileprep.core.config import DedupConfig, fingerprint
+from pileprep.core.files import MINHASH_DIR
+from pileprep.core.progress import log
+from pileprep.dedup import minhash, stages
+from pileprep.dedup.result import DedupResult
+from pileprep.formats.parts import Partition
+
+SIG_FORMAT = 1
+DEDUP_FORMAT = 1
+BUCKET_ROWS = 1 << 22  # band rows per shuffle bucket: ~64 MiB, sorted in ~200 MiB
+
+
+def signature_dir(out: Path, ingest_fp: str, cfg: DedupConfig) -> Path:
+    fp = fingerprint(SIG_FORMAT, ingest_fp, minhash.NORMALIZATION, cfg.num_perm, cfg.seed,
+                     cfg.shingle_words)
+    return out / MINHASH_DIR / f"sig-{fp}"
+
+
+def signature_tasks(parts: Sequence[Partition], shas: Sequence[str], sig_dir: Path,
+                    cfg: DedupConfig) -> list[Task]:
+    return [Task(f"minhash {p.stem}", "dedup", stages.signature_task,
+                 (p.path, str(sig_dir / f"{p.stem}.parquet"), cfg.num_perm, cfg.seed,
+                  cfg.shingle_words), sig_dir / f"{p.stem}.done.json", [sha, p.rows])
+            for p, sha in zip(parts, shas)]
+
+
+def _task(work: Path, name: str, fn, args: tuple) -> Task:
+    return Task(name, "dedup", fn, args, work / f"{name}.done.json")
+
+
+def dedup(runner: Runner, parts: Sequence[Partition], shas: Sequence[str], sig_dir: Path,
+          work: Path, cfg: DedupConfig, signatures_done: bool = False) -> DedupResult:
+    """Find the near-duplicate documents among ``parts`` (in gid order); see :mod:`.stages`.
+
+    ``signatures_done``: the caller already ran :func:`signature_tasks` (a build does, while it
+    tokenizes)."""
+    sig_dir.mkdir(parents=True, exist_ok=True)
+    rows = np.array([p.rows for p in parts], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+    sig_paths = [sig_dir / f"{p.stem}.parquet" for p in parts]
+    if not signatures_done:
+        runner.run(signature_tasks(parts, shas, sig_dir, cfg), "minhash")
+
+    bands, band_rows = minhash.banding(cfg)
+    n_buckets = max(1, math.ceil(int(rows.sum()) * bands / BUCKET_ROWS))
+    fp = fingerprint(DEDUP_FORMAT, sig_dir.name, list(shas), [p.rows for p in parts],
+                     cfg.threshold, bands, band_rows, cfg.verify, n_buckets)
+    work = work / f"dedup-{fp}"
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"dedup: threshold {cfg.threshold}, {bands} bands x {band_rows} rows of {cfg.num_perm} "
+        f"permutations, {n_buckets} buckets, verify {'on' if cfg.verify else 'off'}", runner.quiet)
+
+    n = len(parts)
+    band_pfx = [str(work / f"band-{i:05d}") for i in range(n)]
+    runner.run([_task(work, f"band-{i:05d}", stages.band_task,
+                      (str(sig_paths[i]), int(offsets[i]), bands, band_rows, n_buckets, band_pfx[i]))
+                for i in range(n)], "lsh bands")
+    group_pfx = [str(work / f"group-{k:05d}") for k in range(n_buckets)]
+    runner.run([_task(work, f"group-{k:05d}", stages.group_task, (k, band_pfx, offsets, group_pfx[k]))
+                for k in range(n_buckets)], "lsh groups")
+    edge_paths = [str(work / f"edges-{i:05d}.npy") for i in range(n)]
+    if cfg.verify:
+        attach_pfx = [str(work / f"attach-{i:05d}") for i in range(n)]
+        runner.run([_task(work, f"attach-{i:05d}", stages.attach_task,
+                          (i, group_pfx, str(sig_paths[i]), int(offsets[i]), offsets, attach_pfx[i]))
+                    for i in range(n)], "attach")
+        checks = runner.run([_task(work, f"edges-{i:05d}", stages.verify_task,
+                                   (i, attach_pfx, str(sig_paths[i]), int(offsets[i]),
+                                    cfg.threshold, edge_paths[i]))
+                             for i in range(n)], "verify")
+    else:
+        checks = runner.run([_task(work, f"edges-{i:05d}", stages.unverified_task,
+                                   (i, group_pfx, edge_paths[i])) for i in range(n)], "pairs")
+    removed_path = work / "removed.npy"
+    comp = runner.run([_task(work, "removed", stages.components,
+                             (edge_paths, str(removed_path)))], "components")[0]
+    stats = {"threshold": cfg.threshold, "num_perm": cfg.num_perm, "bands": bands,
+             "rows": band_rows, "verify": cfg.verify, "buckets": n_buckets,
+             "candidate_pairs": sum(c["candidates"] for c in checks),
+             "verified_pairs": sum(c["verified"] for c in checks), **comp}
+    return DedupResult(np.load(removed_path), offsets, sig_paths, stats, fp, list(parts))

@@ -1,0 +1,136 @@
+"""The ingest stage: stream one shard into bounded partition files of validated records.
+
+A Pile shard is one zstd stream that cannot be entered in the middle, so it is read once, in
+order, and cut into partitions of about ``partition_bytes`` of JSON. Later stages work on
+partitions, which makes their parallelism independent of the number or size of shards.
+
+A partition is a parquet file with columns ``line`` (0-based line in the shard), ``text`` and
+``pile_set_name``. Bad lines never reach a partition: each is written to the shard's rejects
+file with its reason, or, with ``strict``, stops the build with :class:`BadRecordError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pileprep.core import atomic
+from pileprep.core.config import ReadConfig
+from pileprep.core.errors import BadRecordError
+from pileprep.formats.parts import PARTITION_SCHEMA, Partition, ShardResult
+from pileprep.sources import BadRecord, Shard, ShardError, records
+
+_DETAIL_CHARS = 300
+
+
+class _PartitionWriter:
+    """Append records to the current partition, one small row group at a time.
+
+    Memory is bounded by ``ROW_GROUP_BYTES`` whatever the partition size: records are buffered
+    only until a row group is full, then written to the open partition file.
+    """
+
+    ROW_GROUP_BYTES = 4 << 20
+
+    def __init__(self, workdir: Path, source: str, stem: str, shard_index: int, limit: int):
+        self.workdir, self.source, self.stem = workdir, source, stem
+        self.shard_index, self.limit = shard_index, limit
+        self.done: list[Partition] = []
+        self._file = self._writer = None
+        self._rows = self._bytes = 0
+        self._first_line = 0
+        self._reset_buffer()
+
+    def _reset_buffer(self) -> None:
+        self.lines: list[int] = []
+        self.texts: list[str] = []
+        self.subsets: list[str] = []
+        self.buffered = 0
+
+    def add(self, line: int, text: str, subset: str, raw_len: int) -> None:
+        if self._rows == 0 and not self.lines:
+            self._first_line = line
+        self.lines.append(line)
+        self.texts.append(text)
+        self.subsets.append(subset)
+        self.buffered += raw_len
+        if self.buffered >= min(self.ROW_GROUP_BYTES, self.limit):
+            self._write_group()
+        if self._bytes >= self.limit:
+            self.close_partition()
+
+    def _write_group(self) -> None:
+        if not self.lines:
+            return
+        if self._writer is None:
+            path = self._path(len(self.done))
+            self._file = atomic.atomic_path(path)
+            tmp = self._file.__enter__()
+            self._writer = pq.ParquetWriter(tmp, PARTITION_SCHEMA, compression="zstd",
+                                            compression_level=1, use_dictionary=["pile_set_name"])
+        table = pa.table([self.lines, self.texts, self.subsets], schema=PARTITION_SCHEMA)
+        self._writer.write_table(table)
+        self._rows += len(self.lines)
+        self._bytes += self.buffered
+        self._reset_buffer()
+
+    def _path(self, index: int) -> Path:
+        return self.workdir / f"{self.stem}.{index:05d}.parquet"
+
+    def close_partition(self) -> None:
+        self._write_group()
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._file.__exit__(None, None, None)
+        index = len(self.done)
+        self.done.append(Partition(str(self._path(index)), self.source, self.shard_index, index,
+                                   self._first_line, self._rows, self._bytes))
+        self._file = self._writer = None
+        self._rows = self._bytes = 0
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._file.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            self._file = self._writer = None
+
+
+def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig) -> ShardResult:
+    """Read one shard into partitions; return what was read, kept and rejected."""
+    work = Path(workdir)
+    source = shard.name
+    writer = _PartitionWriter(work, source, shard.file_stem, shard_index, cfg.partition_bytes)
+    stream = records(shard, cfg.text_column)
+    rejected: dict[str, int] = {}
+    rejects = work / f"{shard.file_stem}.rejects.jsonl"
+    shard_error = None
+    with atomic.atomic_path(rejects) as tmp, open(tmp, "wb") as rej:
+        def reject(line: int, reason: str, detail: str) -> None:
+            if cfg.strict:
+                raise BadRecordError(source, line, reason, detail)
+            rejected[reason] = rejected.get(reason, 0) + 1
+            rej.write(orjson.dumps({"source": source, "line": line, "reason": reason,
+                                    "detail": detail[:_DETAIL_CHARS]}) + b"\n")
+
+        try:
+            for line, rec, raw_len in stream:
+                if isinstance(rec, BadRecord):
+                    reject(line, rec.reason, rec.detail)
+                else:
+                    writer.add(line, rec.text, rec.pile_set_name, raw_len)
+        except ShardError as exc:
+            if cfg.strict:
+                raise BadRecordError(source, exc.line, exc.reason, exc.detail) from None
+            shard_error = {"reason": exc.reason, "detail": exc.detail, "after_lines": exc.line}
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close_partition()
+    accepted = sum(p.rows for p in writer.done)
+    return ShardResult(source, shard.location, stream.size, stream.sha256, stream.lines, accepted,
+                       dict(sorted(rejected.items())), str(rejects), writer.done, shard_error)
+

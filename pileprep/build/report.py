@@ -1,0 +1,94 @@
+"""The build report (what happened to every input line) and the manifest (what was built from what).
+
+``report.json`` accounts for every line read: ``lines_read = kept + duplicates + sum(rejected)``.
+The build refuses to finish when that identity does not hold, because a silent loss of lines is
+the one failure a data pipeline must never have.
+
+``manifest.json`` names the inputs (name, size, sha256), the settings, the tokenizer, the
+pileprep version and the sha256 of every output. It holds no time stamps, so two builds of the
+same inputs with the same settings write the same manifest.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from pileprep.core.errors import AccountingError
+from pileprep.core.files import REJECTS
+from pileprep.core.version import __version__
+from pileprep.formats.parts import ShardResult, TokenPart
+from pileprep.formats.report import accounting_gap
+from pileprep.tokenizer import TokenizerInfo
+
+
+def _add_counts(total: dict[str, int], more: dict[str, int]) -> None:
+    for key, n in more.items():
+        total[key] = total.get(key, 0) + n
+
+
+def sum_subsets(tables) -> dict[str, list[int]]:
+    """Add up ``{pile_set_name: [documents, tokens, bytes]}`` tables."""
+    out: dict[str, list[int]] = {}
+    for table in tables:
+        for name, vals in table.items():
+            acc = out.setdefault(name, [0, 0, 0])
+            for i, v in enumerate(vals):
+                acc[i] += v
+    return out
+
+
+def subset_table(parts: Sequence[TokenPart]) -> dict[str, dict[str, int]]:
+    out = sum_subsets(p.subsets for p in parts)
+    return {name: {"documents": d, "tokens": t, "bytes": b} for name, (d, t, b) in sorted(out.items())}
+
+
+def make_report(shards: Sequence[ShardResult], parts: Sequence[TokenPart],
+                duplicates: int = 0, timings: dict | None = None) -> dict:
+    rejected: dict[str, int] = {}
+    for s in shards:
+        _add_counts(rejected, s.rejected)
+    report = {
+        "lines_read": sum(s.lines_read for s in shards),
+        "kept": sum(p.docs for p in parts),
+        "duplicates": duplicates,
+        "rejected": dict(sorted(rejected.items())),
+        "rejected_total": sum(rejected.values()),
+        "tokens": sum(p.tokens for p in parts),
+        "text_bytes": sum(p.text_bytes for p in parts),
+        "shards": [{"source": s.source, "lines_read": s.lines_read, "kept": s.accepted,
+                    "rejected": s.rejected, "error": s.shard_error} for s in shards],
+        "shard_errors": [{"source": s.source, **s.shard_error} for s in shards if s.shard_error],
+        "empty_shards": [s.source for s in shards if s.lines_read == 0],
+        "subsets": subset_table(parts),
+        "rejects_file": REJECTS,
+        "timings_seconds": timings or {},
+    }
+    check_accounting(report)
+    return report
+
+
+def check_accounting(report: dict) -> None:
+    gap = accounting_gap(report)
+    if gap:
+        raise AccountingError(f"accounting failed: {gap}")
+
+
+def done_line(rep: dict) -> str:
+    """The build's last log line: what was kept, removed and rejected."""
+    rejected = ", ".join(f"{k} {v}" for k, v in rep["rejected"].items()) or "none"
+    return (f"done: {rep['kept']:,} documents, {rep['tokens']:,} tokens; "
+            f"{rep['lines_read']:,} lines read, {rep['duplicates']:,} duplicates removed, "
+            f"{rep['rejected_total']:,} rejected ({rejected})")
+
+
+def make_manifest(shards: Sequence[ShardResult], settings: dict, info: TokenizerInfo,
+                  tokenizer_sha256: str, outputs: dict[str, dict]) -> dict:
+    return {
+        "pileprep_version": __version__,
+        "format": {"dataset": "MMIDIDX", "version": 1, "dtype": info.dtype},
+        "inputs": [{"name": s.source, "size": s.size, "sha256": s.sha256} for s in shards],
+        "settings": settings,
+        "tokenizer": {"vocab_size": info.vocab_size, "eod_id": info.eod_id,
+                      "sha256": tokenizer_sha256},
+        "outputs": outputs,
+    }

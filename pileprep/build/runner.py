@@ -1,0 +1,140 @@
+"""Run tasks (:mod:`pileprep.build.tasks`) on Dask: a local cluster, an existing cluster, or the
+synchronous scheduler.
+
+Tasks are independent and write their own outputs; the runner only hands back each task's small
+result as it completes, so the driver can show progress and keep results in a fixed order. Which
+scheduler runs them never changes the output: results are placed by task index, and finished
+tasks (a matching completion record) are reused rather than run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import Any, Callable, Iterator, Sequence
+
+import dask
+
+from pileprep.build.tasks import Task, execute
+from pileprep.core.config import ClusterConfig
+from pileprep.core.progress import Progress, log
+
+SYNCHRONOUS = "synchronous"
+# Dask starts workers with MALLOC_TRIM_THRESHOLD_ set, which also freezes glibc's mmap threshold
+# at 128 KiB: every larger buffer (a batch's code points and ids, Arrow pages) is then mapped,
+# faulted in page by page and unmapped again, batch after batch: 11.3 s instead of 9.8 s for the
+# tokenizer benchmark's build (benchmarks/engines.py --allocator-check), once the heap may keep
+# buffers up to 32 MiB. Set before the worker processes start: glibc reads it at start.
+WORKER_PRE_SPAWN_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+
+
+class Runner:
+    def __init__(self, cfg: ClusterConfig, quiet: bool = False):
+        self.cfg, self.quiet = cfg, quiet
+        self.client = self.cluster = None
+        if cfg.scheduler == SYNCHRONOUS:
+            log("dask: synchronous scheduler (one process, one task at a time)", quiet)
+            return
+        # Each worker runs one task at a time in its own process; a tokenizer that also spawned
+        # a thread per core in every worker would oversubscribe the machine.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from distributed import Client, LocalCluster
+
+        if cfg.scheduler:
+            self.client = Client(cfg.scheduler, timeout="30s")
+        else:
+            environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+                       **WORKER_PRE_SPAWN_ENV}
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+                self.cluster = LocalCluster(
+                    n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                    # A failed task's exception reaches the driver, which reports it in one
+                    # line; the workers' own "Compute Failed" log would repeat it with a traceback.
+                    memory_limit=cfg.memory_limit, silence_logs=logging.CRITICAL,
+                    # Any free port: two builds (or a user's own cluster) never fight over 8787.
+                    dashboard_address=":0")
+            self.client = Client(self.cluster)
+        workers = len(self.client.scheduler_info().get("workers", {}))
+        log(f"dask: scheduler {self.client.scheduler.address}, {workers} workers"
+            + (f", dashboard {self.client.dashboard_link}" if _has_bokeh() else ""), quiet)
+
+    def run(self, tasks: Sequence[Task], label: str, progress: Progress | None = None) -> list:
+        """Every task's result, in task order: reused when finished, else run on the cluster."""
+        results: list = [None] * len(tasks)
+        todo = []
+        for i, task in enumerate(tasks):
+            results[i] = task.finished()
+            if results[i] is None:
+                todo.append(i)
+        if len(todo) < len(tasks):
+            log(f"{label}: reusing {len(tasks) - len(todo)} of {len(tasks)} tasks", self.quiet)
+        if not todo:
+            return results
+        bar = progress or Progress(label, 0, len(todo), quiet=self.quiet)
+        index = {id(tasks[i]): i for i in todo}
+        for task, result in self.run_graph([tasks[i] for i in todo]):
+            results[index[id(task)]] = result
+            bar.update(items=1)
+        bar.close()
+        return results
+
+    def run_graph(self, initial: Sequence[Task],
+                  expand: Callable[[Task, Any], Sequence[Task]] = lambda task, result: ()
+                  ) -> Iterator[tuple[Any, Any]]:
+        """Run tasks; each finished one may add more through ``expand(task, result)``. Yields
+        ``(task, result)`` as tasks finish. Lets a later stage start on the first results of an
+        earlier one (tokenize a shard's partitions while other shards are read)."""
+        if self.client is None:
+            queue = list(initial)
+            while queue:
+                task = queue.pop(0)
+                result = dask.delayed(execute, pure=False)(task).compute(scheduler=SYNCHRONOUS)
+                yield task, result
+                queue.extend(expand(task, result))
+            return
+        from distributed import as_completed
+
+        batch = uuid.uuid4().hex[:12]  # unique keys: never reuse a result held by the cluster
+        jobs: dict[str, Task] = {}
+        submitted = 0
+
+        def submit(task: Task):
+            nonlocal submitted
+            future = self.client.submit(execute, task, pure=False,
+                                        key=f"{task.stage}-{batch}-{submitted}")
+            submitted += 1
+            jobs[future.key] = task
+            return future
+
+        pending = as_completed([submit(t) for t in initial], with_results=True)
+        try:
+            for future, result in pending:
+                task = jobs.pop(future.key)
+                yield task, result
+                for more in expand(task, result):
+                    pending.add(submit(more))
+        finally:
+            for future in list(pending.futures):
+                future.cancel()
+            pending.clear()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _has_bokeh() -> bool:
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return True

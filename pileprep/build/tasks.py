@@ -1,0 +1,62 @@
+"""The one task model every stage uses: a function of files to files, with a completion record.
+
+A :class:`Task` names its function and arguments, the completion record the worker writes after
+the task's outputs, and ``inputs``: a JSON-able identity of what the outputs are made from (the
+shard's size and mtime, the part's sha256, the settings). A later run reuses a task whose record
+holds the same ``inputs`` and whose output files still exist, and redoes every other one. So a
+build killed at any point resumes from the finished tasks, and a changed input or setting
+redoes exactly the work that depends on it.
+
+Results are small: counts and paths, JSON in the record. A ``result_type`` (a value class of
+:mod:`pileprep.formats.parts`) is rebuilt from the record with ``from_json`` and names its files
+with ``outputs()``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pileprep.core import atomic, faults
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # unique in a run: the Dask key and log lines use it
+    stage: str  # the stage it belongs to (progress, fault points)
+    fn: Callable[..., Any]
+    args: tuple
+    done: Path  # completion record, written by the worker after the outputs
+    inputs: Any = None  # what the outputs are made from; a record with other inputs is redone
+    result_type: type | None = None  # has from_json/to_json/outputs; else the result is JSON
+    weight: int = 0  # bytes of input, for progress lines (0: counted in tasks)
+
+    def finished(self) -> Any | None:
+        """The result of an earlier run of this task that is still valid, or None."""
+        if not self.done.exists():
+            return None
+        record = atomic.read_json(self.done)
+        if not isinstance(record, dict) or record.get("inputs") != _as_json(self.inputs):
+            return None
+        result = self._decode(record.get("result"))
+        outputs = result.outputs() if hasattr(result, "outputs") else []
+        return result if all(Path(p).exists() for p in outputs) else None
+
+    def _decode(self, obj: Any) -> Any:
+        return self.result_type.from_json(obj) if self.result_type is not None else obj
+
+
+def execute(task: Task) -> Any:
+    """Run the task (on a worker), then write its completion record; return the result."""
+    result = task.fn(*task.args)
+    faults.checkpoint(task.stage)
+    encoded = result.to_json() if hasattr(result, "to_json") else result
+    atomic.write_json(task.done, {"inputs": _as_json(task.inputs), "result": encoded})
+    return result
+
+
+def _as_json(value: Any) -> Any:
+    """The value as it reads back from a record (tuples become lists, keys strings)."""
+    return json.loads(json.dumps(value, default=str))

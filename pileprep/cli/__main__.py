@@ -1,0 +1,5 @@
+import sys
+
+from pileprep.cli.main import main
+
+sys.exit(main())

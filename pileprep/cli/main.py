@@ -1,0 +1,547 @@
+"""The ``pileprep`` command line: build, dedup, verify, synth, schedule, batch-at, where, seen,
+sequences, export, plot, shard, unshard.
+
+The command line only parses and prints: every computation lives in the library. Every expected
+failure (a :class:`~pileprep.core.errors.PilePrepError`, or an operating-system error) ends
+with one line on stderr naming what and where, and exit code 2; never a traceback, unless
+``PILEPREP_DEBUG=1`` asks for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from pileprep.core.config import BuildConfig, default_tokenizer, load_toml
+from pileprep.core.errors import ConfigError, PilePrepError
+
+DEBUG_ENV = "PILEPREP_DEBUG"
+
+
+def parse_size(text: str) -> int:
+    """``32MB``, ``1.5GiB``, ``4096`` -> bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)\s*", text.lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    unit = m.group(2).rstrip("b")
+    scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+             "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}[unit]
+    return int(float(m.group(1)) * scale)
+
+
+def _add_build(sub) -> None:
+    p = sub.add_parser("build", help="shards -> GPT-NeoX .bin/.idx + provenance")
+    p.add_argument("--input", "-i", action="append", default=None, metavar="DIR_OR_GLOB",
+                   help="shard directory, glob, file, or hf:NAME[:CONFIG][@SPLIT] (repeatable); "
+                   "files are sorted by name")
+    p.add_argument("--output", "-o", help="output directory")
+    p.add_argument("--config", help="pipeline TOML file (pipelines/*.toml); flags override it")
+    p.add_argument("--name", help="dataset name: writes <name>_text_document.bin/.idx (default pile)")
+    p.add_argument("--tokenizer", help="tokenizer.json path or hub id "
+                   f"(env PILEPREP_TOKENIZER; now {default_tokenizer()})")
+    p.add_argument("--tokenizer-engine", choices=_engine_names(),
+                   help="auto (default): the fast engine (compiled pre-tokenizer and word "
+                   "memo) when it reproduces the tokenizer file, else the tokenizers library; "
+                   "same ids either way")
+    p.add_argument("--workers", type=int, help="local Dask worker processes (default: all cores)")
+    p.add_argument("--scheduler", help="address of a running dask.distributed scheduler, "
+                   "or 'synchronous' to run in this process")
+    p.add_argument("--partition-bytes", type=parse_size,
+                   help="approximate JSON bytes per partition (default 32MiB)")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="stop at the first bad record (exit 2) instead of counting and skipping it")
+    p.add_argument("--on-bad-record", choices=["skip", "stop"],
+                   help="skip (default): count each bad record in report.json and rejects.jsonl "
+                   "and go on; stop: the same as --strict")
+    _add_text_column(p)
+    p.add_argument("--keep-work", action="store_true", help="keep intermediate stage files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a different build already in --output")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    _add_schedule_flags(p)
+    p.add_argument("--no-schedule", action="store_true",
+                   help="do not build the training-order index")
+    p.add_argument("--dedup", action="store_true", default=None,
+                   help="remove near-duplicates across all shards (MinHash-LSH) before packing")
+    _add_dedup_flags(p)
+
+
+def _engine_names() -> tuple[str, ...]:
+    from pileprep.tokenizer import engine_names
+
+    return engine_names()
+
+
+def _add_text_column(p) -> None:
+    p.add_argument("--text-column", help="field or column holding the text (default 'text'); "
+                   "inputs may be Pile .jsonl[.zst], .parquet, .arrow files, or "
+                   "hf:NAME[:CONFIG][@SPLIT] for a Hugging Face datasets source (streamed)")
+
+
+def _add_dedup_flags(p) -> None:
+    g = p.add_argument_group("near-duplicate removal (with --dedup, or the dedup command)")
+    g.add_argument("--threshold", type=float, help="Jaccard similarity of 5-word shingle sets "
+                   "at which documents are duplicates (default 0.87, as Pythia)")
+    g.add_argument("--num-perm", type=int, help="MinHash permutations (default 128)")
+    g.add_argument("--minhash-seed", type=int, help="MinHash permutation seed (default 1)")
+    g.add_argument("--shingle-words", type=int, help="words per shingle (default 5)")
+    g.add_argument("--bands", type=int, help="LSH bands (default: datasketch's optimum)")
+    g.add_argument("--rows", type=int, help="LSH rows per band (with --bands)")
+    g.add_argument("--no-verify", action="store_true", default=None,
+                   help="join LSH candidates without checking their estimated Jaccard")
+
+
+def _add_schedule_flags(p, defaults_from_build: bool = False) -> None:
+    note = " (default: the build's schedule)" if defaults_from_build else ""
+    g = p.add_argument_group("training schedule (GPT-NeoX settings; Pythia's by default)" + note)
+    g.add_argument("--seq-length", type=int, help="tokens per sample minus one (Pythia: 2048)")
+    g.add_argument("--batch-size", type=int, help="global batch size in samples (Pythia: 1024)")
+    g.add_argument("--train-iters", type=int, help="optimizer steps (Pythia: 143000)")
+    g.add_argument("--seed", type=int, help="data seed (Pythia: 1234)")
+
+
+def _schedule_overrides(args) -> dict:
+    return {k: getattr(args, k) for k in ("seq_length", "batch_size", "train_iters", "seed")
+            if getattr(args, k) is not None}
+
+
+def _build_config(args) -> BuildConfig:
+    cfg = load_toml(args.config) if args.config else BuildConfig()
+    overrides = {
+        ("read", "inputs"): args.input, ("read", "partition_bytes"): args.partition_bytes,
+        ("read", "strict"): args.strict, ("read", "text_column"): args.text_column,
+        ("tokenize", "tokenizer"): args.tokenizer,
+        ("tokenize", "engine"): getattr(args, "tokenizer_engine", None),
+        ("pack", "output"): args.output, ("pack", "name"): args.name,
+        ("cluster", "workers"): args.workers, ("cluster", "scheduler"): args.scheduler,
+        ("dedup", "enabled"): args.dedup, ("dedup", "threshold"): args.threshold,
+        ("dedup", "num_perm"): args.num_perm, ("dedup", "seed"): args.minhash_seed,
+        ("dedup", "shingle_words"): args.shingle_words, ("dedup", "bands"): args.bands,
+        ("dedup", "rows"): args.rows,
+        ("dedup", "verify"): False if args.no_verify else None,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            setattr(getattr(cfg, section), key, value)
+    if getattr(args, "on_bad_record", None):
+        cfg.read.strict = args.on_bad_record == "stop"
+    cfg.quiet, cfg.keep_work = args.quiet, args.keep_work
+    if getattr(args, "no_schedule", True):
+        cfg.schedule = None
+    elif cfg.schedule is not None:
+        cfg.schedule = dataclasses.replace(cfg.schedule, **_schedule_overrides(args))
+    return cfg
+
+
+def cmd_build(args) -> int:
+    from pileprep.build.pipeline import build
+
+    report = build(_build_config(args), overwrite=args.overwrite)
+    return 0 if report else 1
+
+
+def _add_dedup(sub) -> None:
+    p = sub.add_parser("dedup", help="only find near-duplicates: writes duplicates.parquet "
+                       "and the dedup report (signatures are kept for runs at other thresholds)")
+    p.add_argument("--input", "-i", action="append", default=None, metavar="DIR_OR_GLOB")
+    p.add_argument("--output", "-o", help="output directory")
+    p.add_argument("--config", help="pipeline TOML file; flags override it")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--partition-bytes", type=parse_size)
+    p.add_argument("--scheduler")
+    p.add_argument("--strict", action="store_true", default=None)
+    _add_text_column(p)
+    p.add_argument("--keep-work", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true")
+    _add_dedup_flags(p)
+    p.set_defaults(tokenizer=None, name=None, dedup=True, overwrite=False)
+
+
+def cmd_dedup(args) -> int:
+    from pileprep.build.pipeline import dedup_only
+
+    summary = dedup_only(_build_config(args))
+    print(f"{summary['removed']:,} documents removed as near-duplicates of others "
+          f"(threshold {summary['threshold']:g}); see {Path(args.output) / 'dedup_report.md'}")
+    return 0
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="check a build: index, data, manifest hashes, provenance, "
+                       "schedules, accounting")
+    p.add_argument("out_dir")
+
+
+def cmd_verify(args) -> int:
+    from pileprep.outputs.verify import verify
+
+    v = verify(args.out_dir)
+    for line in v.checked:
+        print(f"ok: {line}")
+    for line in v.problems:
+        print(f"PROBLEM: {line}")
+    print(f"{args.out_dir}: " + (f"{len(v.problems)} problem(s)" if v.problems else "verified"))
+    return 1 if v.problems else 0
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="write realistic synthetic Pile-format shards")
+    p.add_argument("--output", "-o", required=True)
+    p.add_argument("--shards", type=int, default=3)
+    p.add_argument("--megabytes", type=float, default=2.0, help="approximate size of each shard")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plain", action="store_true", help="write .jsonl instead of .jsonl.zst")
+
+
+def cmd_synth(args) -> int:
+    from pileprep.sources.synth import SynthConfig, generate
+
+    truth = generate(SynthConfig(Path(args.output), args.shards, args.megabytes, args.seed,
+                                 compress=not args.plain))
+    lines = sum(s["lines"] for s in truth["shards"])
+    print(f"wrote {args.shards} shards ({lines} lines, {len(truth['exact'])} exact and "
+          f"{len(truth['near'])} near duplicates planted) to {args.output}")
+    return 0
+
+
+def _add_schedule_cmd(sub) -> None:
+    p = sub.add_parser("schedule", help="build the training-order index for other settings")
+    p.add_argument("out_dir")
+    p.add_argument("--tokenizer", help="tokenizer path written into the GPT-NeoX config fragment "
+                   "(default: PILEPREP_TOKENIZER or hub id)")
+    p.add_argument("--quiet", "-q", action="store_true")
+    _add_schedule_flags(p)
+
+
+def cmd_schedule(args) -> int:
+    from pileprep.core.config import ScheduleConfig
+    from pileprep.core.files import dataset_prefix
+    from pileprep.formats import neox
+    from pileprep.training.order import dataset_name
+    from pileprep.training.schedule_files import build_for_dataset
+
+    cfg = dataclasses.replace(ScheduleConfig(), **_schedule_overrides(args))
+    cfg.validate()
+    prefix = dataset_prefix(args.out_dir, dataset_name(args.out_dir))
+    for name in build_for_dataset(args.out_dir, prefix, cfg, args.quiet):
+        print(Path(args.out_dir) / name)
+    print(Path(args.out_dir) / neox.write(args.out_dir, prefix, cfg,
+                                          args.tokenizer or default_tokenizer()))
+    return 0
+
+
+def _order(args):
+    from pileprep.training.order import TrainingOrder, resolve_config
+
+    return TrainingOrder(args.out_dir, resolve_config(args.out_dir, **_schedule_overrides(args)))
+
+
+def _add_batch_at(sub) -> None:
+    p = sub.add_parser("batch-at", help="the exact batch a GPT-NeoX trainer consumed at a step")
+    p.add_argument("out_dir")
+    p.add_argument("--step", type=int, required=True, help="optimizer step, counted from 0")
+    p.add_argument("--rows", help="comma-separated rows of the batch (default: all)")
+    p.add_argument("--output", "-o", help="FILE.npy (token array) or FILE.jsonl (rows with text "
+                   "and sources); default: a summary on stdout")
+    p.add_argument("--tokenizer", help="for decoding text (default: PILEPREP_TOKENIZER or hub id)")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def _decoder(args):
+    from pileprep.tokenizer import load_tokenizer
+
+    return load_tokenizer(args.tokenizer or default_tokenizer())
+
+
+def cmd_batch_at(args) -> int:
+
+    from pileprep.core import atomic
+
+    order = _order(args)
+    rows = order.rows(args.step, [_int_arg("--rows", r) for r in args.rows.split(",")]
+                      if args.rows else None)
+    out = args.output
+    if out and not out.endswith((".npy", ".jsonl")):
+        raise ConfigError(f"--output must end in .npy or .jsonl, not {out!r}")
+    batch = order.batch(args.step, rows)
+    if out and out.endswith(".npy"):
+        atomic.save_npy(out, batch)
+    elif out:
+        tok = _decoder(args)
+        sources = order.sources(args.step, rows)
+        with atomic.atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for r, tokens, src in zip(rows, batch, sources):
+                f.write(json.dumps({"step": args.step, "row": r, "tokens": tokens.tolist(),
+                                    "text": tok.decode(tokens.tolist(), skip_special_tokens=False),
+                                    "sources": src}, ensure_ascii=False) + "\n")
+    else:
+        _print_batch_summary(order, args.step, rows)
+    if out:
+        print(f"step {args.step}: {len(rows)} rows x {batch.shape[1]} tokens -> {out}")
+    return 0
+
+
+def _int_arg(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{flag} takes whole numbers, not {text!r}") from None
+
+
+def _source_label(rec: dict) -> str:
+    if rec["source"] is None:
+        return f"doc {rec['doc']} (source unknown)"
+    return f"{rec['source']}:{rec['line']}"
+
+
+def _print_batch_summary(order, step: int, rows: list[int]) -> None:
+    from pileprep.training.steps import batch_summary
+
+    cfg = order.cfg
+    summary = batch_summary(order, step, rows)
+    first = step * cfg.batch_size
+    print(f"step {step}: training samples {first}..{first + cfg.batch_size - 1} "
+          f"(seq_length {cfg.seq_length}, batch {cfg.batch_size}, seed {cfg.seed}); "
+          f"{len(rows)} rows from {summary.documents} documents")
+    total = sum(n for _, n in summary.subsets)
+    for name, n in summary.subsets:
+        print(f"  {name or '(none)':<22} {n:>9,} tokens  {100 * n / total:5.1f} %")
+    for r, row in list(zip(rows, summary.sources))[:5]:
+        print(f"  row {r}: " + ", ".join(f"{_source_label(p)}[{p['doc_start']}:{p['doc_end']}]"
+                                        for p in row))
+
+
+def _add_where(sub) -> None:
+    p = sub.add_parser("where", help="every step and row where a document was trained on")
+    p.add_argument("out_dir")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--doc", help="SOURCE:LINE, e.g. 00.jsonl.zst:1234")
+    g.add_argument("--text", help="a snippet of text; every document containing it")
+    p.add_argument("--tokenizer", help="for --text (default: PILEPREP_TOKENIZER or hub id)")
+    p.add_argument("--limit", type=int, default=20, help="documents at most, for --text")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def cmd_where(args) -> int:
+    from pileprep.training.lookups import docs_by_text, find_doc, occurrences
+
+    order = _order(args)
+    if args.doc:
+        source, _, line = args.doc.rpartition(":")
+        if not source or not line.isdigit():
+            raise ConfigError(f"--doc takes SOURCE:LINE, not {args.doc!r}")
+        docs = [find_doc(order, source, int(line))]
+    else:
+        docs = docs_by_text(order, _decoder(args), args.text, args.limit)
+        if not docs:
+            print(f"no document contains {args.text!r}")
+            return 1
+    for doc in docs:
+        info = order.describe_doc(doc)
+        hits = occurrences(order, doc)
+        print(f"{_source_label(info)} (doc {doc}, {info['pile_set_name'] or 'no subset'}, "
+              f"{info['tokens']} tokens): {len(hits)} training rows")
+        for h in hits:
+            print(f"  step {h['step']:>7} row {h['row']:>5}  row tokens {h['row_start']}:{h['row_end']}"
+                  f"  doc tokens {h['doc_start']}:{h['doc_end']}")
+    return 0
+
+
+def _add_sequences(sub) -> None:
+    p = sub.add_parser("sequences", help="Pythia-style pre-shuffled MMIDIDX of training samples")
+    _add_step_range(p)
+    p.add_argument("--output", "-o", required=True, help="output prefix (writes PREFIX.bin/.idx)")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def cmd_sequences(args) -> int:
+    from pileprep.outputs.sequences import write_sequences
+
+    first, end = _step_range(args.steps)
+    order = _order(args)
+    n = write_sequences(order, first, end, args.output)
+    print(f"wrote {n} sequences of {order.cfg.seq_length + 1} tokens to {args.output}.bin/.idx")
+    return 0
+
+
+def _step_range(text: str) -> tuple[int, int]:
+    a, _, b = text.partition(":")
+    if not (a.isdigit() and b.isdigit()) or int(a) >= int(b):
+        raise ConfigError(f"--steps takes A:B with A < B, not {text!r}")
+    return int(a), int(b)
+
+
+def _add_step_range(p, required: bool = True) -> None:
+    p.add_argument("out_dir")
+    p.add_argument("--steps", required=required,
+                   help="A:B, steps A..B-1" + ("" if required else " (default: every step)"))
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="training sequences of a step range with their sources, "
+                       "for Hugging Face datasets (hf), parquet or jsonl")
+    _add_step_range(p)
+    p.add_argument("--format", choices=["hf", "parquet", "jsonl"], required=True)
+    p.add_argument("--output", "-o", required=True,
+                   help="a directory for hf (datasets.load_from_disk), else a file")
+    p.add_argument("--text", action="store_true", help="add the decoded text of each sequence")
+    p.add_argument("--tokenizer", help="for --text (default: PILEPREP_TOKENIZER or hub id)")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def cmd_export(args) -> int:
+    from pileprep.outputs.export import export
+
+    first, end = _step_range(args.steps)
+    order = _order(args)
+    n = export(order, first, end, args.output, args.format,
+               _decoder(args) if args.text else None)
+    print(f"wrote {n} sequences (steps {first}..{end - 1}) to {args.output} ({args.format})")
+    return 0
+
+
+def _add_seen(sub) -> None:
+    p = sub.add_parser("seen", help="which documents, from which subsets, the trainer saw in a "
+                       "step range")
+    _add_step_range(p)
+    p.add_argument("--output", "-o", help="FILE.parquet or FILE.csv: one row per document "
+                   "(source, line, pile_set_name, tokens_seen, first_step)")
+    p.add_argument("--top", type=int, default=5, help="documents to print (most tokens seen)")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def cmd_seen(args) -> int:
+    from pileprep.outputs.export import write_seen
+    from pileprep.training.steps import seen
+
+    first, end = _step_range(args.steps)
+    order = _order(args)
+    s = seen(order, first, end)
+    print(f"steps {first}..{end - 1}: {s.sequences:,} sequences, "
+          f"{s.tokens:,} tokens from {len(s.docs):,} documents "
+          f"({100 * len(s.docs) / len(order.data):.1f} % of the dataset's {len(order.data):,})")
+    for name, n in s.subsets:
+        print(f"  {name or '(none)':<22} {n:>11,} tokens  {100 * n / s.tokens:5.1f} %")
+    for i in s.top(args.top):
+        info = order.describe_doc(int(s.docs[i]))
+        print(f"  {_source_label(info)} ({info['pile_set_name'] or 'no subset'}): "
+              f"{int(s.tokens_seen[i]):,} tokens seen, first at step {int(s.first_step[i])}")
+    if args.output:
+        write_seen(order, s, args.output)
+        print(f"{len(s.docs):,} documents -> {args.output}")
+    return 0
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="PNG of the subset mix (token share) per step range")
+    _add_step_range(p, required=False)
+    p.add_argument("--bins", type=int, default=20, help="step ranges (bars) in the plot")
+    p.add_argument("--output", "-o", required=True, help="FILE.png")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def cmd_plot(args) -> int:
+    from pileprep.formats import charts
+    from pileprep.training.steps import subset_mix
+
+    order = _order(args)
+    first, end = _step_range(args.steps) if args.steps else (0, order.cfg.train_iters)
+    if args.bins < 1:
+        raise ConfigError("--bins must be positive")
+    table, names, edges = subset_mix(order, first, end, args.bins)
+    c = order.cfg
+    charts.subset_mix(table, names, edges, Path(args.output),
+                      f"Subset mix of training tokens, steps {first}-{end - 1} (seq {c.seq_length}, "
+                      f"batch {c.batch_size}, seed {c.seed})")
+    print(f"{len(edges) - 1} step ranges x {len(names)} subsets -> {args.output}")
+    return 0
+
+
+def _add_shard(sub) -> None:
+    p = sub.add_parser("shard", help="split a build into upload-sized pieces with SHA256SUMS")
+    p.add_argument("out_dir")
+    p.add_argument("--max-size", type=parse_size, required=True, help="e.g. 5GB, 500MiB")
+    p.add_argument("--output", "-o", required=True, help="directory for the pieces")
+
+
+def cmd_shard(args) -> int:
+    from pileprep.outputs.pieces import SUMS, shard
+
+    desc = shard(args.out_dir, args.output, args.max_size)
+    pieces = sum(len(f["pieces"]) for f in desc["files"].values())
+    print(f"{len(desc['files'])} files -> {pieces} pieces of at most {args.max_size:,} bytes in "
+          f"{args.output} (check with: cd {args.output} && sha256sum -c {SUMS})")
+    return 0
+
+
+def _add_unshard(sub) -> None:
+    p = sub.add_parser("unshard", help="check and join pieces made by `pileprep shard`")
+    p.add_argument("pieces_dir")
+    p.add_argument("--output", "-o", required=True, help="directory for the rebuilt build")
+
+
+def cmd_unshard(args) -> int:
+    from pileprep.outputs.pieces import unshard
+    from pileprep.outputs.verify import verify
+
+    files = unshard(args.pieces_dir, args.output)
+    v = verify(args.output)
+    for line in v.problems:
+        print(f"PROBLEM: {line}")
+    print(f"{len(files)} files checked and joined into {args.output}; "
+          + (f"{len(v.problems)} problem(s)" if v.problems else "the build verifies"))
+    return 1 if v.problems else 0
+
+
+COMMANDS = {"build": cmd_build, "dedup": cmd_dedup, "verify": cmd_verify, "synth": cmd_synth, "schedule": cmd_schedule,
+            "batch-at": cmd_batch_at, "where": cmd_where, "sequences": cmd_sequences,
+            "seen": cmd_seen, "plot": cmd_plot, "export": cmd_export, "shard": cmd_shard,
+            "unshard": cmd_unshard}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors in one line like every other error (``--help`` has the rest)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="pileprep", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_build, _add_dedup, _add_verify, _add_synth, _add_schedule_cmd, _add_batch_at,
+                _add_where, _add_seen, _add_sequences, _add_export, _add_plot, _add_shard,
+                _add_unshard):
+        add(sub)
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (PilePrepError, OSError) as exc:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        if isinstance(exc, BrokenPipeError):
+            # the reader went away (`| head`): stop quietly, as Unix tools do on SIGPIPE
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
+        print(f"pileprep {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except KeyboardInterrupt:
+        print(f"pileprep {args.command}: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, PilePrepError):
+        return f"{exc.label}: " + " ".join(str(exc).split("\n"))
+    where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+    return f"error:{where}: {exc.strerror or exc}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Atomic file writes: write beside the target, flush to disk, then rename over it.
+
+A reader (or a resumed build) therefore sees either the old complete file or the new complete
+file, never a torn one. Temporary names carry the process id so concurrent writers of different
+targets in one directory never collide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from pileprep.core import faults
+from pileprep.core.files import JOURNAL, MANIFEST
+
+
+def tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path``, on error it is removed."""
+    path = Path(path)
+    tmp = tmp_path(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | Path, obj) -> None:
+    write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: str | Path):
+    return json.loads(Path(path).read_text())
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """``np.save`` to ``path`` atomically (no pickles: index arrays only)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+LAST = MANIFEST  # moved last: a directory whose manifest matches its files is complete
+
+
+def commit(stage: Path, out: Path) -> None:
+    """Move every file of ``stage`` into ``out``: first a journal naming them, then the moves.
+
+    A build killed during the moves is finished by :func:`finish_commit` on the next run, so
+    ``out`` never keeps a mix of two builds; a build that fails before the journal leaves ``out``
+    exactly as it was.
+    """
+    names = sorted(p.name for p in stage.iterdir() if p.is_file() and p.name != JOURNAL)
+    names.sort(key=lambda n: n == LAST)
+    write_json(stage / JOURNAL, {"files": names})
+    finish_commit(stage, out)
+
+
+def finish_commit(stage: Path, out: Path) -> bool:
+    """Complete a journaled commit, or drop an unjournaled (unfinished) staging directory.
+    Returns True when a commit was completed."""
+    journal = stage / JOURNAL
+    if not journal.exists():
+        shutil.rmtree(stage, ignore_errors=True)
+        return False
+    for i, name in enumerate(read_json(journal)["files"]):
+        if (stage / name).exists():
+            os.replace(stage / name, out / name)
+        if i == 0:
+            faults.checkpoint("commit")
+    journal.unlink()
+    shutil.rmtree(stage, ignore_errors=True)
+    return True

@@ -1,0 +1,54 @@
+"""The names of everything pileprep writes, defined once.
+
+Writers and readers both take names from here, so the read side (the API, training lookups,
+verify) never imports the write side to learn where a file is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MANIFEST = "manifest.json"  # inputs, settings, outputs with sha256; moved in last
+REPORT = "report.json"  # every input line accounted for
+REJECTS = "rejects.jsonl"  # each rejected line with its reason
+PROVENANCE = "provenance.parquet"  # one row per document: where it came from
+DUPLICATES = "duplicates.parquet"  # with --dedup: every removed document
+DEDUP_SUMMARY = "dedup.json"  # `pileprep dedup`: the summary without a dataset
+SCHEDULES = "schedules.json"  # which training-order indexes were built, newest last
+MINHASH_DIR = "minhash"  # MinHash signatures, kept for other thresholds
+WORK_DIR = ".pileprep-work"  # intermediate stage files (removed after a build)
+STAGING = ".pileprep-staging"  # finished outputs before they are moved in
+JOURNAL = "COMMIT.json"  # inside STAGING: the files being moved, for roll-forward
+DOCUMENT_SUFFIX = "_text_document"  # GPT-NeoX's name for a dataset of whole documents
+
+
+def dataset_prefix(out_dir: str | Path, name: str) -> Path:
+    """``OUT_DIR/<name>_text_document``: the prefix of the ``.bin``/``.idx`` pair."""
+    return Path(out_dir) / f"{name}{DOCUMENT_SUFFIX}"
+
+
+def data_path(prefix: str | Path) -> Path:
+    return Path(f"{prefix}.bin")
+
+
+def index_path(prefix: str | Path) -> Path:
+    return Path(f"{prefix}.idx")
+
+
+# GPT-NeoX's training-order index files: ``<prefix>_train_0_indexmap_<ns>ns_<L>sl_<S>s`` then
+# ``_packedpi_ac`` in current GPT-NeoX (pack-impl "packed", allow-chopped); GPT-NeoX v1.0, which
+# trained Pythia, names them without that suffix. The arrays are the same.
+SCHEDULE_KINDS = ("doc", "sample", "shuffle")
+NAMINGS = ("neox", "v1.0")  # the name pileprep writes first, then the name it links
+
+
+def schedule_prefix(dataset_prefix: str | Path, num_samples: int, seq_length: int, seed: int,
+                    naming: str = "neox") -> str:
+    base = f"{dataset_prefix}_train_0_indexmap_{num_samples}ns_{seq_length}sl_{seed}s"
+    return base + ("_packedpi_ac" if naming == "neox" else "")
+
+
+def schedule_paths(dataset_prefix: str | Path, num_samples: int, seq_length: int, seed: int,
+                   naming: str = "neox") -> dict[str, Path]:
+    base = schedule_prefix(dataset_prefix, num_samples, seq_length, seed, naming)
+    return {k: Path(f"{base}_{k}_idx.npy") for k in SCHEDULE_KINDS}

@@ -1,0 +1,183 @@
+"""The Megatron/GPT-NeoX ``MMIDIDX`` indexed dataset: write it in a stream, read it memory-mapped.
+
+``<prefix>.bin`` is every document's tokens back to back in one dtype. ``<prefix>.idx`` is::
+
+    magic    9 bytes  b"MMIDIDX\\x00\\x00"
+    version  uint64   1
+    dtype    uint8    code (1 u8, 2 i8, 3 i16, 4 i32, 5 i64, 6 f32, 7 f64, 8 u16)
+    count    uint64   number of sequences N
+    doc_cnt  uint64   length of the document index D
+    sizes    int32[N]   tokens in each sequence
+    pointers int64[N]   byte offset of each sequence in .bin
+    doc_idx  int64[D]   sequence index where each document starts, plus the end (N)
+
+pileprep writes one sequence per document (as ``preprocess_data.py`` does for the ``text`` key),
+so ``doc_idx`` is ``0, 1, ..., N``. See docs/formats.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import struct
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+import numpy as np
+
+from pileprep.core.errors import FormatError
+from pileprep.core.files import data_path, index_path
+
+MAGIC = b"MMIDIDX\x00\x00"
+VERSION = 1
+HEADER_BYTES = len(MAGIC) + 8 + 1 + 8 + 8
+DTYPE_CODES: dict[int, type] = {
+    1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64,
+    6: np.float32, 7: np.float64, 8: np.uint16,
+}
+_CHUNK = 1 << 20
+
+
+def best_fitting_dtype(vocab_size: int | None) -> type:
+    """GPT-NeoX's choice: 2-byte tokens below 65500 entries, else 4-byte signed."""
+    return np.uint16 if vocab_size is not None and vocab_size < 65500 else np.int32
+
+
+def dtype_code(dtype) -> int:
+    dt = np.dtype(dtype)
+    for code, candidate in DTYPE_CODES.items():
+        if np.dtype(candidate) == dt:
+            return code
+    raise FormatError(f"dtype {dt} has no MMIDIDX code")
+
+
+class Index:
+    """A parsed ``.idx``: its dtype and the three arrays, as views of a memory map.
+
+    Reading is lazy: only the header is read here, and an array's pages are read when touched,
+    so opening the index of the Pile (210 M documents, ~4 GB) costs nothing.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            header = f.read(HEADER_BYTES)
+        name = self.path.name
+        if len(header) < HEADER_BYTES or header[:len(MAGIC)] != MAGIC:
+            raise FormatError(f"{name}: not an MMIDIDX index (bad magic or too short)")
+        version, code, count, doc_count = struct.unpack_from("<QBQQ", header, len(MAGIC))
+        if version != VERSION:
+            raise FormatError(f"{name}: version {version}, expected {VERSION}")
+        if code not in DTYPE_CODES:
+            raise FormatError(f"{name}: unknown dtype code {code}")
+        self.dtype = np.dtype(DTYPE_CODES[code])
+        size = self.path.stat().st_size
+        expected = HEADER_BYTES + count * 4 + count * 8 + doc_count * 8
+        if size != expected:
+            raise FormatError(f"{name}: {size} bytes, but its header ({count} sequences, "
+                              f"{doc_count} document index entries) implies {expected}")
+        self._map = np.memmap(self.path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+        self.sizes = np.frombuffer(self._map, np.int32, count, HEADER_BYTES)
+        self.pointers = np.frombuffer(self._map, np.int64, count, HEADER_BYTES + count * 4)
+        self.doc_idx = np.frombuffer(self._map, np.int64, doc_count, HEADER_BYTES + count * 12)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def data_bytes(self) -> int:
+        """How long the ``.bin`` must be: the end of the last sequence."""
+        if not len(self.sizes):
+            return 0
+        return int(self.pointers[-1]) + int(self.sizes[-1]) * self.dtype.itemsize
+
+
+class _HashingWriter:
+    def __init__(self, f: BinaryIO):
+        self.f, self.sha256, self.bytes = f, hashlib.sha256(), 0
+
+    def write(self, data) -> None:
+        view = memoryview(data).cast("B")
+        self.sha256.update(view)
+        self.f.write(view)
+        self.bytes += len(view)
+
+
+def write_index(f: BinaryIO, dtype, count: int,
+                size_chunks: Callable[[], Iterable[np.ndarray]]) -> str:
+    """Stream an ``.idx`` for ``count`` one-sequence documents; return its sha256.
+
+    ``size_chunks`` is called twice (sizes, then pointers), so the sizes never have to be held
+    in memory at once: at Pile scale they alone are close to a gigabyte.
+    """
+    out = _HashingWriter(f)
+    itemsize = np.dtype(dtype).itemsize
+    out.write(MAGIC + struct.pack("<Q", VERSION) + struct.pack("<B", dtype_code(dtype)))
+    out.write(struct.pack("<Q", count) + struct.pack("<Q", count + 1))
+    seen = 0
+    for chunk in size_chunks():
+        out.write(np.ascontiguousarray(chunk, dtype=np.int32))
+        seen += len(chunk)
+    if seen != count:
+        raise FormatError(f"expected {count} sizes, got {seen}")
+    offset = 0
+    for chunk in size_chunks():
+        ends = np.cumsum(chunk, dtype=np.int64) * itemsize + offset
+        starts = np.empty_like(ends)
+        starts[0:1] = offset
+        starts[1:] = ends[:-1]
+        out.write(starts)
+        if len(ends):
+            offset = int(ends[-1])
+    for start in range(0, count + 1, _CHUNK):
+        out.write(np.arange(start, min(count + 1, start + _CHUNK), dtype=np.int64))
+    return out.sha256.hexdigest()
+
+
+def copy_concat(sources: Iterable[str | Path], f: BinaryIO) -> str:
+    """Append the files to ``f`` in order, streaming; return the sha256 of what was written."""
+    out = _HashingWriter(f)
+    buf = bytearray(8 * _CHUNK)
+    view = memoryview(buf)
+    for src in sources:
+        with open(src, "rb") as inp:
+            while n := inp.readinto(buf):
+                out.write(view[:n])
+    return out.sha256.hexdigest()
+
+
+class IndexedDataset:
+    """Read-only, memory-mapped view of ``<prefix>.bin/.idx``. ``ds[i]`` is document i's tokens."""
+
+    def __init__(self, prefix: str | Path):
+        self.prefix = Path(prefix)
+        self.index = Index(index_path(prefix))
+        self.dtype = self.index.dtype
+        self.sizes, self.pointers, self.doc_idx = self.index.sizes, self.index.pointers, self.index.doc_idx
+        binf = data_path(prefix)
+        self.tokens = (np.memmap(binf, dtype=self.dtype, mode="r")
+                       if binf.stat().st_size else np.zeros(0, self.dtype))
+
+    def advise_random(self) -> None:
+        """Tell the kernel reads will be scattered (training samples), so a page fault does not
+        read megabytes around it; sequential scans should not call this."""
+        mm = getattr(self.tokens, "_mmap", None)
+        if mm is not None and hasattr(mmap, "MADV_RANDOM"):
+            mm.madvise(mmap.MADV_RANDOM)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        start = int(self.pointers[i]) // self.dtype.itemsize
+        return self.tokens[start:start + int(self.sizes[i])]
+
+    def get(self, i: int, offset: int = 0, length: int | None = None) -> np.ndarray:
+        """Tokens ``offset:offset+length`` of document i, as a view (no copy)."""
+        doc = self[i]
+        end = len(doc) if length is None else offset + length
+        return doc[offset:end]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]

@@ -1,0 +1,125 @@
+"""The provenance table: one row per document of the ``.bin``, saying where it came from.
+
+Columns (parquet, in dataset order):
+
+- ``doc`` (int64): index of the document in the indexed dataset;
+- ``source`` (string): shard file name; ``line`` (int64): 0-based line in that shard;
+- ``pile_set_name`` (string): the Pile subset from ``meta``, "" when absent;
+- ``tokens`` (int32): tokens of the document including the EOD token;
+- ``token_start`` (int64): position of the document's first token in the ``.bin`` (in tokens);
+- ``bytes`` (int64): UTF-8 length of the source text.
+
+``token_start`` is what maps any token position back to its document with one binary search.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pileprep.core import atomic
+from pileprep.core.errors import NotFoundError
+from pileprep.core.files import PROVENANCE
+
+PART_SCHEMA = pa.schema([
+    ("source", pa.dictionary(pa.int32(), pa.string())),
+    ("line", pa.int64()),
+    ("pile_set_name", pa.dictionary(pa.int32(), pa.string())),
+    ("tokens", pa.int32()),
+    ("bytes", pa.int64()),
+])
+SCHEMA = pa.schema([
+    ("doc", pa.int64()), ("source", pa.string()), ("line", pa.int64()),
+    ("pile_set_name", pa.string()), ("tokens", pa.int32()), ("token_start", pa.int64()),
+    ("bytes", pa.int64()),
+])
+FILE_NAME = PROVENANCE
+# Fixed-size row groups make the file's bytes independent of how the build was partitioned.
+ROW_GROUP = 1 << 20
+
+
+def part_table(source: str, lines, subsets: list[str], tokens, nbytes) -> pa.Table:
+    n = len(lines)
+    return pa.table({
+        "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [source]),
+        "line": pa.array(np.asarray(lines, np.int64)),
+        "pile_set_name": pa.array(subsets, pa.string()).dictionary_encode(),
+        "tokens": pa.array(np.asarray(tokens, np.int32)),
+        "bytes": pa.array(np.asarray(nbytes, np.int64)),
+    }, schema=PART_SCHEMA)
+
+
+def merge(parts: Iterable[str | Path], out_path: str | Path, row_group: int = ROW_GROUP) -> str:
+    """Concatenate part tables in order, adding ``doc`` and ``token_start``; return sha256."""
+    doc, token = 0, 0
+    pending: list[pa.Table] = []
+    with pq.ParquetWriter(out_path, SCHEMA, compression="zstd") as writer:
+        for part in parts:
+            t = pq.read_table(part, schema=PART_SCHEMA)
+            sizes = t.column("tokens").to_numpy().astype(np.int64)
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) + token
+            pending.append(pa.table({
+                "doc": pa.array(np.arange(doc, doc + t.num_rows, dtype=np.int64)),
+                "source": t.column("source").cast(pa.string()), "line": t.column("line"),
+                "pile_set_name": t.column("pile_set_name").cast(pa.string()),
+                "tokens": t.column("tokens"), "token_start": pa.array(starts[:t.num_rows]),
+                "bytes": t.column("bytes"),
+            }, schema=SCHEMA))
+            doc += t.num_rows
+            token += int(sizes.sum())
+            pending = _write_full_groups(writer, pending, row_group, final=False)
+        _write_full_groups(writer, pending, row_group, final=True)
+    return atomic.sha256_file(out_path)
+
+
+def _write_full_groups(writer, pending: list[pa.Table], row_group: int, final: bool) -> list[pa.Table]:
+    buf = pa.concat_tables(pending) if pending else SCHEMA.empty_table()
+    start = 0
+    while buf.num_rows - start >= row_group or (final and start < buf.num_rows):
+        chunk = buf.slice(start, min(row_group, buf.num_rows - start)).combine_chunks()
+        writer.write_table(chunk, row_group_size=row_group)
+        start += chunk.num_rows
+    return [buf.slice(start)] if start < buf.num_rows else []
+
+
+def part_sizes(part: str | Path) -> np.ndarray:
+    return pq.read_table(part, columns=["tokens"]).column("tokens").to_numpy()
+
+
+def lookup_columns(table: pa.Table):
+    """``(source, line, pile_set_name)`` for lookups: the string columns dictionary-encoded (a
+    few distinct values over many rows), lines as numpy."""
+    return (table.column("source").dictionary_encode().combine_chunks(),
+            table.column("line").to_numpy(),
+            table.column("pile_set_name").dictionary_encode().combine_chunks())
+
+
+def find(columns, source: str, line: int) -> int:
+    """The document index of input line ``source:line``, from :func:`lookup_columns`."""
+    sources, lines, _ = columns
+    names = sources.dictionary.to_pylist()
+    if source not in names:
+        raise NotFoundError(f"no document of the dataset comes from {source!r}")
+    hits = np.flatnonzero((sources.indices.to_numpy() == names.index(source)) & (lines == line))
+    if not len(hits):
+        raise NotFoundError(f"{source}:{line} is not in the dataset (rejected or removed as a "
+                          "duplicate: see rejects.jsonl and duplicates.parquet)")
+    return int(hits[0])
+
+
+def read(out_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(Path(out_dir) / FILE_NAME, columns=columns)
+
+
+def subset_totals(table) -> dict[str, list[int]]:
+    """Documents, tokens and text bytes per ``pile_set_name`` in a provenance table."""
+    grouped = table.group_by("pile_set_name").aggregate(
+        [("tokens", "count"), ("tokens", "sum"), ("bytes", "sum")])
+    names = grouped.column("pile_set_name").cast("string").to_pylist()
+    rows = zip(grouped.column("tokens_count").to_pylist(), grouped.column("tokens_sum").to_pylist(),
+               grouped.column("bytes_sum").to_pylist())
+    return {name: [int(a), int(b), int(c)] for name, (a, b, c) in zip(names, rows)}

@@ -1,0 +1,134 @@
+"""Export training sequences of a step range, with their provenance, for other tools.
+
+One row per training sample: ``step``, ``row`` (position in the global batch), ``sample``
+(training sample number), ``tokens`` (the L+1 tokens the trainer read), optionally ``text``
+(decoded), and ``sources``: the documents the tokens came from, as a list of
+``{source, line, pile_set_name, doc, doc_start, doc_end, row_start, row_end}`` (token ranges,
+end exclusive). Formats:
+
+- ``parquet``: one file, readable by ``datasets.load_dataset("parquet", data_files=...)``;
+- ``jsonl``: one file, readable by ``datasets.load_dataset("json", data_files=...)``;
+- ``hf``: a ``datasets.Dataset.save_to_disk`` directory, readable by ``datasets.load_from_disk``.
+
+Rows are produced in chunks, so memory does not grow with the number of steps.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pileprep.core import atomic
+from pileprep.core.errors import ConfigError
+from pileprep.training.order import TrainingOrder, group_by_sample
+
+FORMATS = ("parquet", "jsonl", "hf")
+_ROWS = 1024  # samples per written chunk
+
+SOURCE_FIELDS = ("source", "line", "pile_set_name", "doc", "doc_start", "doc_end",
+                 "row_start", "row_end")
+SOURCE_TYPE = pa.struct([
+    ("source", pa.string()), ("line", pa.int64()), ("pile_set_name", pa.string()),
+    ("doc", pa.int64()), ("doc_start", pa.int64()), ("doc_end", pa.int64()),
+    ("row_start", pa.int64()), ("row_end", pa.int64()),
+])
+
+
+def schema(token_type: pa.DataType, with_text: bool) -> pa.Schema:
+    fields = [("step", pa.int64()), ("row", pa.int64()), ("sample", pa.int64()),
+              ("tokens", pa.list_(token_type))]
+    fields += [("text", pa.string())] if with_text else []
+    return pa.schema(fields + [("sources", pa.list_(SOURCE_TYPE))])
+
+
+def tables(order: TrainingOrder, first_step: int, end_step: int, tokenizer=None
+           ) -> Iterator[pa.Table]:
+    """The export rows as Arrow tables of at most ``_ROWS`` samples, in training order."""
+    order.check_steps(first_step, end_step)
+    B, width = order.cfg.batch_size, order.cfg.seq_length + 1
+    token_type = pa.from_numpy_dtype(order.data.dtype)
+    sch = schema(token_type, tokenizer is not None)
+    for lo in range(first_step * B, end_step * B, _ROWS):
+        ns = np.arange(lo, min(lo + _ROWS, end_step * B))
+        p = order.pieces(ns)
+        flat = order.tokens_of(p)
+        cols = {"step": ns // B, "row": ns % B, "sample": ns,
+                "tokens": pa.ListArray.from_arrays(
+                    pa.array(np.arange(len(ns) + 1, dtype=np.int32) * width),
+                    pa.array(flat, token_type))}
+        if tokenizer is not None:
+            cols["text"] = tokenizer.decode_batch(flat.reshape(len(ns), width).tolist(),
+                                                  skip_special_tokens=False)
+        cols["sources"] = [[{k: rec[k] for k in SOURCE_FIELDS} for rec in row]
+                           for row in group_by_sample(ns, p, order.describe)]
+        yield pa.table(cols, schema=sch)
+
+
+def export(order: TrainingOrder, first_step: int, end_step: int, target: str | Path, fmt: str,
+           tokenizer=None) -> int:
+    """Write steps ``first_step .. end_step-1`` to ``target`` in ``fmt``; return rows written."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    target = Path(target)
+    if fmt == "hf":
+        return _export_hf(order, first_step, end_step, target, tokenizer)
+    rows = 0
+    with atomic.atomic_path(target) as tmp:
+        if fmt == "parquet":
+            writer = None
+            for t in tables(order, first_step, end_step, tokenizer):
+                writer = writer or pq.ParquetWriter(tmp, t.schema, compression="zstd")
+                writer.write_table(t)
+                rows += t.num_rows
+            writer.close()
+        else:
+            with open(tmp, "wb") as f:
+                for t in tables(order, first_step, end_step, tokenizer):
+                    for rec in t.to_pylist():
+                        f.write(orjson.dumps(rec) + b"\n")
+                    rows += t.num_rows
+    return rows
+
+
+def _export_hf(order: TrainingOrder, first_step: int, end_step: int, target: Path,
+               tokenizer) -> int:
+    """``save_to_disk`` layout, built from a temporary parquet file, moved in when complete."""
+    import datasets
+
+    if target.exists():
+        raise ConfigError(f"{target} already exists; remove it or choose another --output")
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+        parquet = Path(tmp) / "rows.parquet"
+        rows = export(order, first_step, end_step, parquet, "parquet", tokenizer)
+        ds = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(Path(tmp) / "cache"))
+        ds.save_to_disk(str(Path(tmp) / "dataset"))
+        del ds
+        shutil.move(str(Path(tmp) / "dataset"), target)
+    return rows
+
+
+def write_seen(order: TrainingOrder, seen, target: str | Path) -> None:
+    """One row per document seen in a step range (``pileprep seen --output``): parquet or csv."""
+    import pyarrow.csv as pcsv
+
+    target = str(target)
+    if not target.endswith((".parquet", ".csv")):
+        raise ConfigError(f"--output must end in .parquet or .csv, not {target!r}")
+    source, line, subset = order.provenance()
+    docs = pa.array(seen.docs)
+    table = pa.table({"doc": seen.docs, "source": source.take(docs).cast(pa.string()),
+                      "line": line[seen.docs],
+                      "pile_set_name": subset.take(docs).cast(pa.string()),
+                      "tokens_seen": seen.tokens_seen, "first_step": seen.first_step})
+    with atomic.atomic_path(target) as tmp:
+        if target.endswith(".parquet"):
+            pq.write_table(table, tmp, compression="zstd")
+        else:
+            pcsv.write_csv(table, tmp)

@@ -1,0 +1,190 @@
+"""``pileprep verify OUT_DIR``: check a finished build against itself and its manifest.
+
+Checks, each reported by name with what is wrong:
+
+- the manifest lists every output with its size and sha256, and the files match;
+- the ``.idx`` header (magic, version, dtype code, counts) and its internal consistency: sizes
+  positive, pointers the running sum of sizes, the ``.bin`` exactly as long as the index says,
+  the document index ``0..N``;
+- the provenance table: one row per sequence, ``doc`` in order, ``tokens`` equal to the sizes,
+  ``token_start`` their running sum;
+- each recorded schedule: its three files present and consistent with the dataset (document
+  index a permutation of documents per epoch, sample index monotone and inside the token
+  stream, shuffle index a permutation of the samples);
+- the report's accounting identity; no unfinished commit of outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pileprep.core import atomic
+from pileprep.core.config import ScheduleConfig
+from pileprep.core.errors import PilePrepError
+from pileprep.core.files import (JOURNAL, MANIFEST, PROVENANCE, REPORT, STAGING, data_path,
+                                 dataset_prefix, index_path)
+from pileprep.formats import indexed
+from pileprep.formats.report import accounting_gap
+from pileprep.training import schedule_files
+
+
+@dataclass
+class Verdict:
+    problems: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+
+    def bad(self, what: str) -> None:
+        self.problems.append(what)
+
+    def ok(self, what: str) -> None:
+        self.checked.append(what)
+
+
+_CHUNK = 1 << 24  # index entries checked at once: memory stays flat at Pile scale
+
+
+def _first_bad_pointer(index: indexed.Index) -> int | None:
+    """The first sequence whose pointer is not the running sum of the sizes before it."""
+    offset = 0
+    for lo in range(0, len(index), _CHUNK):
+        sizes = index.sizes[lo:lo + _CHUNK].astype(np.int64) * index.dtype.itemsize
+        want = np.cumsum(sizes) - sizes + offset
+        bad = np.flatnonzero(np.asarray(index.pointers[lo:lo + _CHUNK]) != want)
+        if len(bad):
+            return lo + int(bad[0])
+        offset = int(want[-1] + sizes[-1])
+    return None
+
+
+def _doc_idx_is_identity(index: indexed.Index) -> bool:
+    if len(index.doc_idx) != len(index) + 1:
+        return False
+    return all(np.array_equal(index.doc_idx[lo:lo + _CHUNK],
+                              np.arange(lo, min(lo + _CHUNK, len(index.doc_idx))))
+               for lo in range(0, len(index.doc_idx), _CHUNK))
+
+
+def check_dataset(prefix: Path, v: Verdict) -> indexed.Index | None:
+    """Index and data file of one dataset; returns the index when it is readable."""
+    idx, binf = index_path(prefix), data_path(prefix)
+    for p in (idx, binf):
+        if not p.exists():
+            v.bad(f"{p.name}: missing")
+            return None
+    try:
+        index = indexed.Index(idx)
+    except PilePrepError as exc:
+        v.bad(str(exc))
+        return None
+    nonpositive = sum(int((index.sizes[lo:lo + _CHUNK] <= 0).sum()) for lo in range(0, len(index), _CHUNK))
+    if nonpositive:
+        v.bad(f"{idx.name}: {nonpositive} sequences with size <= 0")
+    first = _first_bad_pointer(index)
+    if first is not None:
+        v.bad(f"{idx.name}: pointer of sequence {first} does not follow from the sizes before it")
+    if not _doc_idx_is_identity(index):
+        v.bad(f"{idx.name}: document index is not 0..{len(index)}")
+    want, have = index.data_bytes, binf.stat().st_size
+    if have != want:
+        v.bad(f"{binf.name}: {have} bytes, the index says {want} ({'truncated' if have < want else 'too long'})")
+    v.ok(f"{idx.name}: {len(index):,} sequences, {want // index.dtype.itemsize:,} tokens of {index.dtype}")
+    return index
+
+
+def check_manifest(out: Path, manifest: dict, v: Verdict) -> None:
+    for name, meta in manifest.get("outputs", {}).items():
+        path = out / name
+        if not path.exists():
+            v.bad(f"{name}: listed in the manifest but missing")
+        elif path.stat().st_size != meta["bytes"]:
+            v.bad(f"{name}: {path.stat().st_size} bytes, the manifest says {meta['bytes']}")
+        elif atomic.sha256_file(path) != meta["sha256"]:
+            v.bad(f"{name}: sha256 differs from the manifest (the file was changed or corrupted)")
+    v.ok(f"manifest: {len(manifest.get('outputs', {}))} outputs hashed")
+
+
+def check_provenance(out: Path, sizes: np.ndarray, v: Verdict) -> None:
+    path = out / PROVENANCE
+    if not path.exists():
+        v.bad(f"{PROVENANCE}: missing")
+        return
+    t = pq.read_table(path, columns=["doc", "tokens", "token_start"])
+    if t.num_rows != len(sizes):
+        v.bad(f"{PROVENANCE}: {t.num_rows} rows for {len(sizes)} sequences in the .idx")
+        return
+    tokens = t.column("tokens").to_numpy().astype(np.int64)
+    if not np.array_equal(t.column("doc").to_numpy(), np.arange(len(sizes))):
+        v.bad(f"{PROVENANCE}: doc column is not 0..{len(sizes) - 1}")
+    if not np.array_equal(tokens, sizes):
+        v.bad(f"{PROVENANCE}: token counts differ from the .idx sizes at "
+              f"{int((tokens != sizes).sum())} documents")
+    starts = np.concatenate([[0], np.cumsum(tokens)[:-1]]) if len(tokens) else tokens
+    if not np.array_equal(t.column("token_start").to_numpy(), starts):
+        v.bad(f"{PROVENANCE}: token_start is not the running sum of tokens")
+    v.ok(f"{PROVENANCE}: {t.num_rows:,} rows match the index")
+
+
+def check_schedule(prefix: Path, cfg: ScheduleConfig, sizes: np.ndarray, v: Verdict) -> None:
+    label = f"schedule {schedule_files.label(prefix, cfg)}"
+    missing = [p.name for p in schedule_files.paths(prefix, cfg).values() if not p.exists()]
+    if missing:
+        v.bad(f"{label}: missing {', '.join(missing)}")
+        return
+    try:
+        s = schedule_files.load(prefix, cfg)
+    except (PilePrepError, OSError, ValueError) as exc:  # a file too damaged for numpy to open
+        v.bad(f"{label}: unreadable ({exc})")
+        return
+    n_docs, doc_idx = len(sizes), np.asarray(s.doc_idx)
+    if len(doc_idx) != s.epochs * n_docs or (n_docs and not np.array_equal(
+            np.bincount(doc_idx, minlength=n_docs), np.full(n_docs, s.epochs))):
+        v.bad(f"{label}: doc_idx is not {s.epochs} permutation(s) of the {n_docs} documents")
+        return
+    sample = np.asarray(s.sample_idx)
+    ok = (sample.ndim == 2 and sample.shape[1] == 2 and (sample[:, 0] >= 0).all()
+          and (sample[:, 0] < len(doc_idx)).all() and (np.diff(sample[:, 0]) >= 0).all())
+    if ok:
+        # Every sample spans seq_length + 1 tokens of the epoch-ordered stream.
+        starts = np.concatenate([[0], np.cumsum(sizes[doc_idx].astype(np.int64))])
+        pos = starts[sample[:, 0]] + sample[:, 1]
+        ok = bool((np.diff(pos) == cfg.seq_length).all())
+    if not ok:
+        v.bad(f"{label}: sample_idx is not a monotone walk of seq_length steps over the documents")
+    shuffle = np.asarray(s.shuffle_idx)
+    if len(shuffle) != len(sample) - 1 or not np.array_equal(np.sort(shuffle), np.arange(len(shuffle))):
+        v.bad(f"{label}: shuffle_idx is not a permutation of the {len(sample) - 1} samples")
+    v.ok(f"{label}: {len(sample) - 1:,} samples over {s.epochs} epoch(s)")
+
+
+def verify(out_dir: str | Path) -> Verdict:
+    out = Path(out_dir)
+    v = Verdict()
+    if (out / STAGING / JOURNAL).exists():
+        v.bad(f"{STAGING}: an interrupted build left outputs half moved; run it again")
+    if not (out / MANIFEST).exists():
+        v.bad(f"{MANIFEST}: missing (not a finished pileprep build)")
+        return v
+    manifest = atomic.read_json(out / MANIFEST)
+    check_manifest(out, manifest, v)
+    prefix = dataset_prefix(out, manifest["settings"]["pack"]["name"])
+    index = check_dataset(prefix, v)
+    sizes = None
+    if index is not None:
+        sizes = index.sizes.astype(np.int64)
+        check_provenance(out, sizes, v)
+        for cfg in schedule_files.recorded(out):
+            check_schedule(prefix, cfg, sizes, v)
+    if (out / REPORT).exists():
+        rep = atomic.read_json(out / REPORT)
+        gap = accounting_gap(rep)
+        if gap:
+            v.bad(f"{REPORT}: {gap}")
+        elif sizes is not None and rep["kept"] != len(sizes):
+            v.bad(f"{REPORT}: kept = {rep['kept']} but the dataset has {len(sizes)} documents")
+        else:
+            v.ok(f"{REPORT}: every line accounted for")
+    return v

@@ -1,0 +1,188 @@
+"""What the trainer saw: samples, batches and their source documents, from a built schedule.
+
+A training sample is L+1 consecutive tokens of the shuffled document stream, made of *pieces*
+(:mod:`.pieces`): slices of documents. Tokens are read as views of the memory-mapped ``.bin``
+(a document starts at ``pointers[doc] / itemsize``), and each piece maps to its source
+``(source, line, pile_set_name)`` through the provenance table.
+
+Every source record, in the API and in every command's output, has one shape::
+
+    {"doc", "source", "line", "pile_set_name", "doc_start", "doc_end", "row_start", "row_end"}
+
+token ranges end-exclusive: the piece is tokens ``doc_start:doc_end`` of document ``doc`` and
+sits at ``row_start:row_end`` of the training row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from pileprep.core import atomic
+from pileprep.core.config import ScheduleConfig
+from pileprep.core.errors import ConfigError, IntegrityError, NotFoundError
+from pileprep.core.files import MANIFEST, dataset_prefix
+from pileprep.formats import provenance
+from pileprep.formats.indexed import IndexedDataset
+from pileprep.training import pieces as pieces_of, schedule_files
+from pileprep.training.pieces import Pieces
+
+
+def dataset_name(out_dir: str | Path) -> str:
+    manifest = Path(out_dir) / MANIFEST
+    if not manifest.exists():
+        raise NotFoundError(f"{out_dir} holds no pileprep build (no {MANIFEST})")
+    return atomic.read_json(manifest)["settings"]["pack"]["name"]
+
+
+def resolve_config(out_dir: str | Path, **given) -> ScheduleConfig:
+    """Settings not given come from the build's newest schedule (else Pythia's defaults)."""
+    entries = schedule_files.recorded(out_dir)
+    base = entries[-1] if entries else ScheduleConfig()
+    cfg = replace(base, **{k: v for k, v in given.items() if v is not None})
+    cfg.validate()
+    return cfg
+
+
+class TrainingOrder:
+    """A built dataset with one schedule: ``sample(n)``, ``batch(step)``, ``sources(step)``."""
+
+    def __init__(self, out_dir: str | Path, cfg: ScheduleConfig | None = None,
+                 data: IndexedDataset | None = None):
+        self.out_dir = Path(out_dir)
+        self.prefix = dataset_prefix(out_dir, dataset_name(out_dir))
+        self.cfg = cfg or resolve_config(out_dir)
+        self.data = data if data is not None else IndexedDataset(self.prefix)
+        self.data.advise_random()  # samples are scattered over the whole .bin
+        self.schedule = schedule_files.load(self.prefix, self.cfg)
+        if len(self.schedule.doc_idx) != len(self.data) * self.schedule.epochs:
+            raise IntegrityError(f"schedule files for {self.prefix} do not match the dataset "
+                                 f"({len(self.schedule.doc_idx)} doc_idx entries for "
+                                 f"{len(self.data)} documents x {self.schedule.epochs} epochs)")
+        self._prov = None
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return (f"TrainingOrder(seq_length={c.seq_length}, batch_size={c.batch_size}, "
+                f"train_iters={c.train_iters}, seed={c.seed}; {self.schedule.epochs} epoch(s))")
+
+    @property
+    def num_trained_samples(self) -> int:
+        """Samples the trainer consumes: ``train_iters * batch_size``."""
+        return self.cfg.train_iters * self.cfg.batch_size
+
+    def check_steps(self, first: int, end: int) -> None:
+        """Steps ``first .. end-1`` are trained steps (a ConfigError names the range if not)."""
+        T = self.cfg.train_iters
+        if not 0 <= first < end <= T:
+            raise ConfigError(f"steps {first}:{end} are outside 0:{T} (train_iters={T})")
+
+    def rows(self, step: int, rows: list[int] | None = None) -> list[int]:
+        """The rows asked for (default all) of the batch at ``step``, checked."""
+        if not 0 <= step < self.cfg.train_iters:
+            raise ConfigError(f"step {step} is outside 0..{self.cfg.train_iters - 1} "
+                              f"(train_iters={self.cfg.train_iters})")
+        B = self.cfg.batch_size
+        rows = list(range(B)) if rows is None else rows
+        bad = [r for r in rows if not 0 <= r < B]
+        if bad:
+            raise ConfigError(f"row {bad[0]} is outside 0..{B - 1} (batch_size={B})")
+        return rows
+
+    def samples(self, step: int, rows: list[int] | None = None) -> np.ndarray:
+        """Training sample numbers of these rows of the batch at ``step``."""
+        return step * self.cfg.batch_size + np.asarray(self.rows(step, rows), np.int64)
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def pieces(self, samples) -> Pieces:
+        """The document pieces of training samples ``samples`` (see :mod:`.pieces`)."""
+        return pieces_of.expand(self.schedule, self.data.sizes, samples)
+
+    def tokens_of(self, p: Pieces) -> np.ndarray:
+        """The tokens of the pieces, back to back (a sample's L+1 tokens for its pieces)."""
+        starts = self.data.pointers[p.doc] // self.data.dtype.itemsize + p.offset
+        return np.concatenate([self.data.tokens[a:a + n] for a, n in zip(starts.tolist(), p.tokens.tolist())]
+                              or [np.zeros(0, self.data.dtype)])
+
+    def sample(self, n: int) -> np.ndarray:
+        """The L+1 tokens of training sample n, as GPT-NeoX's GPT2Dataset returns them."""
+        return self.tokens_of(self.pieces([n]))
+
+    def sample_array(self, samples) -> np.ndarray:
+        """Array (len(samples), L+1) of the training samples' tokens."""
+        p = self.pieces(samples)
+        out = self.tokens_of(p)
+        return out.reshape(len(np.atleast_1d(samples)), self.cfg.seq_length + 1)
+
+    def batch(self, step: int, rows: list[int] | None = None) -> np.ndarray:
+        """Array (len(rows), L+1) of the batch consumed at optimizer step ``step`` (from 0)."""
+        return self.sample_array(self.samples(step, rows))
+
+    def iter_batches(self, start_step: int = 0, end_step: int | None = None
+                     ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(step, batch)`` for steps ``start_step .. end_step-1`` (default: to the end), each
+        batch an array (batch_size, L+1): what a trainer resuming at ``start_step`` reads."""
+        T = self.cfg.train_iters
+        end = T if end_step is None else end_step
+        if not 0 <= start_step <= end <= T:
+            raise ConfigError(f"steps {start_step}:{end} are outside 0:{T} (train_iters={T})")
+        for step in range(start_step, end):
+            yield step, self.batch(step)
+
+    def torch_dataset(self, start_step: int = 0, end_step: int | None = None):
+        """A ``torch.utils.data.Dataset`` of the training samples of these steps, in training
+        order (int64 tensors of L+1 tokens); imports torch only now."""
+        from pileprep.training.torchdata import TrainingSamples
+
+        return TrainingSamples(self, start_step, end_step)
+
+    # -- sources -----------------------------------------------------------------------------
+
+    def provenance(self):
+        """Provenance columns for lookups, loaded once: (source, line, pile_set_name)."""
+        if self._prov is None:
+            self._prov = provenance.lookup_columns(provenance.read(
+                self.out_dir, columns=["source", "line", "pile_set_name"]))
+        return self._prov
+
+    def describe(self, p: Pieces) -> list[dict]:
+        """One source record per piece (the shape in this module's docstring)."""
+        source, line, subset = self.provenance()
+        docs = pa.array(np.asarray(p.doc, np.int64))
+        names = source.dictionary.take(source.indices.take(docs)).to_pylist()
+        subsets = subset.dictionary.take(subset.indices.take(docs)).to_pylist()
+        return [{"doc": d, "source": s, "line": int(ln), "pile_set_name": ss,
+                 "doc_start": o, "doc_end": o + n, "row_start": r, "row_end": r + n}
+                for d, s, ln, ss, o, n, r in zip(p.doc.tolist(), names, line[p.doc], subsets,
+                                                 p.offset.tolist(), p.tokens.tolist(),
+                                                 p.row_start.tolist())]
+
+    def describe_doc(self, doc: int) -> dict:
+        """``{"doc", "source", "line", "pile_set_name", "tokens"}`` of one document."""
+        whole = Pieces(*(np.array([v], np.int64) for v in (0, doc, 0, int(self.data.sizes[doc]), 0)))
+        rec = self.describe(whole)[0]
+        return {"doc": doc, "source": rec["source"], "line": rec["line"],
+                "pile_set_name": rec["pile_set_name"], "tokens": int(self.data.sizes[doc])}
+
+    def sample_sources(self, n: int) -> list[dict]:
+        """The documents training sample n came from, with token ranges in each."""
+        return self.describe(self.pieces([n]))
+
+    def sources(self, step: int, rows: list[int] | None = None) -> list[list[dict]]:
+        """For each row, the documents its tokens came from and which token ranges."""
+        samples = self.samples(step, rows)
+        return group_by_sample(samples, self.pieces(np.unique(samples)), self.describe)
+
+
+def group_by_sample(samples: np.ndarray, p: Pieces, describe) -> list[list[dict]]:
+    """Source records of the pieces, one list per sample of ``samples`` (in that order; the
+    pieces hold each sample once)."""
+    out: dict[int, list[dict]] = {int(n): [] for n in samples}
+    for n, rec in zip(p.sample.tolist(), describe(p)):
+        out[n].append(rec)
+    return [out[int(n)] for n in samples]

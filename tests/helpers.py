@@ -1,0 +1,50 @@
+"""Helpers the tests share: planted bad lines, build settings for tests, small lookups.
+
+Imported as ``from helpers import ...`` (the tests folder is on ``sys.path`` under pytest's
+rootdir-relative import mode); fixtures stay in conftest.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pileprep.core.config import BuildConfig
+
+# Lines no valid Pile record looks like, planted at known places: (shard, line, raw bytes).
+BAD_LINES = [
+    (0, 3, b'{"text": "unterminated'),
+    (0, 7, b'{"text": 42, "meta": {"pile_set_name": "Github"}}'),
+    (1, 0, b'{"meta": {"pile_set_name": "Github"}}'),
+    (1, 5, b'{"text": "", "meta": {"pile_set_name": "Github"}}'),
+    (1, 9, b'{"text": "bad utf8 \xff\xfe here", "meta": {"pile_set_name": "Github"}}'),
+    (2, 2, b'{"text": "lone \\ud800 surrogate", "meta": {"pile_set_name": "Github"}}'),
+    (2, 4, b'["not", "an", "object"]'),
+    (2, 6, b'{"text": "meta is odd", "meta": "Github"}'),
+    (2, 8, b''),
+]
+BAD_REASONS = {"invalid_json": 2, "text_not_string": 1, "missing_text": 1, "empty_text": 1,
+               "invalid_utf8": 1, "lone_surrogate": 1, "not_an_object": 1, "bad_meta": 1}
+
+
+def make_config(inputs, output, tokenizer_spec, **kw) -> BuildConfig:
+    cfg = BuildConfig()
+    cfg.read.inputs = [str(i) for i in inputs]
+    cfg.pack.output = str(output)
+    cfg.tokenize.tokenizer = tokenizer_spec
+    cfg.cluster.scheduler = kw.pop("scheduler", "synchronous")
+    cfg.cluster.workers = kw.pop("workers", 1)
+    cfg.read.partition_bytes = kw.pop("partition_bytes", cfg.read.partition_bytes)
+    cfg.read.strict = kw.pop("strict", False)
+    cfg.pack.name = kw.pop("name", "pile")
+    cfg.keep_work = kw.pop("keep_work", False)
+    cfg.schedule = kw.pop("schedule_cfg", None)
+    cfg.quiet = True
+    assert not kw, kw
+    return cfg
+
+
+API_SCHEDULE = dict(seq_length=128, batch_size=8, train_iters=200, seed=1234)
+
+
+def shard_files(corpus: Path) -> list[Path]:
+    return sorted(p for p in corpus.iterdir() if p.name.endswith((".jsonl.zst", ".jsonl")))
