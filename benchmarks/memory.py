@@ -58,6 +58,15 @@ def measure(shards: Path, out: Path, workers: int, extra: tuple[str, ...] = (),
     ``prelude``: Python run in that subprocess before the build (to alter one setting)."""
     args = ["build", "--input", str(shards), "--output", str(out), "--workers", str(workers),
             "--quiet", "--overwrite", "--no-schedule", *extra]
+    elapsed, peaks = run_sampled(args, prelude)
+    report = json.loads((out / "report.json").read_text())
+    return {"elapsed": elapsed, "text_mb": report["text_bytes"] / 1e6, "peaks": peaks,
+            "report": report}
+
+
+def run_sampled(args: list[str], prelude: str = "") -> tuple[float, dict[int, tuple[str, int]]]:
+    """Run ``pileprep ARGS`` in a subprocess, sampling the RSS of it and every descendant every
+    50 ms; return the wall time and ``{pid: (label, peak RSS)}``."""
     cmd = ([sys.executable, "-c", f"{prelude}\nimport sys\nfrom pileprep.cli import main\n"
             f"sys.exit(main({args!r}))"] if prelude else
            [sys.executable, "-m", "pileprep.cli", *args])
@@ -89,10 +98,8 @@ def measure(shards: Path, out: Path, workers: int, extra: tuple[str, ...] = (),
     t.join()
     elapsed = time.monotonic() - start
     if code != 0:
-        raise SystemExit(f"build failed with exit code {code}")
-    report = json.loads((out / "report.json").read_text())
-    return {"elapsed": elapsed, "text_mb": report["text_bytes"] / 1e6, "peaks": peaks,
-            "report": report}
+        raise SystemExit(f"pileprep {args[0]} failed with exit code {code}")
+    return elapsed, peaks
 
 
 def main() -> None:

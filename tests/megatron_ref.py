@@ -63,16 +63,23 @@ def iter_shard_texts(path):
 
 def reference_build(shard_paths, tokenizer, prefix, eod=0, vocab_size=50277, append_eod=True):
     """Write ``prefix.bin/.idx`` exactly as preprocess_data.py [--append-eod] would."""
+    docs = []
+    for path in shard_paths:
+        for _, obj in iter_shard_texts(path):
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"]:
+                continue
+            docs.append(tokenizer.encode(obj["text"]).ids + ([eod] if append_eod else []))
+    write_documents(prefix, docs, vocab_size)
+
+
+def write_documents(prefix, docs, vocab_size=50277):
+    """Write ``prefix.bin/.idx`` holding ``docs`` (lists of ids), one sequence per document."""
     code, width, fmt = (8, 2, "H") if vocab_size < 65500 else (4, 4, "i")
     sizes = []
     with open(f"{prefix}.bin", "wb") as out:
-        for path in shard_paths:
-            for _, obj in iter_shard_texts(path):
-                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"]:
-                    continue
-                ids = tokenizer.encode(obj["text"]).ids + ([eod] if append_eod else [])
-                out.write(struct.pack(f"<{len(ids)}{fmt}", *ids))
-                sizes.append(len(ids))
+        for ids in docs:
+            out.write(struct.pack(f"<{len(ids)}{fmt}", *ids))
+            sizes.append(len(ids))
     pointers, address = [], 0
     for n in sizes:
         pointers.append(address)

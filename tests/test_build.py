@@ -85,7 +85,8 @@ def _outputs(d):
 
 
 @pytest.mark.parametrize("scheduler,workers,partition_bytes", [
-    (None, 1, 1_000_000), (None, 2, 65_536), ("synchronous", 1, 10_000_000)])
+    pytest.param(None, 1, 1_000_000, marks=pytest.mark.slow),
+    pytest.param(None, 2, 65_536, marks=pytest.mark.slow), ("synchronous", 1, 10_000_000)])
 def test_same_bytes_whatever_workers_partitions_and_scheduler(
         dirty_corpus, dirty_build, tokenizer_spec, tmp_path, scheduler, workers, partition_bytes):
     cfg = make_config([dirty_corpus], tmp_path, tokenizer_spec, scheduler=scheduler,

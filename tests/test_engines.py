@@ -39,6 +39,7 @@ def _check(fast, tokenizer, texts, batch=256):
             assert ids[end - size:end - 1].tolist() == tokenizer.encode(text).ids, repr(text[:200])
 
 
+@pytest.mark.slow
 def test_adversarial_documents_identical(fast, tokenizer):
     _check(fast, tokenizer, documents(12000, seed=1))
 

@@ -24,7 +24,7 @@ from pileprep.formats import indexed
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("engine", ["fast", "reference"])
+@pytest.mark.parametrize("engine", ["fast", pytest.param("reference", marks=pytest.mark.slow)])
 def test_append_eod_false_writes_what_preprocess_data_writes_without_the_flag(
         clean_corpus, tokenizer, tokenizer_spec, tmp_path, engine):
     toml = tmp_path / "noeod.toml"
@@ -84,7 +84,7 @@ _ANY = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats
 _SECTIONS = ["read", "tokenize", "pack", "dedup", "cluster", "schedule"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(_SECTIONS), st.integers(0, 10), _ANY), max_size=4),
        st.booleans())
 def test_validate_accepts_or_names_a_setting(changes, dedup):

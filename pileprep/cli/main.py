@@ -1,5 +1,5 @@
 """The ``pileprep`` command line: build, dedup, verify, synth, schedule, batch-at, where, seen,
-sequences, export, plot, shard, unshard.
+sequences, export, plot, shard, unshard, adopt, align, exposures.
 
 The command line only parses and prints: every computation lives in the library. Every expected
 failure (a :class:`~pileprep.core.errors.PilePrepError`, or an operating-system error) ends
@@ -473,7 +473,7 @@ def cmd_shard(args) -> int:
     from pileprep.outputs.pieces import SUMS, shard
 
     desc = shard(args.out_dir, args.output, args.max_size)
-    pieces = sum(len(f["pieces"]) for f in desc["files"].values())
+    pieces = sum(len(f.get("pieces", [])) for f in desc["files"].values())
     print(f"{len(desc['files'])} files -> {pieces} pieces of at most {args.max_size:,} bytes in "
           f"{args.output} (check with: cd {args.output} && sha256sum -c {SUMS})")
     return 0
@@ -498,10 +498,127 @@ def cmd_unshard(args) -> int:
     return 1 if v.problems else 0
 
 
+def _add_adopt(sub) -> None:
+    p = sub.add_parser("adopt", help="take a published GPT-NeoX dataset (Pythia's .bin/.idx or "
+                       "its pieces) as it is, with its index maps and, by content, its sources")
+    p.add_argument("dataset", help="MMIDIDX prefix, its .idx, or a directory of "
+                   "NAME-00000-of-000NN.bin pieces with NAME.idx")
+    p.add_argument("--output", "-o", required=True, help="output directory")
+    p.add_argument("--name", help="dataset name in OUT_DIR (default: the published one without "
+                   "_text_document)")
+    p.add_argument("--hashes", help="file of 'NAME SHA256' lines: every data file and the index "
+                   "are checked against it before anything is written")
+    p.add_argument("--index-maps", help="directory of GPT-NeoX index maps (either naming), "
+                   "checked against the dataset and linked in")
+    p.add_argument("--batch-size", type=int, default=1024,
+                   help="global batch the index maps were made for (Pythia: 1024)")
+    p.add_argument("--copy", action="store_true", help="join pieces (or copy the .bin) into "
+                   "OUT_DIR instead of reading them in place; GPT-NeoX needs one .bin")
+    p.add_argument("--overwrite", action="store_true")
+    _add_raw_flags(p, required=False)
+
+
+def _add_raw_flags(p, required: bool) -> None:
+    g = p.add_argument_group("raw text to recover sources from, by content")
+    g.add_argument("--input", "-i", action="append", required=required, metavar="DIR_OR_GLOB",
+                   help="raw documents: anything build reads (repeatable)")
+    g.add_argument("--text-column", default="text")
+    g.add_argument("--tokenizer", help="the dataset's tokenizer (env PILEPREP_TOKENIZER)")
+    g.add_argument("--tokenizer-engine", choices=_engine_names(), default="auto")
+    g.add_argument("--workers", type=int)
+    g.add_argument("--scheduler")
+    g.add_argument("--partition-bytes", type=parse_size)
+    g.add_argument("--keep-work", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true")
+
+
+def _align_config(args) -> BuildConfig:
+    cfg = BuildConfig()
+    cfg.read.inputs, cfg.read.text_column = args.input, args.text_column
+    if args.partition_bytes:
+        cfg.read.partition_bytes = args.partition_bytes
+    cfg.tokenize.tokenizer = args.tokenizer or default_tokenizer()
+    cfg.tokenize.engine = args.tokenizer_engine
+    if args.workers:
+        cfg.cluster.workers = args.workers
+    cfg.cluster.scheduler = args.scheduler
+    cfg.quiet, cfg.keep_work, cfg.schedule = args.quiet, args.keep_work, None
+    return cfg
+
+
+def _print_alignment(s: dict) -> None:
+    docs, tokens = s["documents"], s["tokens"]
+    total_docs, total_tokens = sum(docs.values()) or 1, sum(tokens.values()) or 1
+    for kind in ("exact", "ambiguous", "none"):
+        print(f"  {kind:<10} {docs[kind]:>12,} documents ({100 * docs[kind] / total_docs:5.1f} %)  "
+              f"{tokens[kind]:>15,} tokens ({100 * tokens[kind] / total_tokens:5.1f} %)")
+    for name, c in s["by_subset"].items():
+        print(f"    {name or '(none)':<22} exact {c['exact']:,}, ambiguous {c['ambiguous']:,}"
+              + (f", unmatched {c['none']:,}" if c["none"] else ""))
+    print(f"  raw documents: {s['raw_documents']:,}, of which {s['raw_matched']:,} are in the dataset")
+    matched = docs["exact"] + docs["ambiguous"]
+    if matched < 0.05 * total_docs:  # a wrong tokenizer matches nothing but the odd short text
+        print(f"  only {matched:,} of the dataset's documents matched raw text: is the raw text "
+              "tokenized with the dataset's tokenizer (--tokenizer)?")
+
+
+def cmd_adopt(args) -> int:
+    from pileprep.build.adopt import adopt
+    from pileprep.build.align import align
+
+    rep = adopt(args.dataset, args.output, args.name, args.hashes, args.index_maps,
+                args.batch_size, args.copy, args.overwrite, args.quiet)
+    print(f"adopted {rep['documents']:,} documents, {rep['tokens']:,} tokens into {args.output}"
+          + (f"; {len(rep['schedules'])} index map(s)" if rep["schedules"] else "")
+          + ("" if args.input else "; sources unknown until raw text is aligned (pileprep align)"))
+    if args.input:
+        _print_alignment(align(args.output, _align_config(args)))
+    return 0
+
+
+def _add_align(sub) -> None:
+    p = sub.add_parser("align", help="recover an adopted dataset's sources by matching raw text "
+                       "to its documents (any number of raw inputs, added over time)")
+    p.add_argument("out_dir")
+    _add_raw_flags(p, required=True)
+
+
+def cmd_align(args) -> int:
+    from pileprep.build.align import align
+
+    print(f"{args.out_dir}: provenance by content")
+    _print_alignment(align(args.out_dir, _align_config(args)))
+    return 0
+
+
+def _add_exposures(sub) -> None:
+    p = sub.add_parser("exposures", help="for every document: training samples holding its "
+                       "tokens up to a step, share of its tokens seen, first and last step")
+    p.add_argument("out_dir")
+    p.add_argument("--until-step", type=int, help="count steps 0..K-1 (default: every step)")
+    p.add_argument("--output", "-o", help="FILE.parquet: one row per document")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def cmd_exposures(args) -> int:
+    from pileprep.training.exposures import compute
+
+    if args.output and not args.output.endswith(".parquet"):
+        raise ConfigError(f"--output must end in .parquet, not {args.output!r}")
+    summary = compute(_order(args), args.until_step, args.output, quiet=args.quiet)
+    for line in summary.lines():
+        print(line)
+    if summary.output:
+        print(f"{summary.total.documents:,} documents -> {summary.output}")
+    return 0
+
+
 COMMANDS = {"build": cmd_build, "dedup": cmd_dedup, "verify": cmd_verify, "synth": cmd_synth, "schedule": cmd_schedule,
             "batch-at": cmd_batch_at, "where": cmd_where, "sequences": cmd_sequences,
             "seen": cmd_seen, "plot": cmd_plot, "export": cmd_export, "shard": cmd_shard,
-            "unshard": cmd_unshard}
+            "unshard": cmd_unshard, "adopt": cmd_adopt, "align": cmd_align,
+            "exposures": cmd_exposures}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -516,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_build, _add_dedup, _add_verify, _add_synth, _add_schedule_cmd, _add_batch_at,
                 _add_where, _add_seen, _add_sequences, _add_export, _add_plot, _add_shard,
-                _add_unshard):
+                _add_unshard, _add_adopt, _add_align, _add_exposures):
         add(sub)
     args = parser.parse_args(argv)
     try:

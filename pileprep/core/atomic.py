@@ -68,6 +68,20 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def link(target: Path, alias: Path) -> None:
+    """``alias`` names the same bytes as ``target`` (same directory or not): a hard link, else
+    a symlink; replaced atomically when it exists."""
+    tmp = tmp_path(Path(alias))
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+    except OSError:  # no hard links here, or another file system: a symlink, by name within
+        # one directory (it survives the directory being moved), else by absolute path
+        same_dir = Path(target).resolve().parent == Path(alias).resolve().parent
+        os.symlink(Path(target).name if same_dir else Path(target).resolve(), tmp)
+    os.replace(tmp, alias)
+
+
 LAST = MANIFEST  # moved last: a directory whose manifest matches its files is complete
 
 

@@ -35,6 +35,11 @@ def index_path(prefix: str | Path) -> Path:
     return Path(f"{prefix}.idx")
 
 
+def pieces_path(prefix: str | Path) -> Path:
+    """Where the data of an adopted dataset published in pieces is listed (instead of a .bin)."""
+    return Path(f"{prefix}.bin.pieces.json")
+
+
 # GPT-NeoX's training-order index files: ``<prefix>_train_0_indexmap_<ns>ns_<L>sl_<S>s`` then
 # ``_packedpi_ac`` in current GPT-NeoX (pack-impl "packed", allow-chopped); GPT-NeoX v1.0, which
 # trained Pythia, names them without that suffix. The arrays are the same.

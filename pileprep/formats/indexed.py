@@ -25,8 +25,9 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
-from pileprep.core.errors import FormatError
-from pileprep.core.files import data_path, index_path
+from pileprep.core import atomic
+from pileprep.core.errors import FormatError, NotFoundError
+from pileprep.core.files import data_path, index_path, pieces_path
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
@@ -146,6 +147,51 @@ def copy_concat(sources: Iterable[str | Path], f: BinaryIO) -> str:
     return out.sha256.hexdigest()
 
 
+class JoinedTokens:
+    """The token stream of a ``.bin`` published in pieces, read in place: ``tokens[a:b]`` like
+    an array (a view when the range lies in one piece, a copy across a boundary).
+
+    Pieces are cut at byte counts (Pythia's: 5,000,000,000 bytes), not at documents, so a
+    document may straddle two of them; each piece's length must be a whole number of tokens.
+    """
+
+    def __init__(self, paths: list[Path], dtype: np.dtype):
+        self.dtype = np.dtype(dtype)
+        sizes = [Path(p).stat().st_size for p in paths]
+        bad = [Path(p).name for p, n in zip(paths, sizes) if n % self.dtype.itemsize]
+        if bad:
+            raise FormatError(f"{bad[0]}: its length is not a whole number of {self.dtype} tokens")
+        self.maps = [np.memmap(p, dtype=self.dtype, mode="r") for p, n in zip(paths, sizes) if n]
+        lengths = np.array([len(m) for m in self.maps], np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(lengths)])
+        self.shape = (int(self.starts[-1]),)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("pieced token streams are read by contiguous slices")
+        a, b, _ = key.indices(len(self))
+        if b <= a:
+            return np.zeros(0, self.dtype)
+        first = int(np.searchsorted(self.starts, a, side="right")) - 1
+        last = int(np.searchsorted(self.starts, b - 1, side="right")) - 1
+        parts = [self.maps[i][max(a, int(self.starts[i])) - int(self.starts[i]):
+                              min(b, int(self.starts[i + 1])) - int(self.starts[i])]
+                 for i in range(first, last + 1)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def data_files(prefix: str | Path) -> list[Path]:
+    """The files holding the dataset's tokens: ``<prefix>.bin``, or the pieces an adopted
+    dataset lists in ``<prefix>.bin.pieces.json`` (read in place, never joined)."""
+    listed = pieces_path(prefix)
+    if not data_path(prefix).exists() and listed.exists():
+        return [Path(p["path"]) for p in atomic.read_json(listed)["pieces"]]
+    return [data_path(prefix)]
+
+
 class IndexedDataset:
     """Read-only, memory-mapped view of ``<prefix>.bin/.idx``. ``ds[i]`` is document i's tokens."""
 
@@ -154,16 +200,23 @@ class IndexedDataset:
         self.index = Index(index_path(prefix))
         self.dtype = self.index.dtype
         self.sizes, self.pointers, self.doc_idx = self.index.sizes, self.index.pointers, self.index.doc_idx
-        binf = data_path(prefix)
-        self.tokens = (np.memmap(binf, dtype=self.dtype, mode="r")
-                       if binf.stat().st_size else np.zeros(0, self.dtype))
+        files = data_files(prefix)
+        missing = [p for p in files if not p.exists()]
+        if missing:
+            raise NotFoundError(f"{missing[0]}: the dataset's data file is missing")
+        if len(files) > 1:
+            self.tokens = JoinedTokens(files, self.dtype)
+        else:
+            self.tokens = (np.memmap(files[0], dtype=self.dtype, mode="r")
+                           if files[0].stat().st_size else np.zeros(0, self.dtype))
 
     def advise_random(self) -> None:
         """Tell the kernel reads will be scattered (training samples), so a page fault does not
         read megabytes around it; sequential scans should not call this."""
-        mm = getattr(self.tokens, "_mmap", None)
-        if mm is not None and hasattr(mmap, "MADV_RANDOM"):
-            mm.madvise(mmap.MADV_RANDOM)
+        for mm in getattr(self.tokens, "maps", [self.tokens]):
+            raw = getattr(mm, "_mmap", None)
+            if raw is not None and hasattr(mmap, "MADV_RANDOM"):
+                raw.madvise(mmap.MADV_RANDOM)
 
     def __len__(self) -> int:
         return len(self.sizes)

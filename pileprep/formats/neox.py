@@ -58,6 +58,10 @@ def fragment(data_prefix: str | Path, cfg: ScheduleConfig, tokenizer: str) -> st
             f"{choices}\n"
             f"# valid/test paths point at the same data, as in Pythia's configs; GPT-NeoX builds\n"
             f"# their (separate) indices itself.\n"
+            f"# GPT-NeoX versions: current GPT-NeoX loads the index named ..._{cfg.seed}s_packedpi_ac_*;\n"
+            f"# GPT-NeoX v1.0 (Pythia's trainer) loads the same arrays under ..._{cfg.seed}s_*, which\n"
+            f"# pileprep links beside them. v1.0 knows no pack-impl / allow-chopped: delete those two\n"
+            f"# settings there (its only packing is the one pileprep reproduces).\n"
             f"{{\n{body}\n}}\n")
 
 

@@ -19,6 +19,7 @@ from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pileprep.core import atomic
@@ -40,6 +41,12 @@ SCHEMA = pa.schema([
 FILE_NAME = PROVENANCE
 # Fixed-size row groups make the file's bytes independent of how the build was partitioned.
 ROW_GROUP = 1 << 20
+
+# An adopted dataset (pileprep adopt: a published .bin/.idx) knows its sources only by matching
+# raw text to its documents: source, line, pile_set_name and bytes are null where nothing
+# matched, and two more columns say how each row was found.
+MATCHES = ("exact", "ambiguous", "none")
+ALIGNED_SCHEMA = pa.schema(list(SCHEMA) + [("match", pa.string()), ("candidates", pa.int32())])
 
 
 def part_table(source: str, lines, subsets: list[str], tokens, nbytes) -> pa.Table:
@@ -92,10 +99,11 @@ def part_sizes(part: str | Path) -> np.ndarray:
 
 def lookup_columns(table: pa.Table):
     """``(source, line, pile_set_name)`` for lookups: the string columns dictionary-encoded (a
-    few distinct values over many rows), lines as numpy."""
+    few distinct values over many rows), lines as numpy (-1 where unknown), an unknown subset
+    as "" (a null source stays null: "source unknown")."""
     return (table.column("source").dictionary_encode().combine_chunks(),
-            table.column("line").to_numpy(),
-            table.column("pile_set_name").dictionary_encode().combine_chunks())
+            pc.fill_null(table.column("line"), -1).to_numpy(),
+            pc.fill_null(table.column("pile_set_name"), "").dictionary_encode().combine_chunks())
 
 
 def find(columns, source: str, line: int) -> int:
@@ -104,7 +112,7 @@ def find(columns, source: str, line: int) -> int:
     names = sources.dictionary.to_pylist()
     if source not in names:
         raise NotFoundError(f"no document of the dataset comes from {source!r}")
-    hits = np.flatnonzero((sources.indices.to_numpy() == names.index(source)) & (lines == line))
+    hits = np.flatnonzero((sources.indices.to_numpy(zero_copy_only=False) == names.index(source)) & (lines == line))
     if not len(hits):
         raise NotFoundError(f"{source}:{line} is not in the dataset (rejected or removed as a "
                           "duplicate: see rejects.jsonl and duplicates.parquet)")
@@ -123,3 +131,25 @@ def subset_totals(table) -> dict[str, list[int]]:
     rows = zip(grouped.column("tokens_count").to_pylist(), grouped.column("tokens_sum").to_pylist(),
                grouped.column("bytes_sum").to_pylist())
     return {name: [int(a), int(b), int(c)] for name, (a, b, c) in zip(names, rows)}
+
+
+def aligned_chunk(first_doc: int, first_token: int, sizes: np.ndarray, source=None, line=None,
+                  subset=None, nbytes=None, match=None, candidates=None) -> pa.Table:
+    """Rows ``first_doc ..`` of an adopted dataset's provenance; columns not given are null
+    (and ``match`` "none", ``candidates`` 0)."""
+    n = len(sizes)
+    sizes64 = np.asarray(sizes, np.int64)
+    starts = np.cumsum(sizes64) - sizes64 + first_token
+
+    def col(values, typ):
+        return pa.nulls(n, typ) if values is None else pa.array(values, typ)
+
+    return pa.table({
+        "doc": pa.array(np.arange(first_doc, first_doc + n, dtype=np.int64)),
+        "source": col(source, pa.string()), "line": col(line, pa.int64()),
+        "pile_set_name": col(subset, pa.string()),
+        "tokens": pa.array(np.asarray(sizes, np.int32)), "token_start": pa.array(starts),
+        "bytes": col(nbytes, pa.int64()),
+        "match": pa.array(["none"] * n if match is None else match, pa.string()),
+        "candidates": pa.array(np.zeros(n, np.int32) if candidates is None else candidates, pa.int32()),
+    }, schema=ALIGNED_SCHEMA)

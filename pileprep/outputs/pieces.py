@@ -4,8 +4,10 @@
 ``max_size`` becomes ``NAME.part-00000-of-00012`` … pieces of at most ``max_size`` bytes. DEST
 gets ``SHA256SUMS`` (the ``sha256sum`` format, one line per piece, so ``sha256sum -c
 SHA256SUMS`` checks a download with standard tools) and ``pieces.json`` (which pieces make
-which file, and each whole file's size and sha256). ``unshard(DEST, OUT)`` checks every piece,
-joins them, checks every whole file, and writes each file atomically.
+which file, and each whole file's size and sha256). A file that is a link to another (a schedule
+under GPT-NeoX v1.0's name) is recorded as such and not copied. ``unshard(DEST, OUT)`` checks
+every piece, joins them, checks every whole file, writes each file atomically, and recreates
+the links.
 """
 
 from __future__ import annotations
@@ -66,8 +68,14 @@ def shard(out_dir: str | Path, dest: str | Path, max_size: int,
         raise ConfigError("the destination must differ from the build directory")
     dest.mkdir(parents=True, exist_ok=True)
     files, sums = {}, []
+    seen: dict[tuple[int, int], str] = {}  # (device, inode) -> the first name of those bytes
     for path in _files(out_dir):
-        size = path.stat().st_size
+        st = path.stat()
+        same = seen.setdefault((st.st_dev, st.st_ino), path.name)
+        if same != path.name:  # a link (a schedule under another naming): no second copy
+            files[path.name] = {"bytes": st.st_size, "link_to": same}
+            continue
+        size = st.st_size
         names = _piece_names(path.name, max(1, -(-size // max_size)))
         whole = hashlib.sha256()
         entries = []
@@ -107,6 +115,8 @@ def unshard(src: str | Path, out_dir: str | Path,
     files = atomic.read_json(src / PIECES)["files"]
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, info in files.items():
+        if "link_to" in info:
+            continue
         whole = hashlib.sha256()
         with atomic.atomic_path(out_dir / name) as tmp, open(tmp, "wb") as f:
             for piece in info["pieces"]:
@@ -124,4 +134,7 @@ def unshard(src: str | Path, out_dir: str | Path,
                 progress(piece["name"])
             if f.tell() != info["bytes"] or whole.hexdigest() != info["sha256"]:
                 raise IntegrityError(f"{name}: the joined file does not match its sha256")
+    for name, info in files.items():
+        if "link_to" in info:
+            atomic.link(out_dir / info["link_to"], out_dir / name)
     return sorted(files)

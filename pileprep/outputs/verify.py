@@ -16,6 +16,8 @@ Checks, each reported by name with what is wrong:
 
 from __future__ import annotations
 
+import filecmp
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import pyarrow.parquet as pq
 from pileprep.core import atomic
 from pileprep.core.config import ScheduleConfig
 from pileprep.core.errors import PilePrepError
-from pileprep.core.files import (JOURNAL, MANIFEST, PROVENANCE, REPORT, STAGING, data_path,
+from pileprep.core.files import (JOURNAL, MANIFEST, NAMINGS, PROVENANCE, REPORT, STAGING,
                                  dataset_prefix, index_path)
 from pileprep.formats import indexed
 from pileprep.formats.report import accounting_gap
@@ -70,8 +72,8 @@ def _doc_idx_is_identity(index: indexed.Index) -> bool:
 
 def check_dataset(prefix: Path, v: Verdict) -> indexed.Index | None:
     """Index and data file of one dataset; returns the index when it is readable."""
-    idx, binf = index_path(prefix), data_path(prefix)
-    for p in (idx, binf):
+    idx, files = index_path(prefix), indexed.data_files(prefix)
+    for p in (idx, *files):
         if not p.exists():
             v.bad(f"{p.name}: missing")
             return None
@@ -88,9 +90,10 @@ def check_dataset(prefix: Path, v: Verdict) -> indexed.Index | None:
         v.bad(f"{idx.name}: pointer of sequence {first} does not follow from the sizes before it")
     if not _doc_idx_is_identity(index):
         v.bad(f"{idx.name}: document index is not 0..{len(index)}")
-    want, have = index.data_bytes, binf.stat().st_size
+    want, have = index.data_bytes, sum(p.stat().st_size for p in files)
     if have != want:
-        v.bad(f"{binf.name}: {have} bytes, the index says {want} ({'truncated' if have < want else 'too long'})")
+        label = files[0].name if len(files) == 1 else f"{len(files)} data pieces"
+        v.bad(f"{label}: {have} bytes, the index says {want} ({'truncated' if have < want else 'too long'})")
     v.ok(f"{idx.name}: {len(index):,} sequences, {want // index.dtype.itemsize:,} tokens of {index.dtype}")
     return index
 
@@ -157,7 +160,30 @@ def check_schedule(prefix: Path, cfg: ScheduleConfig, sizes: np.ndarray, v: Verd
     shuffle = np.asarray(s.shuffle_idx)
     if len(shuffle) != len(sample) - 1 or not np.array_equal(np.sort(shuffle), np.arange(len(shuffle))):
         v.bad(f"{label}: shuffle_idx is not a permutation of the {len(sample) - 1} samples")
+    for naming in NAMINGS[1:]:
+        for kind, alias in schedule_files.paths(prefix, cfg, naming).items():
+            target = schedule_files.paths(prefix, cfg)[kind]
+            # a link (one copy of the bytes), or a copy of the same bytes (a copied directory)
+            if not alias.exists() or not (os.path.samefile(alias, target)
+                                          or filecmp.cmp(alias, target, shallow=False)):
+                v.bad(f"{label}: {alias.name} (GPT-NeoX {naming}'s name) does not hold "
+                      f"{target.name}'s bytes")
     v.ok(f"{label}: {len(sample) - 1:,} samples over {s.epochs} epoch(s)")
+
+
+def check_adopted(adopted: dict, v: Verdict) -> None:
+    """The published files an adopted dataset reads still have the sizes they had."""
+    changed = []
+    for f in adopted["files"]:
+        path = Path(adopted["from"]) / f["name"] if Path(adopted["from"]).is_dir() \
+            else Path(adopted["from"]).parent / f["name"]
+        if path.exists() and path.stat().st_size != f["bytes"]:
+            changed.append(f["name"])
+    if changed:
+        v.bad(f"adopted files changed size since adopt: {', '.join(changed[:5])}")
+    else:
+        v.ok(f"adopted from {adopted['from']} ({adopted['layout']}, "
+             f"{'hashes checked' if adopted['hashes_checked'] else 'no hash list'})")
 
 
 def verify(out_dir: str | Path) -> Verdict:
@@ -178,8 +204,14 @@ def verify(out_dir: str | Path) -> Verdict:
         check_provenance(out, sizes, v)
         for cfg in schedule_files.recorded(out):
             check_schedule(prefix, cfg, sizes, v)
+    if "adopted" in manifest:
+        check_adopted(manifest["adopted"], v)
     if (out / REPORT).exists():
         rep = atomic.read_json(out / REPORT)
+        if rep.get("kind") == "adopted":
+            if sizes is not None and rep["documents"] != len(sizes):
+                v.bad(f"{REPORT}: {rep['documents']} documents, the dataset has {len(sizes)}")
+            return v
         gap = accounting_gap(rep)
         if gap:
             v.bad(f"{REPORT}: {gap}")

@@ -58,7 +58,7 @@ class TrainingOrder:
         self.cfg = cfg or resolve_config(out_dir)
         self.data = data if data is not None else IndexedDataset(self.prefix)
         self.data.advise_random()  # samples are scattered over the whole .bin
-        self.schedule = schedule_files.load(self.prefix, self.cfg)
+        self.schedule = schedule_files.load(self.prefix, self.cfg, self.data.sizes)
         if len(self.schedule.doc_idx) != len(self.data) * self.schedule.epochs:
             raise IntegrityError(f"schedule files for {self.prefix} do not match the dataset "
                                  f"({len(self.schedule.doc_idx)} doc_idx entries for "
@@ -156,7 +156,7 @@ class TrainingOrder:
         docs = pa.array(np.asarray(p.doc, np.int64))
         names = source.dictionary.take(source.indices.take(docs)).to_pylist()
         subsets = subset.dictionary.take(subset.indices.take(docs)).to_pylist()
-        return [{"doc": d, "source": s, "line": int(ln), "pile_set_name": ss,
+        return [{"doc": d, "source": s, "line": int(ln) if s is not None else None, "pile_set_name": ss,
                  "doc_start": o, "doc_end": o + n, "row_start": r, "row_end": r + n}
                 for d, s, ln, ss, o, n, r in zip(p.doc.tolist(), names, line[p.doc], subsets,
                                                  p.offset.tolist(), p.tokens.tolist(),

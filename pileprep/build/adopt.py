@@ -1,0 +1,331 @@
+"""``pileprep adopt``: take a published GPT-NeoX dataset (Pythia's) as it is, so every command
+works on the data the models really saw.
+
+A published dataset is a MMIDIDX prefix (``X.bin`` + ``X.idx``) or a directory of pieces
+``NAME-00000-of-000NN.bin`` (EleutherAI cuts the deduplicated Pile into 5,000,000,000-byte
+pieces; ``of`` names the last piece's number) beside ``NAME.idx``. Adopting never rewrites or
+copies the tokens unless ``copy`` is asked for: the index and a single ``.bin`` are linked into
+OUT_DIR, and pieces are read in place through ``<prefix>.bin.pieces.json`` (a copy of the
+deduplicated Pile would be another 400 GB; GPT-NeoX itself needs one ``.bin``, which ``copy``
+joins). Published index maps (``--index-maps``) are checked against the dataset and linked under
+both GPT-NeoX namings. Provenance starts unknown (``match`` = none) until raw text is aligned
+(:mod:`pileprep.build.align`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pileprep.core import atomic
+from pileprep.core.config import HEADROOM, ScheduleConfig
+from pileprep.core.errors import ConfigError, FormatError, InputError, IntegrityError
+from pileprep.core.files import (DOCUMENT_SUFFIX, MANIFEST, PROVENANCE, REPORT, STAGING,
+                                 data_path, dataset_prefix, index_path, pieces_path)
+from pileprep.core.progress import Progress, log
+from pileprep.core.version import __version__
+from pileprep.formats import indexed, provenance
+from pileprep.training import schedule_files
+from pileprep.training.schedule import num_epochs
+
+PIECE = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)\.bin$")
+INDEX_MAP = re.compile(r"^(?P<prefix>.+)_train_0_indexmap_(?P<ns>\d+)ns_(?P<sl>\d+)sl_(?P<seed>\d+)s"
+                       r"(?P<packed>_packedpi_ac)?_(?P<kind>doc|sample|shuffle)_idx\.npy$")
+_CHUNK = 1 << 22  # index entries checked or written at once
+_HASH_BLOCK = 1 << 24
+
+
+@dataclass
+class Published:
+    """The files of a published dataset: its index and its data, in order."""
+
+    stem: str  # the published prefix's file name, e.g. pile_0.87_deduped_text_document
+    index: Path
+    data: list[Path]
+
+    @property
+    def files(self) -> list[Path]:
+        return [*self.data, self.index]
+
+
+def locate(dataset: str | Path) -> Published:
+    """The published dataset a path names: a prefix, its ``.bin``/``.idx``, or a directory
+    holding one ``.idx`` with its ``.bin`` or its pieces."""
+    path = Path(dataset)
+    if path.is_dir():
+        idxs = sorted(path.glob("*.idx"))
+        if len(idxs) != 1:
+            raise InputError(f"{path}: expected one .idx file, found "
+                             f"{', '.join(p.name for p in idxs) or 'none'}")
+        return _with_data(idxs[0])
+    stem = path.with_suffix("") if path.suffix in (".bin", ".idx") else path
+    if not index_path(stem).exists():
+        raise InputError(f"{dataset}: no {index_path(stem).name} (give a MMIDIDX prefix, its "
+                         ".idx, or a directory of pieces)")
+    return _with_data(index_path(stem))
+
+
+def _with_data(idx: Path) -> Published:
+    stem = idx.name[:-len(".idx")]
+    single = idx.with_name(f"{stem}.bin")
+    found = {}
+    for f in idx.parent.iterdir():
+        m = PIECE.match(f.name)
+        if m and m["stem"] == stem:
+            found[int(m["i"])] = (int(m["n"]), f)
+    if single.exists() and found:
+        raise InputError(f"{idx.parent}: both {single.name} and pieces of it; keep one")
+    if single.exists():
+        return Published(stem, idx, [single])
+    if not found:
+        raise InputError(f"{idx.parent}: no {single.name} and no pieces {stem}-00000-of-NNNNN.bin")
+    return Published(stem, idx, _ordered_pieces(stem, found))
+
+
+def _ordered_pieces(stem: str, found: dict[int, tuple[int, Path]]) -> list[Path]:
+    """Pieces 0..N in order; ``of-N`` names the last piece (EleutherAI) or the count."""
+    ofs = {n for n, _ in found.values()}
+    if len(ofs) != 1:
+        raise InputError(f"pieces of {stem} disagree on their total: -of-{sorted(ofs)}")
+    of = ofs.pop()
+    last = of if of in found or len(found) > of else of - 1
+    missing = [i for i in range(last + 1) if i not in found]
+    if missing:
+        raise InputError(f"{stem}: missing piece(s) " + ", ".join(f"{i:05d}" for i in missing[:5])
+                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    extra = sorted(set(found) - set(range(last + 1)))
+    if extra:
+        raise InputError(f"{stem}: piece {extra[0]:05d} is beyond -of-{of:05d}")
+    return [found[i][1] for i in range(last + 1)]
+
+
+def read_hash_list(path: str | Path) -> dict[str, str]:
+    """``{file name: sha256}`` from lines ``NAME SHA256`` (or ``SHA256  NAME``, sha256sum's)."""
+    out = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise InputError(f"--hashes {path}: {exc.strerror or exc}") from None
+    for n, line in enumerate(lines, 1):
+        words = line.replace("*", " ").split()
+        if not words:
+            continue
+        digests = [w for w in words if re.fullmatch(r"[0-9a-fA-F]{64}", w)]
+        if len(words) != 2 or len(digests) != 1:
+            raise FormatError(f"{path}: line {n} is not 'NAME SHA256': {line[:80]!r}")
+        name = words[0] if words[1] == digests[0] else words[1]
+        out[Path(name).name] = digests[0].lower()
+    return out
+
+
+def check_hashes(pub: Published, hashes: dict[str, str], quiet: bool) -> dict[str, str]:
+    """Hash every file of the dataset and compare; an IntegrityError names the first that
+    differs. Returns ``{name: sha256}``."""
+    names = {p.name for p in pub.files}
+    unknown = sorted(set(hashes) - names)
+    if unknown:
+        raise InputError(f"--hashes names files that are not part of {pub.stem}: "
+                         f"{', '.join(unknown[:5])}")
+    unlisted = [p.name for p in pub.files if p.name not in hashes]
+    if unlisted:
+        raise InputError(f"--hashes has no hash for {', '.join(unlisted[:5])}")
+    bar = Progress("hash", sum(p.stat().st_size for p in pub.files), len(pub.files), quiet=quiet)
+    for p in pub.files:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while block := f.read(_HASH_BLOCK):
+                h.update(block)
+                bar.update(nbytes=len(block))
+        bar.update(items=1)
+        if h.hexdigest() != hashes[p.name]:
+            raise IntegrityError(f"{p.name}: sha256 {h.hexdigest()[:16]}… differs from the hash "
+                                 f"list's {hashes[p.name][:16]}… (damaged or incomplete download)")
+    bar.close()
+    return {p.name: hashes[p.name] for p in pub.files}
+
+
+def check_data(pub: Published) -> indexed.Index:
+    """The index is readable and describes exactly the bytes of the data files."""
+    index = indexed.Index(pub.index)
+    have = sum(p.stat().st_size for p in pub.data)
+    if have != index.data_bytes:
+        raise IntegrityError(f"{pub.index.name} describes {index.data_bytes:,} bytes of tokens, but "
+                             f"the data file(s) hold {have:,}: they do not belong together")
+    if len(index) and (int(index.pointers[0]) != 0):
+        raise FormatError(f"{pub.index.name}: the first document does not start at byte 0")
+    return index
+
+
+def place_data(pub: Published, prefix: Path, copy: bool, quiet: bool) -> None:
+    """The dataset's files under ``prefix`` in OUT_DIR: links, a piece list, or (``copy``) a
+    joined ``.bin``."""
+    atomic.link(pub.index.resolve(), index_path(prefix))
+    if len(pub.data) == 1 and not copy:
+        atomic.link(pub.data[0].resolve(), data_path(prefix))
+    elif copy:
+        bar = Progress("copy", sum(p.stat().st_size for p in pub.data), len(pub.data), quiet=quiet)
+        with atomic.atomic_path(data_path(prefix)) as tmp, open(tmp, "wb") as f:
+            indexed.copy_concat(pub.data, f)
+        bar.update(nbytes=bar.total_bytes, items=len(pub.data))
+        bar.close()
+    else:
+        atomic.write_json(pieces_path(prefix), {"pieces": [
+            {"path": str(p.resolve()), "bytes": p.stat().st_size} for p in pub.data]})
+
+
+def write_unknown_provenance(index: indexed.Index, path: Path) -> str:
+    """Provenance with every source unknown: doc, tokens and token_start only."""
+    with atomic.atomic_path(path) as tmp, pq.ParquetWriter(tmp, provenance.ALIGNED_SCHEMA,
+                                                           compression="zstd") as w:
+        token = 0
+        for lo in range(0, len(index), _CHUNK):
+            sizes = np.asarray(index.sizes[lo:lo + _CHUNK])
+            w.write_table(provenance.aligned_chunk(lo, token, sizes), row_group_size=provenance.ROW_GROUP)
+            token += int(sizes.astype(np.int64).sum())
+        if not len(index):
+            w.write_table(provenance.aligned_chunk(0, 0, np.zeros(0, np.int32)))
+    return atomic.sha256_file(path)
+
+
+# -- index maps ----------------------------------------------------------------------------------
+
+@dataclass
+class IndexMap:
+    files: dict[str, Path]  # doc, sample, shuffle
+    num_samples: int
+    seq_length: int
+    seed: int
+
+
+def find_index_maps(directory: str | Path) -> list[IndexMap]:
+    """Complete index maps (all three files) in a directory, under either GPT-NeoX naming."""
+    groups: dict[tuple, dict[str, Path]] = {}
+    d = Path(directory)
+    if not d.is_dir():
+        raise InputError(f"--index-maps {directory}: not a directory")
+    for f in sorted(d.iterdir()):
+        m = INDEX_MAP.match(f.name)
+        if m:
+            key = (m["prefix"], int(m["ns"]), int(m["sl"]), int(m["seed"]), bool(m["packed"]))
+            groups.setdefault(key, {})[m["kind"]] = f
+    maps = [IndexMap(files, ns, sl, seed) for (_, ns, sl, seed, _), files in groups.items()
+            if len(files) == 3]
+    if not maps:
+        raise InputError(f"--index-maps {directory}: no complete index map "
+                         "(<prefix>_train_0_indexmap_<N>ns_<L>sl_<S>s_{doc,sample,shuffle}_idx.npy)")
+    return maps
+
+
+def schedule_of(m: IndexMap, batch_size: int) -> ScheduleConfig:
+    """The settings whose sample count GPT-NeoX names N: ``ceil(T * B * 1.005) = N``."""
+    guess = int(m.num_samples / (batch_size * HEADROOM))
+    for t in (guess - 1, guess, guess + 1):
+        cfg = ScheduleConfig(m.seq_length, batch_size, max(t, 1), m.seed)
+        if t >= 1 and cfg.num_samples == m.num_samples:
+            return cfg
+    raise ConfigError(f"index map for {m.num_samples} samples: no train-iters gives that with "
+                      f"--batch-size {batch_size}; give the global batch size it was made for")
+
+
+def check_index_map(m: IndexMap, index: indexed.Index) -> tuple[int, int]:
+    """``(epochs, tokens_per_epoch)`` when the map was made for this dataset; FormatError if not."""
+    arrays = {k: np.load(p, mmap_mode="r", allow_pickle=False) for k, p in m.files.items()}
+    n_docs, name = len(index), m.files["doc"].name.rsplit("_doc_idx.npy", 1)[0]
+    tokens = schedule_files.total_tokens(index.sizes)
+    doc_idx, sample_idx, shuffle = arrays["doc"], arrays["sample"], arrays["shuffle"]
+    epochs = len(doc_idx) // n_docs if n_docs else 0
+    biggest = max((int(np.max(doc_idx[lo:lo + _CHUNK])) for lo in range(0, len(doc_idx), _CHUNK)),
+                  default=-1)
+    why = None
+    if not n_docs or len(doc_idx) != epochs * n_docs or biggest >= n_docs:
+        why = f"its document index has {len(doc_idx):,} entries up to {biggest:,}, the dataset {n_docs:,} documents"
+    elif epochs != num_epochs(tokens, m.seq_length, m.num_samples):
+        why = f"{epochs} epochs of doc_idx, but {m.num_samples:,} samples of this dataset need " \
+              f"{num_epochs(tokens, m.seq_length, m.num_samples)}"
+    elif len(sample_idx) - 1 != (epochs * tokens - 1) // m.seq_length or len(shuffle) != len(sample_idx) - 1:
+        why = f"{len(sample_idx) - 1:,} samples, but {epochs} epoch(s) of this dataset's {tokens:,} tokens give " \
+              f"{(epochs * tokens - 1) // m.seq_length:,}"
+    if why:
+        raise FormatError(f"index map {name} was made for another dataset: {why}")
+    return epochs, tokens
+
+
+def adopt_index_map(m: IndexMap, index: indexed.Index, prefix: Path, out: Path,
+                    batch_size: int) -> ScheduleConfig:
+    """Link a checked index map into OUT_DIR under both namings and record it."""
+    cfg = schedule_of(m, batch_size)
+    epochs, tokens = check_index_map(m, index)
+    files = schedule_files.paths(prefix, cfg)
+    for kind, target in files.items():
+        atomic.link(m.files[kind].resolve(), target)
+    samples = len(np.load(m.files["shuffle"], mmap_mode="r"))
+    atomic.write_json(schedule_files.meta_path(prefix, cfg), {
+        **dataclasses.asdict(cfg), "num_samples": cfg.num_samples, "epochs": epochs,
+        "tokens_per_epoch": tokens, "samples": samples,
+        "files": {k: p.name for k, p in files.items()}, "adopted_from": str(m.files["doc"].parent)})
+    schedule_files.link_other_names(prefix, cfg)
+    schedule_files.record(out, cfg)
+    return cfg
+
+
+# -- the command -------------------------------------------------------------------------------
+
+def default_name(stem: str) -> str:
+    return stem[:-len(DOCUMENT_SUFFIX)] if stem.endswith(DOCUMENT_SUFFIX) else stem
+
+
+def adopt(dataset: str | Path, out_dir: str | Path, name: str | None = None,
+          hashes: str | Path | None = None, index_maps: str | Path | None = None,
+          batch_size: int = 1024, copy: bool = False, overwrite: bool = False,
+          quiet: bool = False) -> dict:
+    """Adopt a published dataset into ``out_dir``; return the report. Nothing is written
+    until every check has passed (a failed adopt leaves ``out_dir`` as it was)."""
+    pub = locate(dataset)
+    name = name or default_name(pub.stem)
+    ScheduleConfig(batch_size=batch_size).validate()
+    out = Path(out_dir)
+    if (out / MANIFEST).exists() and not overwrite:
+        raise ConfigError(f"{out} already holds a dataset; choose another --output or pass --overwrite")
+    index = check_data(pub)
+    sha = check_hashes(pub, read_hash_list(hashes), quiet) if hashes else {}
+    maps = find_index_maps(index_maps) if index_maps else []
+    for m in maps:  # refuse a map for another dataset before anything is written
+        schedule_of(m, batch_size)
+        check_index_map(m, index)
+    log(f"adopt: {pub.stem}: {len(index):,} documents in {len(pub.data)} data file(s), "
+        f"{index.dtype}", quiet)
+
+    out.mkdir(parents=True, exist_ok=True)
+    stage = out / STAGING
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    prefix = dataset_prefix(stage, name)
+    place_data(pub, prefix, copy, quiet)
+    outputs = {PROVENANCE: write_unknown_provenance(index, stage / PROVENANCE)}
+    schedules = [adopt_index_map(m, index, prefix, stage, batch_size) for m in maps]
+    tokens = schedule_files.total_tokens(index.sizes)
+    report = {"kind": "adopted", "documents": len(index), "tokens": tokens,
+              "alignment": None, "schedules": [dataclasses.asdict(s) for s in schedules]}
+    manifest = {
+        "pileprep_version": __version__,
+        "format": {"dataset": "MMIDIDX", "version": 1, "dtype": index.dtype.name},
+        "adopted": {"from": str(Path(dataset).resolve()), "stem": pub.stem,
+                    "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha.get(p.name)}
+                              for p in pub.files],
+                    "layout": "joined copy" if copy else ("pieces in place" if len(pub.data) > 1 else "linked"),
+                    "hashes_checked": bool(sha)},
+        "inputs": [], "settings": {"pack": {"name": name}},
+        "outputs": {n: {"bytes": (stage / n).stat().st_size, "sha256": h} for n, h in outputs.items()},
+    }
+    atomic.write_json(stage / REPORT, report)
+    atomic.write_json(stage / MANIFEST, manifest)
+    atomic.commit(stage, out)
+    return report
+

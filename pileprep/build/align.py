@@ -1,0 +1,260 @@
+"""Provenance by content: find each document of an adopted dataset among raw documents.
+
+Pythia's deduplication cannot be re-run (its details were never published), so the only way to
+name the source of a deduplicated model's tokens is to match the published documents against
+raw text by content. Each raw document is tokenized exactly as the dataset was (the tokenizer's
+ids, plus EOD when the dataset's documents end with it) and both sides are hashed (64-bit BLAKE2b
+of the ids). The join runs as Dask tasks over a disk shuffle (:mod:`pileprep.dedup.shuffle`):
+
+    dataset documents, in ranges --hash--> rows (hash, doc)          --bucket by hash-->
+    raw token parts                --hash--> rows (hash, gid, source…) --bucket by hash-->
+    one task per bucket: equal hashes, confirmed by comparing the ids --> matches by doc
+
+so no process holds more than one bucket, whatever the dataset's or the raw text's size. A
+document whose ids equal several raw documents' is ``ambiguous`` (``candidates`` of them; the
+first in ``(source, line)`` order is named); one with none is ``none``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pileprep.build.pipeline import run_ingest_and_tokenize, tokenizer_identity
+from pileprep.build.runner import Runner
+from pileprep.build.tasks import Task
+from pileprep.core import atomic
+from pileprep.core.config import BuildConfig, fingerprint
+from pileprep.core.errors import ConfigError, NotFoundError
+from pileprep.core.files import MANIFEST, PROVENANCE, REPORT, STAGING, WORK_DIR, dataset_prefix
+from pileprep.core.progress import log
+from pileprep.dedup import shuffle
+from pileprep.formats import indexed, provenance
+from pileprep.formats.parts import TokenPart
+from pileprep.sources import discover
+from pileprep.tokenizer import TokenizerInfo, resolve_engine
+
+ALIGN_FORMAT = 1
+DOCS_PER_TASK = 1 << 20  # dataset documents hashed by one task
+BUCKET_ROWS = 1 << 21  # rows (both sides) per join bucket: ~100 MB in memory
+DS_ROW = np.dtype([("hash", "<u8"), ("doc", "<i8")])
+RAW_ROW = np.dtype([("hash", "<u8"), ("gid", "<i8"), ("part", "<i4"), ("offset", "<i8"),
+                    ("ntok", "<i4"), ("shard", "<i4"), ("line", "<i8"), ("subset", "<i4"),
+                    ("nbytes", "<i8")])
+MATCH_ROW = np.dtype([("doc", "<i8"), ("gid", "<i8"), ("shard", "<i4"), ("line", "<i8"),
+                      ("subset", "<i4"), ("nbytes", "<i8"), ("candidates", "<i4")])
+
+
+def ids_hash(ids: np.ndarray) -> int:
+    """The content key of a document: its ids as int64, whatever the file's dtype."""
+    digest = hashlib.blake2b(np.asarray(ids, "<i8").tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+# -- tasks (run on workers) ----------------------------------------------------------------------
+
+def hash_dataset_task(prefix: str, lo: int, hi: int, n_buckets: int, out_prefix: str) -> int:
+    ds = indexed.IndexedDataset(prefix)
+    rows = np.zeros(hi - lo, DS_ROW)
+    rows["doc"] = np.arange(lo, hi)
+    rows["hash"] = [ids_hash(ds[i]) for i in range(lo, hi)]
+    return shuffle.write(out_prefix, rows, (rows["hash"] % np.uint64(n_buckets)).astype(np.int64), n_buckets)
+
+
+def hash_raw_task(part: TokenPart, part_no: int, gid0: int, shard_no: int, subsets: list[str],
+                  dtype: str, n_buckets: int, out_prefix: str) -> int:
+    prov = pq.read_table(part.prov, columns=["line", "pile_set_name", "tokens", "bytes"])
+    sizes = prov.column("tokens").to_numpy().astype(np.int64)
+    tokens = np.fromfile(part.bin, dtype=np.dtype(dtype))
+    code = {name: i for i, name in enumerate(subsets)}
+    rows = np.zeros(len(sizes), RAW_ROW)
+    starts = np.cumsum(sizes) - sizes
+    rows["hash"] = [ids_hash(tokens[a:a + n]) for a, n in zip(starts.tolist(), sizes.tolist())]
+    rows["gid"] = gid0 + np.arange(len(sizes))
+    rows["part"], rows["offset"], rows["ntok"], rows["shard"] = part_no, starts, sizes, shard_no
+    rows["line"] = prov.column("line").to_numpy()
+    rows["subset"] = [code[s] for s in prov.column("pile_set_name").to_pylist()]
+    rows["nbytes"] = prov.column("bytes").to_numpy()
+    return shuffle.write(out_prefix, rows, (rows["hash"] % np.uint64(n_buckets)).astype(np.int64), n_buckets)
+
+
+def join_task(k: int, ds_prefixes: list[str], raw_prefixes: list[str], dataset: str,
+              part_bins: list[str], dtype: str, out_path: str) -> dict:
+    """Bucket k: every dataset document with the raw documents of equal ids."""
+    ds_rows = shuffle.read(ds_prefixes, k, DS_ROW)
+    raw = shuffle.read(raw_prefixes, k, RAW_ROW)
+    raw = raw[np.lexsort((raw["gid"], raw["hash"]))]
+    data = indexed.IndexedDataset(dataset)
+    parts: dict[int, np.ndarray] = {}
+
+    def raw_ids(r) -> np.ndarray:
+        p = int(r["part"])
+        if p not in parts:
+            parts[p] = np.memmap(part_bins[p], dtype=np.dtype(dtype), mode="r")
+        return parts[p][int(r["offset"]):int(r["offset"]) + int(r["ntok"])]
+
+    out, confirmed_raw = [], set()
+    lo = np.searchsorted(raw["hash"], ds_rows["hash"], side="left")
+    hi = np.searchsorted(raw["hash"], ds_rows["hash"], side="right")
+    for row, a, b in zip(ds_rows, lo.tolist(), hi.tolist()):
+        if a == b:
+            continue
+        ids = np.asarray(data[int(row["doc"])])
+        same = [r for r in raw[a:b] if int(r["ntok"]) == len(ids) and np.array_equal(raw_ids(r), ids)]
+        if same:
+            first = same[0]  # lowest gid: first in (source, line) order
+            out.append((row["doc"], first["gid"], first["shard"], first["line"], first["subset"],
+                        first["nbytes"], len(same)))
+            confirmed_raw.update(int(r["gid"]) for r in same)
+    matches = np.array(out, MATCH_ROW)
+    matches.sort(order="doc")
+    atomic.save_npy(out_path, matches)
+    return {"matched": len(matches), "raw_rows": len(raw), "raw_matched": len(confirmed_raw)}
+
+
+# -- the driver ---------------------------------------------------------------------------------
+
+def _eod_convention(data: indexed.IndexedDataset, eod: int) -> bool:
+    """Whether the dataset's documents end with EOD (GPT-NeoX's --append-eod), from a sample."""
+    n = min(len(data), 2000)
+    ends = [int(data[i][-1]) == eod for i in np.linspace(0, len(data) - 1, n).astype(int)] if n else []
+    return sum(ends) >= 0.9 * len(ends) if ends else True
+
+
+def align(out_dir: str | Path, cfg: BuildConfig) -> dict:
+    """Match raw inputs (``cfg.read.inputs``, tokenized with ``cfg.tokenize``) to the adopted
+    dataset in ``out_dir`` and rewrite its provenance; return the alignment report. Documents
+    matched by an earlier alignment keep their source (``candidates`` add up)."""
+    out = Path(out_dir)
+    if not (out / MANIFEST).exists():
+        raise NotFoundError(f"{out} holds no dataset (no {MANIFEST}); adopt one first")
+    if atomic.finish_commit(out / STAGING, out):
+        log(f"finished moving the outputs of an interrupted run into {out}", cfg.quiet)
+    manifest = atomic.read_json(out / MANIFEST)
+    if "adopted" not in manifest:
+        raise ConfigError(f"{out} was built by pileprep from raw text: its provenance is exact "
+                          "already; align works on adopted datasets")
+    cfg.pack.output = str(out)
+    cfg.validate()
+    prefix = dataset_prefix(out, manifest["settings"]["pack"]["name"])
+    data = indexed.IndexedDataset(prefix)
+    engine, _ = resolve_engine(cfg.tokenize.tokenizer, cfg.tokenize.engine)
+    info = TokenizerInfo.of(cfg.tokenize.tokenizer, engine)
+    cfg.tokenize.append_eod = _eod_convention(data, info.eod_id)
+    shards = discover(cfg.read.inputs)
+    fp = fingerprint(ALIGN_FORMAT, [s.name for s in shards], tokenizer_identity(cfg.tokenize.tokenizer),
+                     cfg.tokenize.append_eod, cfg.read.stage_settings())
+    work = out / WORK_DIR / f"align-{fp}"
+    done = aligned_before(out, fp)
+    if done is not None:
+        log("align: these raw inputs were aligned already; nothing to do", cfg.quiet)
+        return done
+    log(f"align: {len(shards)} raw input shard(s) against {len(data):,} documents "
+        f"({'with' if cfg.tokenize.append_eod else 'without'} EOD, {engine} engine)", cfg.quiet)
+    with Runner(cfg.cluster, cfg.quiet) as runner:
+        shard_results, parts = run_ingest_and_tokenize(runner, shards, work / "ingest", work / "tokens",
+                                                       cfg, info)
+        n_raw = sum(p.docs for p in parts)
+        n_buckets = max(1, math.ceil((len(data) + n_raw) / BUCKET_ROWS))
+        ds_pfx = [str(work / f"ds-{i:05d}") for i in range(math.ceil(len(data) / DOCS_PER_TASK))]
+        runner.run([Task(f"hash dataset {i}", "align", hash_dataset_task,
+                         (str(prefix), i * DOCS_PER_TASK, min(len(data), (i + 1) * DOCS_PER_TASK),
+                          n_buckets, ds_pfx[i]), work / f"ds-{i:05d}.done.json", n_buckets)
+                    for i in range(len(ds_pfx))], "hash dataset")
+        subsets = sorted({name for p in parts for name in p.subsets})
+        shard_of = [i for i, s in enumerate(shard_results) for _ in s.partitions]
+        gid0 = np.concatenate([[0], np.cumsum([p.docs for p in parts])]).tolist()
+        raw_pfx = [str(work / f"raw-{i:05d}") for i in range(len(parts))]
+        runner.run([Task(f"hash raw {i}", "align", hash_raw_task,
+                         (p, i, gid0[i], shard_of[i], subsets, info.dtype, n_buckets,
+                          raw_pfx[i]), work / f"raw-{i:05d}.done.json", [n_buckets, p.shard_sha256])
+                    for i, p in enumerate(parts)], "hash raw")
+        match_paths = [work / f"match-{k:05d}.npy" for k in range(n_buckets)]
+        joined = runner.run([Task(f"join {k}", "align", join_task,
+                                  (k, ds_pfx, raw_pfx, str(prefix), [p.bin for p in parts],
+                                   info.dtype, str(match_paths[k])), work / f"match-{k:05d}.done.json",
+                                  n_buckets) for k in range(n_buckets)], "join")
+    names = [s.source for s in shard_results]
+    stage = out / STAGING
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    summary = write_provenance(out / PROVENANCE, stage / PROVENANCE, data, match_paths, names, subsets)
+    summary.update(raw_documents=n_raw, raw_matched=sum(j["raw_matched"] for j in joined),
+                   raw_inputs=names, append_eod=cfg.tokenize.append_eod, fingerprint=fp)
+    _record(out, stage, manifest, summary)
+    atomic.commit(stage, out)
+    if not cfg.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def write_provenance(old_path: Path, new_path: Path, data, match_paths: list[Path],
+                     names: list[str], subsets: list[str]) -> dict:
+    """Provenance in doc order from the per-bucket matches, merged with an earlier alignment;
+    every table is read a chunk of documents at a time. Returns counts per match kind and subset."""
+    old = pq.ParquetFile(old_path)
+    matches = [np.load(p, mmap_mode="r") for p in match_paths]
+    counts: dict[str, dict[str, list[int]]] = {}
+    token = 0
+    with atomic.atomic_path(new_path) as tmp, \
+            pq.ParquetWriter(tmp, provenance.ALIGNED_SCHEMA, compression="zstd") as w:
+        for batch in old.iter_batches(batch_size=provenance.ROW_GROUP):
+            lo, hi = batch.column("doc")[0].as_py(), batch.column("doc")[-1].as_py() + 1
+            sizes = np.asarray(data.sizes[lo:hi])
+            src, line, subset, nbytes, match, cand = _merge_chunk(batch.to_pydict(), matches, lo, hi, names, subsets)
+            w.write_table(provenance.aligned_chunk(lo, token, sizes, src, line, subset, nbytes, match, cand),
+                          row_group_size=provenance.ROW_GROUP)
+            token += int(sizes.astype(np.int64).sum())
+            for m, s, n in zip(match, subset, sizes.tolist()):
+                acc = counts.setdefault(m, {}).setdefault(s if s is not None else "(unknown)", [0, 0])
+                acc[0] += 1
+                acc[1] += n
+    return _summary(counts)
+
+
+def _merge_chunk(old: dict, matches, lo: int, hi: int, names, subsets):
+    """Columns of docs lo..hi-1: earlier matches kept, new ones filled in, candidates added."""
+    src, line, subset, nbytes = old["source"], old["line"], old["pile_set_name"], old["bytes"]
+    match, cand = old["match"], old["candidates"]
+    for m in matches:
+        a, b = np.searchsorted(m["doc"], [lo, hi])
+        for r in m[a:b]:
+            i = int(r["doc"]) - lo
+            if match[i] == "none":
+                src[i], line[i] = names[int(r["shard"])], int(r["line"])
+                subset[i], nbytes[i] = subsets[int(r["subset"])], int(r["nbytes"])
+            cand[i] += int(r["candidates"])
+            match[i] = "exact" if cand[i] == 1 else "ambiguous"
+    return src, line, subset, nbytes, match, cand
+
+
+def _summary(counts: dict) -> dict:
+    total = {m: [sum(v[0] for v in c.values()), sum(v[1] for v in c.values())] for m, c in counts.items()}
+    return {"documents": {m: total.get(m, [0, 0])[0] for m in provenance.MATCHES},
+            "tokens": {m: total.get(m, [0, 0])[1] for m in provenance.MATCHES},
+            "by_subset": {s: {m: counts.get(m, {}).get(s, [0, 0])[0] for m in provenance.MATCHES}
+                          for s in sorted({s for c in counts.values() for s in c})}}
+
+
+def _record(out: Path, stage: Path, manifest: dict, summary: dict) -> None:
+    """The new provenance's hash in the manifest, the alignment in the report (staged)."""
+    report = atomic.read_json(out / REPORT)
+    runs = (report.get("alignment") or {}).get("runs", [])
+    report["alignment"] = {**summary, "runs": runs + [{"inputs": summary["raw_inputs"],
+                                                      "fingerprint": summary["fingerprint"]}]}
+    manifest["outputs"][PROVENANCE] = {"bytes": (stage / PROVENANCE).stat().st_size,
+                                       "sha256": atomic.sha256_file(stage / PROVENANCE)}
+    atomic.write_json(stage / REPORT, report)
+    atomic.write_json(stage / MANIFEST, manifest)
+
+
+def aligned_before(out: Path, fp: str) -> dict | None:
+    """The alignment summary, when these raw inputs were aligned already (a rerun after the
+    commit changes nothing: candidates must not be counted twice)."""
+    alignment = atomic.read_json(out / REPORT).get("alignment") or {}
+    return alignment if any(r.get("fingerprint") == fp for r in alignment.get("runs", [])) else None
