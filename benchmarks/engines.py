@@ -38,7 +38,7 @@ from pileprep.core.config import default_tokenizer
 
 def reference_rate(spec: str, texts: list[str]) -> tuple[float, str]:
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
-    from pileprep.build.tokenize import load_tokenizer
+    from pileprep.tokenizer import load_tokenizer
 
     tok = load_tokenizer(spec)
     nbytes = sum(len(t.encode()) for t in texts)
@@ -59,7 +59,7 @@ def _fast_share(args) -> tuple[float, int, int]:
     """In a fresh process: read this share of the corpus, build the engine (not timed), then
     encode the share in batches of 512; returns the encoding seconds and the memo counts."""
     spec, src, index, shares = args
-    from pileprep.build.tokenize import fast_encoder
+    from pileprep.tokenizer.fast import fast_encoder
 
     texts = texts_of(Path(src), 1 << 62)[index::shares]
     enc = fast_encoder(spec)
@@ -75,7 +75,7 @@ def _neox_share(args) -> tuple[float, int, int]:
     """GPT-NeoX's preprocess_data.py way: one ``encode`` call per document in each process."""
     spec, src, index, shares = args
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    from pileprep.build.tokenize import load_tokenizer
+    from pileprep.tokenizer import load_tokenizer
 
     texts = texts_of(Path(src), 1 << 62)[index::shares]
     tok = load_tokenizer(spec)
@@ -162,7 +162,7 @@ def main() -> None:
     print(f"    stage seconds: {run['report']['timings_seconds']}")
     if args.allocator_check:
         plain = measure(src, work / "out-dask-env", args.cores, ("--tokenizer-engine", "fast"),
-                        prelude="import pileprep.cluster\npileprep.cluster.WORKER_PRE_SPAWN_ENV = {}")
+                        prelude="import pileprep.build.runner\npileprep.build.runner.WORKER_PRE_SPAWN_ENV = {}")
         print(f"same build, workers with Dask's environment only: {plain['elapsed']:.1f} s "
               f"(with MALLOC_MMAP_THRESHOLD_: {run['elapsed']:.1f} s); worker peaks "
               f"{_worker_peaks(plain)} MiB (with it: {_worker_peaks(run)} MiB)")

@@ -19,8 +19,9 @@ import numpy as np
 
 from memory import machine
 
+from pileprep.core.files import data_path, index_path
 from pileprep.formats import indexed
-from pileprep.training import schedule
+from pileprep.training import schedule, schedule_files
 from pileprep.core.config import ScheduleConfig
 from pileprep.training.order import TrainingOrder
 
@@ -39,6 +40,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=300_000_000_000)
     ap.add_argument("--workdir", default="bench-out/schedule")
     ap.add_argument("--reuse", action="store_true", help="time batch-at on an existing build only")
+    ap.add_argument("--queries", action="store_true",
+                    help="also run verify, batch-at, where --doc, seen and export as commands, "
+                    "each in its own process, with its wall time and peak RSS")
     args = ap.parse_args()
     out = Path(args.workdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,6 +51,8 @@ def main() -> None:
     if not args.reuse:
         build_schedule(out, args, cfg)
     time_batches(out, cfg)
+    if args.queries:
+        time_queries(out)
 
 
 def write_dataset(out: Path, n_docs: int, n_tokens: int) -> Path:
@@ -54,9 +60,9 @@ def write_dataset(out: Path, n_docs: int, n_tokens: int) -> Path:
     sizes = synthetic_sizes(n_docs, n_tokens)
     prefix = out / "pile_text_document"
     chunks = [sizes[i:i + (1 << 24)] for i in range(0, len(sizes), 1 << 24)]
-    with open(indexed.index_path(prefix), "wb") as f:
+    with open(index_path(prefix), "wb") as f:
         indexed.write_index(f, np.uint16, len(sizes), lambda: iter(chunks))
-    with open(indexed.data_path(prefix), "wb") as f:
+    with open(data_path(prefix), "wb") as f:
         f.truncate(int(sizes.sum(dtype=np.int64)) * 2)  # sparse: no disk used
     (out / "manifest.json").write_text(json.dumps({"settings": {"pack": {"name": "pile"}}}))
     return prefix
@@ -69,8 +75,8 @@ def build_schedule(out: Path, args, cfg: ScheduleConfig) -> None:
     data = indexed.IndexedDataset(prefix)
     s = schedule.build(data.sizes, cfg)
     t_build = time.perf_counter() - t0
-    schedule.save(s, prefix)
-    schedule.record(out, cfg)
+    schedule_files.save(s, prefix)
+    schedule_files.record(out, cfg)
     t_total = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"{args.docs:,} documents, {args.tokens:,} tokens -> {s.epochs} epochs, "
@@ -92,3 +98,48 @@ def time_batches(out: Path, cfg: ScheduleConfig) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def synthetic_provenance(out: Path) -> None:
+    """provenance.parquet for the synthetic dataset: 30 shards, lines in order, five subsets."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pileprep.formats import provenance
+
+    path = out / "provenance.parquet"
+    if path.exists():
+        return
+    sizes = indexed.IndexedDataset(out / "pile_text_document").sizes
+    per_shard = -(-len(sizes) // 30)
+    names = ["Pile-CC", "Github", "ArXiv", "PubMed Central", "FreeLaw"]
+    token = 0
+    with pq.ParquetWriter(path, provenance.SCHEMA, compression="zstd") as w:
+        for lo in range(0, len(sizes), provenance.ROW_GROUP):
+            n = min(provenance.ROW_GROUP, len(sizes) - lo)
+            doc = np.arange(lo, lo + n, dtype=np.int64)
+            tokens = np.asarray(sizes[lo:lo + n], np.int64)
+            w.write_table(pa.table({
+                "doc": doc, "source": pa.array([f"{d // per_shard:02d}.jsonl.zst" for d in range(lo, lo + n)]),
+                "line": doc % per_shard, "pile_set_name": pa.array([names[d % 5] for d in range(lo, lo + n)]),
+                "tokens": tokens.astype(np.int32), "token_start": np.cumsum(tokens) - tokens + token,
+                "bytes": tokens * 4}, schema=provenance.SCHEMA))
+            token += int(tokens.sum())
+
+
+def time_queries(out: Path) -> None:
+    """Each query command in its own process: wall time and the peak RSS of that process."""
+    from memory import run_sampled
+
+    t0 = time.perf_counter()
+    synthetic_provenance(out)
+    print(f"\nsynthetic provenance.parquet ready in {time.perf_counter() - t0:.1f} s")
+    d = str(out)
+    for args in (["batch-at", d, "--step", "3000"],
+                 ["where", d, "--doc", "07.jsonl.zst:123456"],
+                 ["seen", d, "--steps", "3000:3010"],
+                 ["export", d, "--steps", "3000:3001", "--format", "parquet", "--output", str(out / "e.parquet")],
+                 ["verify", d]):
+        elapsed, peaks = run_sampled(args, quiet_output=True)
+        peak = max(p for _, p in peaks.values())
+        print(f"{' '.join(args[:1] + args[2:3])}: {elapsed:.1f} s, peak RSS {peak / (1 << 30):.2f} GiB")

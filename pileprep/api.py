@@ -101,8 +101,8 @@ class Build:
         """The document index of input line ``source:line``; NotFoundError when it is not in
         the dataset (rejected, or removed as a duplicate)."""
         if self._columns is None:
-            self._columns = provenance.lookup_columns(self.provenance)
-        return provenance.find(self._columns, source, line)
+            self._columns = provenance.ByDocument(self.out_dir / provenance.FILE_NAME)
+        return self._columns.find(source, line)
 
     def schedules(self) -> list[ScheduleConfig]:
         """The schedules built for this dataset, oldest first."""

@@ -297,3 +297,52 @@ def test_exposures_on_the_adopted_dataset(published, adopted, tmp_path, capsys):
     assert t.num_rows == len(published["docs"])
     assert sum(t.column("tokens_seen").to_pylist()) == T * B * (L + 1)
     assert main(["exposures", str(out), "--until-step", str(T + 1)]) == 2
+
+
+def test_inputs_added_over_time_equal_all_at_once(published, adopted, clean_corpus, tokenizer_spec,
+                                                  tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "o"
+    adopt(published["pieces"], out, quiet=True)
+    first, *rest = shard_files(clean_corpus)
+    align(out, _align_cfg([first], tokenizer_spec))
+    align(out, _align_cfg([first, *rest], tokenizer_spec))  # the first one again, and the others
+    keys = ["source", "line", "match", "candidates"]
+    assert pq.read_table(out / "provenance.parquet", columns=keys) == \
+        pq.read_table(adopted[0] / "provenance.parquet", columns=keys)
+
+
+def test_overwrite_leaves_nothing_of_the_previous_dataset(published, tmp_path):
+    out = tmp_path / "o"
+    adopt(published["root"] / "whole", out, name="first", quiet=True)
+    adopt(published["pieces"], out, overwrite=True, quiet=True)
+    assert not list(out.glob("first*"))
+    import pileprep
+
+    assert pileprep.open(out)[0].tolist() == published["docs"][0]
+    assert not verify(out).problems
+
+
+def test_bad_names_pieces_and_maps_are_one_line_errors(published, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(published["pieces"], bad)
+    sorted(bad.glob("*.bin"))[-1].unlink()  # the last piece, which -of- names
+    assert main(["adopt", str(bad), "-o", str(tmp_path / "o1"), "-q"]) == 2
+    assert f"missing piece {published['n_pieces'] - 1:05d}" in capsys.readouterr().err
+    assert main(["adopt", str(published["pieces"]), "-o", str(tmp_path / "o2"), "--name", "../x"]) == 2
+    maps = tmp_path / "maps"
+    shutil.copytree(published["maps"], maps)
+    victim = sorted(maps.iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:100])  # an interrupted download
+    assert main(["adopt", str(published["pieces"]), "-o", str(tmp_path / "o3"), "--index-maps",
+                 str(maps), "--batch-size", str(B)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("Traceback" not in e for e in err)
+
+
+def test_shard_refuses_a_dataset_read_in_place(published, tmp_path, capsys):
+    out = tmp_path / "o"
+    adopt(published["pieces"], out, quiet=True)
+    assert main(["shard", str(out), "--max-size", "1MB", "-o", str(tmp_path / "p")]) == 2
+    assert "in place" in capsys.readouterr().err

@@ -15,7 +15,6 @@ both GPT-NeoX namings. Provenance starts unknown (``match`` = none) until raw te
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import shutil
 from dataclasses import dataclass
@@ -25,13 +24,15 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pileprep.core import atomic
-from pileprep.core.config import HEADROOM, ScheduleConfig
+from pileprep.core.config import HEADROOM, PackConfig, ScheduleConfig
 from pileprep.core.errors import ConfigError, FormatError, InputError, IntegrityError
-from pileprep.core.files import (DOCUMENT_SUFFIX, MANIFEST, PROVENANCE, REPORT, STAGING,
-                                 data_path, dataset_prefix, index_path, pieces_path)
+from pileprep.core.files import (DOCUMENT_SUFFIX, DUPLICATES, MANIFEST, PROVENANCE, REJECTS,
+                                 REPORT, SCHEDULES, data_path, dataset_prefix, index_path,
+                                 pieces_path)
 from pileprep.core.progress import Progress, log
 from pileprep.core.version import __version__
 from pileprep.formats import indexed, provenance
+from pileprep.outputs.verify import Verdict, check_schedule
 from pileprep.training import schedule_files
 from pileprep.training.schedule import num_epochs
 
@@ -49,6 +50,7 @@ class Published:
     stem: str  # the published prefix's file name, e.g. pile_0.87_deduped_text_document
     index: Path
     data: list[Path]
+    last_named: int | None = None  # the piece number "-of-N" names, when no piece has it
 
     @property
     def files(self) -> list[Path]:
@@ -86,7 +88,8 @@ def _with_data(idx: Path) -> Published:
         return Published(stem, idx, [single])
     if not found:
         raise InputError(f"{idx.parent}: no {single.name} and no pieces {stem}-00000-of-NNNNN.bin")
-    return Published(stem, idx, _ordered_pieces(stem, found))
+    of = next(iter(found.values()))[0]
+    return Published(stem, idx, _ordered_pieces(stem, found), None if of in found else of)
 
 
 def _ordered_pieces(stem: str, found: dict[int, tuple[int, Path]]) -> list[Path]:
@@ -113,6 +116,8 @@ def read_hash_list(path: str | Path) -> dict[str, str]:
         lines = Path(path).read_text().splitlines()
     except OSError as exc:
         raise InputError(f"--hashes {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise FormatError(f"--hashes {path}: not a text file of 'NAME SHA256' lines") from None
     for n, line in enumerate(lines, 1):
         words = line.replace("*", " ").split()
         if not words:
@@ -138,14 +143,10 @@ def check_hashes(pub: Published, hashes: dict[str, str], quiet: bool) -> dict[st
         raise InputError(f"--hashes has no hash for {', '.join(unlisted[:5])}")
     bar = Progress("hash", sum(p.stat().st_size for p in pub.files), len(pub.files), quiet=quiet)
     for p in pub.files:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            while block := f.read(_HASH_BLOCK):
-                h.update(block)
-                bar.update(nbytes=len(block))
+        digest = atomic.sha256_file(p, on_block=lambda n: bar.update(nbytes=n))
         bar.update(items=1)
-        if h.hexdigest() != hashes[p.name]:
-            raise IntegrityError(f"{p.name}: sha256 {h.hexdigest()[:16]}… differs from the hash "
+        if digest != hashes[p.name]:
+            raise IntegrityError(f"{p.name}: sha256 {digest[:16]}… differs from the hash "
                                  f"list's {hashes[p.name][:16]}… (damaged or incomplete download)")
     bar.close()
     return {p.name: hashes[p.name] for p in pub.files}
@@ -155,6 +156,9 @@ def check_data(pub: Published) -> indexed.Index:
     """The index is readable and describes exactly the bytes of the data files."""
     index = indexed.Index(pub.index)
     have = sum(p.stat().st_size for p in pub.data)
+    if have < index.data_bytes and pub.last_named is not None:  # EleutherAI: -of- names the last
+        raise InputError(f"{pub.stem}: missing piece {pub.last_named:05d} (-of-{pub.last_named:05d} "
+                         f"names the last piece; {have:,} of {index.data_bytes:,} bytes present)")
     if have != index.data_bytes:
         raise IntegrityError(f"{pub.index.name} describes {index.data_bytes:,} bytes of tokens, but "
                              f"the data file(s) hold {have:,}: they do not belong together")
@@ -204,23 +208,31 @@ class IndexMap:
     seed: int
 
 
-def find_index_maps(directory: str | Path) -> list[IndexMap]:
-    """Complete index maps (all three files) in a directory, under either GPT-NeoX naming."""
-    groups: dict[tuple, dict[str, Path]] = {}
+def find_index_maps(directory: str | Path, stem: str) -> list[IndexMap]:
+    """Complete index maps (all three files) in a directory, under either GPT-NeoX naming (one
+    of each when both are there). Maps named after this dataset are taken when there are any,
+    else every map (they are checked against the dataset either way)."""
+    groups: dict[tuple, dict[tuple, dict[str, Path]]] = {}
     d = Path(directory)
     if not d.is_dir():
         raise InputError(f"--index-maps {directory}: not a directory")
     for f in sorted(d.iterdir()):
         m = INDEX_MAP.match(f.name)
         if m:
-            key = (m["prefix"], int(m["ns"]), int(m["sl"]), int(m["seed"]), bool(m["packed"]))
-            groups.setdefault(key, {})[m["kind"]] = f
-    maps = [IndexMap(files, ns, sl, seed) for (_, ns, sl, seed, _), files in groups.items()
-            if len(files) == 3]
+            key = (int(m["ns"]), int(m["sl"]), int(m["seed"]))
+            naming = (m["prefix"], bool(m["packed"]))
+            groups.setdefault(key, {}).setdefault(naming, {})[m["kind"]] = f
+    maps = []
+    for (ns, sl, seed), namings in sorted(groups.items()):
+        complete = {n: files for n, files in namings.items() if len(files) == 3}
+        ours = {n: files for n, files in complete.items() if n[0] == stem} or complete
+        if ours:
+            maps.append((any(n[0] == stem for n in ours), IndexMap(ours[min(ours)], ns, sl, seed)))
+    named = [m for own, m in maps if own]
     if not maps:
         raise InputError(f"--index-maps {directory}: no complete index map "
                          "(<prefix>_train_0_indexmap_<N>ns_<L>sl_<S>s_{doc,sample,shuffle}_idx.npy)")
-    return maps
+    return named or [m for _, m in maps]
 
 
 def schedule_of(m: IndexMap, batch_size: int) -> ScheduleConfig:
@@ -229,6 +241,7 @@ def schedule_of(m: IndexMap, batch_size: int) -> ScheduleConfig:
     for t in (guess - 1, guess, guess + 1):
         cfg = ScheduleConfig(m.seq_length, batch_size, max(t, 1), m.seed)
         if t >= 1 and cfg.num_samples == m.num_samples:
+            cfg.validate()  # e.g. a map named _0sl_ or _1sl_
             return cfg
     raise ConfigError(f"index map for {m.num_samples} samples: no train-iters gives that with "
                       f"--batch-size {batch_size}; give the global batch size it was made for")
@@ -236,7 +249,10 @@ def schedule_of(m: IndexMap, batch_size: int) -> ScheduleConfig:
 
 def check_index_map(m: IndexMap, index: indexed.Index) -> tuple[int, int]:
     """``(epochs, tokens_per_epoch)`` when the map was made for this dataset; FormatError if not."""
-    arrays = {k: np.load(p, mmap_mode="r", allow_pickle=False) for k, p in m.files.items()}
+    try:
+        arrays = {k: np.load(p, mmap_mode="r", allow_pickle=False) for k, p in m.files.items()}
+    except (ValueError, OSError) as exc:  # a truncated download, not an .npy
+        raise FormatError(f"index map {m.files['doc'].parent}: unreadable ({exc})") from None
     n_docs, name = len(index), m.files["doc"].name.rsplit("_doc_idx.npy", 1)[0]
     tokens = schedule_files.total_tokens(index.sizes)
     doc_idx, sample_idx, shuffle = arrays["doc"], arrays["sample"], arrays["shuffle"]
@@ -277,6 +293,17 @@ def adopt_index_map(m: IndexMap, index: indexed.Index, prefix: Path, out: Path,
 
 # -- the command -------------------------------------------------------------------------------
 
+def clear_previous(out: Path) -> None:
+    """``--overwrite``: remove what the dataset already in ``out`` consists of (its data links,
+    provenance, report, schedules, config fragments), so nothing of it is read with the new one."""
+    old = dataset_prefix(out, atomic.read_json(out / MANIFEST)["settings"]["pack"]["name"]).name
+    owned = {MANIFEST, REPORT, PROVENANCE, SCHEDULES, REJECTS, DUPLICATES}
+    for p in out.iterdir():
+        if (p.is_file() or p.is_symlink()) and (p.name.startswith(old) or p.name in owned
+                                                or p.name.startswith("gpt_neox_")):
+            p.unlink()
+
+
 def default_name(stem: str) -> str:
     return stem[:-len(DOCUMENT_SUFFIX)] if stem.endswith(DOCUMENT_SUFFIX) else stem
 
@@ -289,13 +316,16 @@ def adopt(dataset: str | Path, out_dir: str | Path, name: str | None = None,
     until every check has passed (a failed adopt leaves ``out_dir`` as it was)."""
     pub = locate(dataset)
     name = name or default_name(pub.stem)
-    ScheduleConfig(batch_size=batch_size).validate()
     out = Path(out_dir)
+    PackConfig(output=str(out), name=name).validate()
+    ScheduleConfig(batch_size=batch_size).validate()
+    if out.exists():
+        atomic.finish_interrupted(out)
     if (out / MANIFEST).exists() and not overwrite:
         raise ConfigError(f"{out} already holds a dataset; choose another --output or pass --overwrite")
     index = check_data(pub)
     sha = check_hashes(pub, read_hash_list(hashes), quiet) if hashes else {}
-    maps = find_index_maps(index_maps) if index_maps else []
+    maps = find_index_maps(index_maps, pub.stem) if index_maps else []
     for m in maps:  # refuse a map for another dataset before anything is written
         schedule_of(m, batch_size)
         check_index_map(m, index)
@@ -303,13 +333,19 @@ def adopt(dataset: str | Path, out_dir: str | Path, name: str | None = None,
         f"{index.dtype}", quiet)
 
     out.mkdir(parents=True, exist_ok=True)
-    stage = out / STAGING
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
+    stage = atomic.fresh_stage(out)
     prefix = dataset_prefix(stage, name)
     place_data(pub, prefix, copy, quiet)
     outputs = {PROVENANCE: write_unknown_provenance(index, stage / PROVENANCE)}
     schedules = [adopt_index_map(m, index, prefix, stage, batch_size) for m in maps]
+    for cfg in schedules:  # the whole check verify makes: permutations, the stream walk
+        v = Verdict()
+        check_schedule(prefix, cfg, index.sizes, v)
+        if v.problems:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise FormatError(f"index map for {cfg.num_samples} samples: {v.problems[0]}")
+    if overwrite and (out / MANIFEST).exists():
+        clear_previous(out)
     tokens = schedule_files.total_tokens(index.sizes)
     report = {"kind": "adopted", "documents": len(index), "tokens": tokens,
               "alignment": None, "schedules": [dataclasses.asdict(s) for s in schedules]}

@@ -42,6 +42,7 @@ from pileprep.tokenizer import TokenizerInfo, resolve_engine
 ALIGN_FORMAT = 1
 DOCS_PER_TASK = 1 << 20  # dataset documents hashed by one task
 BUCKET_ROWS = 1 << 21  # rows (both sides) per join bucket: ~100 MB in memory
+_MERGE_ROWS = 1 << 16  # provenance rows merged at once (Python objects: ~60 MB)
 DS_ROW = np.dtype([("hash", "<u8"), ("doc", "<i8")])
 RAW_ROW = np.dtype([("hash", "<u8"), ("gid", "<i8"), ("part", "<i4"), ("offset", "<i8"),
                     ("ntok", "<i4"), ("shard", "<i4"), ("line", "<i8"), ("subset", "<i4"),
@@ -62,7 +63,7 @@ def hash_dataset_task(prefix: str, lo: int, hi: int, n_buckets: int, out_prefix:
     ds = indexed.IndexedDataset(prefix)
     rows = np.zeros(hi - lo, DS_ROW)
     rows["doc"] = np.arange(lo, hi)
-    rows["hash"] = [ids_hash(ds[i]) for i in range(lo, hi)]
+    rows["hash"] = [ids_hash(ds.read(i)) for i in range(lo, hi)]  # read, not mapped: flat RSS
     return shuffle.write(out_prefix, rows, (rows["hash"] % np.uint64(n_buckets)).astype(np.int64), n_buckets)
 
 
@@ -90,13 +91,11 @@ def join_task(k: int, ds_prefixes: list[str], raw_prefixes: list[str], dataset: 
     raw = shuffle.read(raw_prefixes, k, RAW_ROW)
     raw = raw[np.lexsort((raw["gid"], raw["hash"]))]
     data = indexed.IndexedDataset(dataset)
-    parts: dict[int, np.ndarray] = {}
+    width = np.dtype(dtype).itemsize
 
-    def raw_ids(r) -> np.ndarray:
-        p = int(r["part"])
-        if p not in parts:
-            parts[p] = np.memmap(part_bins[p], dtype=np.dtype(dtype), mode="r")
-        return parts[p][int(r["offset"]):int(r["offset"]) + int(r["ntok"])]
+    def raw_ids(r) -> np.ndarray:  # read, not mapped: a bucket's pass leaves no pages behind
+        return np.fromfile(part_bins[int(r["part"])], dtype=np.dtype(dtype), count=int(r["ntok"]),
+                           offset=int(r["offset"]) * width)
 
     out, confirmed_raw = [], set()
     lo = np.searchsorted(raw["hash"], ds_rows["hash"], side="left")
@@ -104,7 +103,7 @@ def join_task(k: int, ds_prefixes: list[str], raw_prefixes: list[str], dataset: 
     for row, a, b in zip(ds_rows, lo.tolist(), hi.tolist()):
         if a == b:
             continue
-        ids = np.asarray(data[int(row["doc"])])
+        ids = data.read(int(row["doc"]))
         same = [r for r in raw[a:b] if int(r["ntok"]) == len(ids) and np.array_equal(raw_ids(r), ids)]
         if same:
             first = same[0]  # lowest gid: first in (source, line) order
@@ -122,7 +121,8 @@ def join_task(k: int, ds_prefixes: list[str], raw_prefixes: list[str], dataset: 
 def _eod_convention(data: indexed.IndexedDataset, eod: int) -> bool:
     """Whether the dataset's documents end with EOD (GPT-NeoX's --append-eod), from a sample."""
     n = min(len(data), 2000)
-    ends = [int(data[i][-1]) == eod for i in np.linspace(0, len(data) - 1, n).astype(int)] if n else []
+    probe = np.linspace(0, len(data) - 1, n).astype(int) if n else []
+    ends = [int(data.read(i)[-1]) == eod for i in probe if int(data.sizes[i])]
     return sum(ends) >= 0.9 * len(ends) if ends else True
 
 
@@ -147,24 +147,27 @@ def align(out_dir: str | Path, cfg: BuildConfig) -> dict:
     info = TokenizerInfo.of(cfg.tokenize.tokenizer, engine)
     cfg.tokenize.append_eod = _eod_convention(data, info.eod_id)
     shards = discover(cfg.read.inputs)
-    fp = fingerprint(ALIGN_FORMAT, [s.name for s in shards], tokenizer_identity(cfg.tokenize.tokenizer),
-                     cfg.tokenize.append_eod, cfg.read.stage_settings())
+    index_id = [data.index.path.stat().st_size, data.index.path.stat().st_mtime_ns]
+    fp = fingerprint(ALIGN_FORMAT, [(s.name, s.identity()) for s in shards], index_id,
+                     tokenizer_identity(cfg.tokenize.tokenizer), cfg.tokenize.append_eod,
+                     cfg.read.stage_settings())
     work = out / WORK_DIR / f"align-{fp}"
-    done = aligned_before(out, fp)
-    if done is not None:
-        log("align: these raw inputs were aligned already; nothing to do", cfg.quiet)
-        return done
     log(f"align: {len(shards)} raw input shard(s) against {len(data):,} documents "
         f"({'with' if cfg.tokenize.append_eod else 'without'} EOD, {engine} engine)", cfg.quiet)
     with Runner(cfg.cluster, cfg.quiet) as runner:
         shard_results, parts = run_ingest_and_tokenize(runner, shards, work / "ingest", work / "tokens",
                                                        cfg, info)
+        shard_results, parts = _not_aligned_before(out, shard_results, parts, cfg.quiet)
+        if not shard_results:
+            log("align: every one of these raw inputs was aligned already; nothing to do", cfg.quiet)
+            return atomic.read_json(out / REPORT)["alignment"]
+        run = fingerprint(fp, [s.sha256 for s in shard_results])  # what every task depends on
         n_raw = sum(p.docs for p in parts)
         n_buckets = max(1, math.ceil((len(data) + n_raw) / BUCKET_ROWS))
         ds_pfx = [str(work / f"ds-{i:05d}") for i in range(math.ceil(len(data) / DOCS_PER_TASK))]
         runner.run([Task(f"hash dataset {i}", "align", hash_dataset_task,
                          (str(prefix), i * DOCS_PER_TASK, min(len(data), (i + 1) * DOCS_PER_TASK),
-                          n_buckets, ds_pfx[i]), work / f"ds-{i:05d}.done.json", n_buckets)
+                          n_buckets, ds_pfx[i]), work / f"ds-{i:05d}.done.json", [run, n_buckets])
                     for i in range(len(ds_pfx))], "hash dataset")
         subsets = sorted({name for p in parts for name in p.subsets})
         shard_of = [i for i, s in enumerate(shard_results) for _ in s.partitions]
@@ -172,20 +175,21 @@ def align(out_dir: str | Path, cfg: BuildConfig) -> dict:
         raw_pfx = [str(work / f"raw-{i:05d}") for i in range(len(parts))]
         runner.run([Task(f"hash raw {i}", "align", hash_raw_task,
                          (p, i, gid0[i], shard_of[i], subsets, info.dtype, n_buckets,
-                          raw_pfx[i]), work / f"raw-{i:05d}.done.json", [n_buckets, p.shard_sha256])
+                          raw_pfx[i]), work / f"raw-{i:05d}.done.json", [run, n_buckets])
                     for i, p in enumerate(parts)], "hash raw")
         match_paths = [work / f"match-{k:05d}.npy" for k in range(n_buckets)]
         joined = runner.run([Task(f"join {k}", "align", join_task,
                                   (k, ds_pfx, raw_pfx, str(prefix), [p.bin for p in parts],
                                    info.dtype, str(match_paths[k])), work / f"match-{k:05d}.done.json",
-                                  n_buckets) for k in range(n_buckets)], "join")
+                                  [run, n_buckets]) for k in range(n_buckets)], "join")
     names = [s.source for s in shard_results]
     stage = out / STAGING
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     summary = write_provenance(out / PROVENANCE, stage / PROVENANCE, data, match_paths, names, subsets)
     summary.update(raw_documents=n_raw, raw_matched=sum(j["raw_matched"] for j in joined),
-                   raw_inputs=names, append_eod=cfg.tokenize.append_eod, fingerprint=fp)
+                   raw_inputs=[{"name": s.source, "sha256": s.sha256} for s in shard_results],
+                   append_eod=cfg.tokenize.append_eod)
     _record(out, stage, manifest, summary)
     atomic.commit(stage, out)
     if not cfg.keep_work:
@@ -201,19 +205,21 @@ def write_provenance(old_path: Path, new_path: Path, data, match_paths: list[Pat
     matches = [np.load(p, mmap_mode="r") for p in match_paths]
     counts: dict[str, dict[str, list[int]]] = {}
     token = 0
+    pending: list = []
     with atomic.atomic_path(new_path) as tmp, \
             pq.ParquetWriter(tmp, provenance.ALIGNED_SCHEMA, compression="zstd") as w:
-        for batch in old.iter_batches(batch_size=provenance.ROW_GROUP):
+        for batch in old.iter_batches(batch_size=_MERGE_ROWS):
             lo, hi = batch.column("doc")[0].as_py(), batch.column("doc")[-1].as_py() + 1
             sizes = np.asarray(data.sizes[lo:hi])
             src, line, subset, nbytes, match, cand = _merge_chunk(batch.to_pydict(), matches, lo, hi, names, subsets)
-            w.write_table(provenance.aligned_chunk(lo, token, sizes, src, line, subset, nbytes, match, cand),
-                          row_group_size=provenance.ROW_GROUP)
+            pending.append(provenance.aligned_chunk(lo, token, sizes, src, line, subset, nbytes, match, cand))
+            pending = provenance.write_full_groups(w, pending, provenance.ROW_GROUP, final=False)
             token += int(sizes.astype(np.int64).sum())
             for m, s, n in zip(match, subset, sizes.tolist()):
                 acc = counts.setdefault(m, {}).setdefault(s if s is not None else "(unknown)", [0, 0])
                 acc[0] += 1
                 acc[1] += n
+        provenance.write_full_groups(w, pending, provenance.ROW_GROUP, final=True)
     return _summary(counts)
 
 
@@ -225,8 +231,9 @@ def _merge_chunk(old: dict, matches, lo: int, hi: int, names, subsets):
         a, b = np.searchsorted(m["doc"], [lo, hi])
         for r in m[a:b]:
             i = int(r["doc"]) - lo
-            if match[i] == "none":
-                src[i], line[i] = names[int(r["shard"])], int(r["line"])
+            new = (names[int(r["shard"])], int(r["line"]))
+            if match[i] == "none" or new < (src[i], line[i]):  # the first in (source, line) order
+                src[i], line[i] = new
                 subset[i], nbytes[i] = subsets[int(r["subset"])], int(r["nbytes"])
             cand[i] += int(r["candidates"])
             match[i] = "exact" if cand[i] == 1 else "ambiguous"
@@ -245,16 +252,20 @@ def _record(out: Path, stage: Path, manifest: dict, summary: dict) -> None:
     """The new provenance's hash in the manifest, the alignment in the report (staged)."""
     report = atomic.read_json(out / REPORT)
     runs = (report.get("alignment") or {}).get("runs", [])
-    report["alignment"] = {**summary, "runs": runs + [{"inputs": summary["raw_inputs"],
-                                                      "fingerprint": summary["fingerprint"]}]}
+    report["alignment"] = {**summary, "runs": runs + [summary["raw_inputs"]]}
     manifest["outputs"][PROVENANCE] = {"bytes": (stage / PROVENANCE).stat().st_size,
                                        "sha256": atomic.sha256_file(stage / PROVENANCE)}
     atomic.write_json(stage / REPORT, report)
     atomic.write_json(stage / MANIFEST, manifest)
 
 
-def aligned_before(out: Path, fp: str) -> dict | None:
-    """The alignment summary, when these raw inputs were aligned already (a rerun after the
-    commit changes nothing: candidates must not be counted twice)."""
+def _not_aligned_before(out: Path, shard_results, parts, quiet: bool):
+    """The raw shards (and their token parts) no earlier alignment used, by name and content:
+    a shard aligned before would count its documents' candidates twice."""
     alignment = atomic.read_json(out / REPORT).get("alignment") or {}
-    return alignment if any(r.get("fingerprint") == fp for r in alignment.get("runs", [])) else None
+    done = {(i["name"], i["sha256"]) for run in alignment.get("runs", []) for i in run}
+    keep = [(s.source, s.sha256) not in done for s in shard_results]
+    if not all(keep):
+        log(f"align: skipping {keep.count(False)} raw shard(s) aligned before", quiet)
+    owner = [k for k, s in zip(keep, shard_results) for _ in s.partitions]
+    return ([s for k, s in zip(keep, shard_results) if k], [p for k, p in zip(owner, parts) if k])

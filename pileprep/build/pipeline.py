@@ -24,7 +24,7 @@ from pileprep.build.tokenize import tokenize_partition
 from pileprep.core import atomic
 from pileprep.core.config import BuildConfig, fingerprint
 from pileprep.core.errors import ConfigError
-from pileprep.core.files import DEDUP_SUMMARY, MANIFEST, REJECTS, REPORT, STAGING, WORK_DIR, dataset_prefix
+from pileprep.core.files import DEDUP_SUMMARY, MANIFEST, REJECTS, REPORT, WORK_DIR, dataset_prefix
 from pileprep.core.progress import Progress, log
 from pileprep.dedup import apply as dedup_apply, minhash, report as dedup_report
 from pileprep.dedup.result import DedupResult
@@ -191,15 +191,8 @@ def write_dedup_outputs(out: Path, dup: DedupResult, summary: dict) -> dict[str,
     return hashes
 
 
-def _fresh_stage(out: Path) -> Path:
-    stage = out / STAGING
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    return stage
-
-
-def _finish_interrupted_commit(out: Path, quiet: bool) -> None:
-    if atomic.finish_commit(out / STAGING, out):
+def finish_interrupted(out: Path, quiet: bool) -> None:
+    if atomic.finish_interrupted(out):
         log(f"finished moving the outputs of an interrupted build into {out}", quiet)
 
 
@@ -237,7 +230,7 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     settings = cfg.settings(bands_rows)
     settings["tokenize"]["tokenizer"] = tok_id
-    _finish_interrupted_commit(out, cfg.quiet)
+    finish_interrupted(out, cfg.quiet)
     _check_output_dir(out, settings, shards, overwrite)
     ingest_fp, ingest_dir, tokens_dir = _work_dirs(out, cfg, settings["tokenize"])
     name = cfg.dataset_name
@@ -264,7 +257,7 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
 
     # Every output is written to a staging directory and moved in only when all are complete:
     # a failed or killed build never leaves OUT_DIR holding a mix of two builds.
-    stage = _fresh_stage(out)
+    stage = atomic.fresh_stage(out)
     t1 = time.monotonic()
     log("pack: merging parts in (source, line) order", cfg.quiet)
     hashes = pack(parts, stage, name, info.dtype)
@@ -304,7 +297,7 @@ def dedup_only(cfg: BuildConfig) -> dict:
     shards = discover(cfg.read.inputs)
     out = Path(cfg.pack.output)
     out.mkdir(parents=True, exist_ok=True)
-    _finish_interrupted_commit(out, cfg.quiet)
+    finish_interrupted(out, cfg.quiet)
     ingest_fp, ingest_dir, tokens_dir = _work_dirs(out, cfg, {})
     with Runner(cfg.cluster, cfg.quiet) as runner:
         shard_results, _ = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir, cfg, None)
@@ -315,7 +308,7 @@ def dedup_only(cfg: BuildConfig) -> dict:
     summary["tokens_counted"] = False
     summary["lines_read"] = sum(s.lines_read for s in shard_results)
     summary["rejected_total"] = sum(sum(s.rejected.values()) for s in shard_results)
-    stage = _fresh_stage(out)
+    stage = atomic.fresh_stage(out)
     write_dedup_outputs(stage, dup, summary)
     atomic.write_json(stage / DEDUP_SUMMARY, summary)
     atomic.commit(stage, out)

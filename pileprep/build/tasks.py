@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pileprep.core import atomic, faults
+from pileprep.core.errors import FormatError
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,10 @@ class Task:
         """The result of an earlier run of this task that is still valid, or None."""
         if not self.done.exists():
             return None
-        record = atomic.read_json(self.done)
+        try:
+            record = atomic.read_json(self.done)
+        except FormatError:  # a damaged record: the task is redone
+            return None
         if not isinstance(record, dict) or record.get("inputs") != _as_json(self.inputs):
             return None
         result = self._decode(record.get("result"))

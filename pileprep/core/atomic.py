@@ -8,6 +8,7 @@ targets in one directory never collide.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +19,8 @@ from typing import Iterator
 import numpy as np
 
 from pileprep.core import faults
-from pileprep.core.files import JOURNAL, MANIFEST
+from pileprep.core.errors import FormatError
+from pileprep.core.files import JOURNAL, MANIFEST, STAGING
 
 
 def tmp_path(path: Path) -> Path:
@@ -51,7 +53,11 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def read_json(path: str | Path):
-    return json.loads(Path(path).read_text())
+    """A JSON file pileprep wrote; a FormatError naming it when it is damaged."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path}: damaged ({exc})") from None
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
@@ -60,12 +66,18 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
-def sha256_file(path: str | Path) -> str:
+def sha256_file(path: str | Path, on_block=None) -> str:
+    """The file's sha256, read in 4 MiB blocks; ``on_block(n)`` after each (progress)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)
+            if on_block is not None:
+                on_block(len(chunk))
     return h.hexdigest()
+
+
+_NO_HARD_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 def link(target: Path, alias: Path) -> None:
@@ -75,7 +87,10 @@ def link(target: Path, alias: Path) -> None:
     tmp.unlink(missing_ok=True)
     try:
         os.link(target, tmp)
-    except OSError:  # no hard links here, or another file system: a symlink, by name within
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINK:
+            raise
+        # no hard links here, or another file system: a symlink, by name within
         # one directory (it survives the directory being moved), else by absolute path
         same_dir = Path(target).resolve().parent == Path(alias).resolve().parent
         os.symlink(Path(target).name if same_dir else Path(target).resolve(), tmp)
@@ -96,6 +111,20 @@ def commit(stage: Path, out: Path) -> None:
     names.sort(key=lambda n: n == LAST)
     write_json(stage / JOURNAL, {"files": names})
     finish_commit(stage, out)
+
+
+def fresh_stage(out: Path) -> Path:
+    """An empty staging directory in ``out`` for outputs to be committed together."""
+    stage = out / STAGING
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def finish_interrupted(out: Path) -> bool:
+    """Finish the commit a killed command left in ``out`` (or drop an unjournaled stage);
+    True when files were moved."""
+    return finish_commit(out / STAGING, out)
 
 
 def finish_commit(stage: Path, out: Path) -> bool:

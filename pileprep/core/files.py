@@ -35,9 +35,12 @@ def index_path(prefix: str | Path) -> Path:
     return Path(f"{prefix}.idx")
 
 
+PIECES_SUFFIX = ".bin.pieces.json"
+
+
 def pieces_path(prefix: str | Path) -> Path:
     """Where the data of an adopted dataset published in pieces is listed (instead of a .bin)."""
-    return Path(f"{prefix}.bin.pieces.json")
+    return Path(f"{prefix}{PIECES_SUFFIX}")
 
 
 # GPT-NeoX's training-order index files: ``<prefix>_train_0_indexmap_<ns>ns_<L>sl_<S>s`` then

@@ -78,13 +78,15 @@ def merge(parts: Iterable[str | Path], out_path: str | Path, row_group: int = RO
             }, schema=SCHEMA))
             doc += t.num_rows
             token += int(sizes.sum())
-            pending = _write_full_groups(writer, pending, row_group, final=False)
-        _write_full_groups(writer, pending, row_group, final=True)
+            pending = write_full_groups(writer, pending, row_group, final=False)
+        write_full_groups(writer, pending, row_group, final=True)
     return atomic.sha256_file(out_path)
 
 
-def _write_full_groups(writer, pending: list[pa.Table], row_group: int, final: bool) -> list[pa.Table]:
-    buf = pa.concat_tables(pending) if pending else SCHEMA.empty_table()
+def write_full_groups(writer, pending: list[pa.Table], row_group: int, final: bool) -> list[pa.Table]:
+    """Write the whole row groups the pending tables make (all of them when ``final``); keep
+    the rest. Fixed-size groups make a file's bytes independent of how it was fed."""
+    buf = pa.concat_tables(pending) if pending else writer.schema.empty_table()
     start = 0
     while buf.num_rows - start >= row_group or (final and start < buf.num_rows):
         chunk = buf.slice(start, min(row_group, buf.num_rows - start)).combine_chunks()
@@ -97,26 +99,80 @@ def part_sizes(part: str | Path) -> np.ndarray:
     return pq.read_table(part, columns=["tokens"]).column("tokens").to_numpy()
 
 
-def lookup_columns(table: pa.Table):
-    """``(source, line, pile_set_name)`` for lookups: the string columns dictionary-encoded (a
-    few distinct values over many rows), lines as numpy (-1 where unknown), an unknown subset
-    as "" (a null source stays null: "source unknown")."""
-    return (table.column("source").dictionary_encode().combine_chunks(),
-            pc.fill_null(table.column("line"), -1).to_numpy(),
-            pc.fill_null(table.column("pile_set_name"), "").dictionary_encode().combine_chunks())
+class ByDocument:
+    """``provenance.parquet`` read by document: only the row groups holding the documents asked
+    for are read (a few kept in memory), so a lookup costs the same for 400 documents as for
+    the Pile's 210 million."""
 
+    COLUMNS = ["source", "line", "pile_set_name"]
 
-def find(columns, source: str, line: int) -> int:
-    """The document index of input line ``source:line``, from :func:`lookup_columns`."""
-    sources, lines, _ = columns
-    names = sources.dictionary.to_pylist()
-    if source not in names:
-        raise NotFoundError(f"no document of the dataset comes from {source!r}")
-    hits = np.flatnonzero((sources.indices.to_numpy(zero_copy_only=False) == names.index(source)) & (lines == line))
-    if not len(hits):
+    def __init__(self, path: str | Path, cached_groups: int = 4):
+        self.path = Path(path)
+        self.file = pq.ParquetFile(self.path, memory_map=True)
+        meta = self.file.metadata
+        self.starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+        self._cache: dict[int, pa.Table] = {}
+        self._keep = cached_groups
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _group(self, g: int) -> pa.Table:
+        if g not in self._cache:
+            if len(self._cache) >= self._keep:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[g] = self.file.read_row_group(g, columns=self.COLUMNS)
+        return self._cache[g]
+
+    def get(self, docs) -> tuple[list, np.ndarray, list]:
+        """``(source, line, pile_set_name)`` of each document: sources None where unknown, lines
+        -1 there, subsets "" where unknown or absent."""
+        docs = np.asarray(docs, np.int64)
+        sources: list = [None] * len(docs)
+        subsets: list = [""] * len(docs)
+        lines = np.full(len(docs), -1, np.int64)
+        group = np.searchsorted(self.starts, docs, side="right") - 1
+        for g in np.unique(group).tolist():
+            where = np.flatnonzero(group == g)
+            rows = self._group(g).take(pa.array(docs[where] - self.starts[g]))
+            for i, src, sub in zip(where.tolist(), rows.column("source").to_pylist(),
+                                   rows.column("pile_set_name").to_pylist()):
+                sources[i], subsets[i] = src, sub or ""
+            lines[where] = pc.fill_null(rows.column("line"), -1).to_numpy()
+        return sources, lines, subsets
+
+    def find(self, source: str, line: int) -> int:
+        """The document index of input line ``source:line``: row groups whose statistics cannot
+        hold it are skipped (a built dataset is in ``(source, line)`` order), the others scanned."""
+        meta, seen_source = self.file.metadata, False
+        for g in range(meta.num_row_groups):
+            if not _may_hold(meta.row_group(g), source, line):
+                continue
+            t = self.file.read_row_group(g, columns=["source", "line"])
+            match = pc.equal(t.column("source"), source)
+            seen_source = seen_source or pc.any(match).as_py()
+            hits = np.flatnonzero(pc.and_(match, pc.equal(t.column("line"), line)).to_numpy(
+                zero_copy_only=False) == True)  # noqa: E712 - nulls are False here
+            if len(hits):
+                return int(self.starts[g] + hits[0])
+        if not seen_source:
+            raise NotFoundError(f"no document of the dataset comes from {source!r}")
         raise NotFoundError(f"{source}:{line} is not in the dataset (rejected or removed as a "
-                          "duplicate: see rejects.jsonl and duplicates.parquet)")
-    return int(hits[0])
+                            "duplicate: see rejects.jsonl and duplicates.parquet)")
+
+
+def _may_hold(group_meta, source: str, line: int) -> bool:
+    """False only when the row group's min/max statistics exclude ``(source, line)``."""
+    names = {group_meta.column(i).path_in_schema: group_meta.column(i).statistics
+             for i in range(group_meta.num_columns)}
+    src = names.get("source")
+    if src is not None and src.has_min_max and not (src.min <= source <= src.max):
+        return False
+    ln = names.get("line")
+    if ln is not None and ln.has_min_max and src is not None and src.has_min_max \
+            and src.min == src.max and not (ln.min <= line <= ln.max):
+        return False
+    return True
 
 
 def read(out_dir: str | Path, columns: list[str] | None = None) -> pa.Table:

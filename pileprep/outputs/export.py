@@ -121,11 +121,10 @@ def write_seen(order: TrainingOrder, seen, target: str | Path) -> None:
     target = str(target)
     if not target.endswith((".parquet", ".csv")):
         raise ConfigError(f"--output must end in .parquet or .csv, not {target!r}")
-    source, line, subset = order.provenance()
-    docs = pa.array(seen.docs)
-    table = pa.table({"doc": seen.docs, "source": source.take(docs).cast(pa.string()),
-                      "line": line[seen.docs],
-                      "pile_set_name": subset.take(docs).cast(pa.string()),
+    source, line, subset = order.provenance().get(seen.docs)
+    table = pa.table({"doc": seen.docs, "source": pa.array(source, pa.string()),
+                      "line": pa.array(np.where(line >= 0, line, 0), mask=line < 0),
+                      "pile_set_name": pa.array(subset, pa.string()),
                       "tokens_seen": seen.tokens_seen, "first_step": seen.first_step})
     with atomic.atomic_path(target) as tmp:
         if target.endswith(".parquet"):

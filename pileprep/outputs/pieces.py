@@ -19,7 +19,7 @@ from typing import Callable
 
 from pileprep.core import atomic
 from pileprep.core.errors import ConfigError, FormatError, IntegrityError, NotFoundError
-from pileprep.core.files import MANIFEST, STAGING, WORK_DIR
+from pileprep.core.files import MANIFEST, PIECES_SUFFIX, STAGING, WORK_DIR
 
 SUMS = "SHA256SUMS"
 PIECES = "pieces.json"
@@ -30,6 +30,10 @@ _SKIP = {WORK_DIR, STAGING}
 def _files(out_dir: Path) -> list[Path]:
     if not (out_dir / MANIFEST).exists():
         raise NotFoundError(f"{out_dir} holds no finished pileprep build (no {MANIFEST})")
+    listed = sorted(out_dir.glob("*" + PIECES_SUFFIX))
+    if listed:  # its tokens live outside out_dir: pieces of it would hold no tokens
+        raise ConfigError(f"{out_dir} reads a published dataset's pieces in place ({listed[0].name}); "
+                          "shard the published pieces themselves, or adopt with --copy first")
     return sorted(p for p in out_dir.iterdir() if p.is_file() and p.name not in _SKIP
                   and not p.name.startswith("."))
 

@@ -32,6 +32,7 @@ from pileprep.core.files import (JOURNAL, MANIFEST, NAMINGS, PROVENANCE, REPORT,
 from pileprep.formats import indexed
 from pileprep.formats.report import accounting_gap
 from pileprep.training import schedule_files
+from pileprep.training.lookups import last_at_most
 
 
 @dataclass
@@ -110,28 +111,102 @@ def check_manifest(out: Path, manifest: dict, v: Verdict) -> None:
     v.ok(f"manifest: {len(manifest.get('outputs', {}))} outputs hashed")
 
 
-def check_provenance(out: Path, sizes: np.ndarray, v: Verdict) -> None:
+def check_provenance(out: Path, sizes, v: Verdict) -> None:
+    """One row per sequence, ``doc`` in order, ``tokens`` the sizes, ``token_start`` their
+    running sum: checked a row group at a time."""
     path = out / PROVENANCE
     if not path.exists():
         v.bad(f"{PROVENANCE}: missing")
         return
-    t = pq.read_table(path, columns=["doc", "tokens", "token_start"])
-    if t.num_rows != len(sizes):
-        v.bad(f"{PROVENANCE}: {t.num_rows} rows for {len(sizes)} sequences in the .idx")
+    pf = pq.ParquetFile(path)
+    if pf.metadata.num_rows != len(sizes):
+        v.bad(f"{PROVENANCE}: {pf.metadata.num_rows} rows for {len(sizes)} sequences in the .idx")
         return
-    tokens = t.column("tokens").to_numpy().astype(np.int64)
-    if not np.array_equal(t.column("doc").to_numpy(), np.arange(len(sizes))):
+    row, token, wrong = 0, 0, {"doc": 0, "tokens": 0, "token_start": 0}
+    for batch in pf.iter_batches(batch_size=_CHUNK, columns=["doc", "tokens", "token_start"]):
+        n = batch.num_rows
+        want = np.asarray(sizes[row:row + n], np.int64)
+        tokens = batch.column("tokens").to_numpy().astype(np.int64)
+        starts = np.cumsum(tokens) - tokens + token
+        wrong["doc"] += int((batch.column("doc").to_numpy() != np.arange(row, row + n)).sum())
+        wrong["tokens"] += int((tokens != want).sum())
+        wrong["token_start"] += int((batch.column("token_start").to_numpy() != starts).sum())
+        row, token = row + n, token + int(tokens.sum())
+    if wrong["doc"]:
         v.bad(f"{PROVENANCE}: doc column is not 0..{len(sizes) - 1}")
-    if not np.array_equal(tokens, sizes):
-        v.bad(f"{PROVENANCE}: token counts differ from the .idx sizes at "
-              f"{int((tokens != sizes).sum())} documents")
-    starts = np.concatenate([[0], np.cumsum(tokens)[:-1]]) if len(tokens) else tokens
-    if not np.array_equal(t.column("token_start").to_numpy(), starts):
+    if wrong["tokens"]:
+        v.bad(f"{PROVENANCE}: token counts differ from the .idx sizes at {wrong['tokens']} documents")
+    if wrong["token_start"]:
         v.bad(f"{PROVENANCE}: token_start is not the running sum of tokens")
-    v.ok(f"{PROVENANCE}: {t.num_rows:,} rows match the index")
+    v.ok(f"{PROVENANCE}: {row:,} rows match the index")
 
 
-def check_schedule(prefix: Path, cfg: ScheduleConfig, sizes: np.ndarray, v: Verdict) -> None:
+def _fingerprint(values, chunk: int = _CHUNK) -> int:
+    """A multiset hash (sum of mixed values mod 2^64): equal for equal multisets, and two
+    different ones collide with probability ~2^-64. Lets a permutation be checked a chunk at
+    a time, without counting every value at once."""
+    total = np.uint64(0)
+    with np.errstate(over="ignore"):
+        for lo in range(0, len(values), chunk):
+            x = np.asarray(values[lo:lo + chunk]).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+            x = (x ^ (x >> np.uint64(31))) * np.uint64(0xBF58476D1CE4E5B9)
+            x = (x ^ (x >> np.uint64(29))) * np.uint64(0x94D049BB133111EB)
+            total += (x ^ (x >> np.uint64(32))).sum(dtype=np.uint64)
+    return int(total)
+
+
+def _is_permutation(values, n: int, times: int = 1) -> bool:
+    """``values`` holds each of 0..n-1 exactly ``times`` times (length and fingerprint)."""
+    if len(values) != n * times:
+        return False
+    whole = _fingerprint(np.arange(n, dtype=np.int64)) if n <= _CHUNK else \
+        _fingerprint(_Range(n))
+    return _fingerprint(values) == (whole * times) % (1 << 64)
+
+
+class _Range:
+    """``arange(n)`` sliced lazily, for fingerprints of long ranges."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        a, b, _ = key.indices(self.n)
+        return np.arange(a, b, dtype=np.int64)
+
+
+def _walks_the_stream(doc_idx, sample_idx, sizes, seq_length: int) -> bool:
+    """Every sample starts ``seq_length`` tokens after the one before, inside its document,
+    with a monotone document index: checked by walking doc_idx a chunk at a time."""
+    if sample_idx.ndim != 2 or sample_idx.shape[1] != 2 or not len(sample_idx):
+        return False
+    k, base, prev = 0, 0, None
+    for lo in range(0, len(doc_idx), _CHUNK):
+        docs = np.asarray(doc_idx[lo:lo + _CHUNK])
+        lengths = np.asarray(sizes[docs], np.int64)
+        starts = np.cumsum(lengths) - lengths + base
+        # The samples starting in this chunk: a run, since the first column is monotone (where
+        # it is not, a sample lands in the wrong chunk and its position check fails).
+        end = max(k, last_at_most(sample_idx, lo + len(docs) - 1) + 1) if k < len(sample_idx) else k
+        block = np.asarray(sample_idx[k:end], np.int64)
+        if len(block):
+            local = block[:, 0] - lo
+            if (local < 0).any() or (block[:, 1] < 0).any() or (block[:, 1] >= lengths[local]).any():
+                return False
+            pos = starts[local] + block[:, 1]
+            steps = np.diff(np.concatenate([[prev], pos]) if prev is not None else pos)
+            if (steps != seq_length).any():
+                return False
+            prev, k = int(pos[-1]), k + len(block)
+        base = int(starts[-1] + lengths[-1]) if len(docs) else base
+    return k == len(sample_idx)
+
+
+def check_schedule(prefix: Path, cfg: ScheduleConfig, sizes, v: Verdict) -> None:
+    """The three arrays are consistent with the dataset; every check reads a chunk at a time."""
     label = f"schedule {schedule_files.label(prefix, cfg)}"
     missing = [p.name for p in schedule_files.paths(prefix, cfg).values() if not p.exists()]
     if missing:
@@ -142,24 +217,14 @@ def check_schedule(prefix: Path, cfg: ScheduleConfig, sizes: np.ndarray, v: Verd
     except (PilePrepError, OSError, ValueError) as exc:  # a file too damaged for numpy to open
         v.bad(f"{label}: unreadable ({exc})")
         return
-    n_docs, doc_idx = len(sizes), np.asarray(s.doc_idx)
-    if len(doc_idx) != s.epochs * n_docs or (n_docs and not np.array_equal(
-            np.bincount(doc_idx, minlength=n_docs), np.full(n_docs, s.epochs))):
-        v.bad(f"{label}: doc_idx is not {s.epochs} permutation(s) of the {n_docs} documents")
+    if not _is_permutation(s.doc_idx, len(sizes), s.epochs):
+        v.bad(f"{label}: doc_idx is not {s.epochs} permutation(s) of the {len(sizes)} documents")
         return
-    sample = np.asarray(s.sample_idx)
-    ok = (sample.ndim == 2 and sample.shape[1] == 2 and (sample[:, 0] >= 0).all()
-          and (sample[:, 0] < len(doc_idx)).all() and (np.diff(sample[:, 0]) >= 0).all())
-    if ok:
-        # Every sample spans seq_length + 1 tokens of the epoch-ordered stream.
-        starts = np.concatenate([[0], np.cumsum(sizes[doc_idx].astype(np.int64))])
-        pos = starts[sample[:, 0]] + sample[:, 1]
-        ok = bool((np.diff(pos) == cfg.seq_length).all())
-    if not ok:
+    if not _walks_the_stream(s.doc_idx, s.sample_idx, sizes, cfg.seq_length):
         v.bad(f"{label}: sample_idx is not a monotone walk of seq_length steps over the documents")
-    shuffle = np.asarray(s.shuffle_idx)
-    if len(shuffle) != len(sample) - 1 or not np.array_equal(np.sort(shuffle), np.arange(len(shuffle))):
-        v.bad(f"{label}: shuffle_idx is not a permutation of the {len(sample) - 1} samples")
+    n = len(s.sample_idx) - 1
+    if not _is_permutation(s.shuffle_idx, n):
+        v.bad(f"{label}: shuffle_idx is not a permutation of the {n} samples")
     for naming in NAMINGS[1:]:
         for kind, alias in schedule_files.paths(prefix, cfg, naming).items():
             target = schedule_files.paths(prefix, cfg)[kind]
@@ -168,7 +233,7 @@ def check_schedule(prefix: Path, cfg: ScheduleConfig, sizes: np.ndarray, v: Verd
                                           or filecmp.cmp(alias, target, shallow=False)):
                 v.bad(f"{label}: {alias.name} (GPT-NeoX {naming}'s name) does not hold "
                       f"{target.name}'s bytes")
-    v.ok(f"{label}: {len(sample) - 1:,} samples over {s.epochs} epoch(s)")
+    v.ok(f"{label}: {n:,} samples over {s.epochs} epoch(s)")
 
 
 def check_adopted(adopted: dict, v: Verdict) -> None:
@@ -200,7 +265,7 @@ def verify(out_dir: str | Path) -> Verdict:
     index = check_dataset(prefix, v)
     sizes = None
     if index is not None:
-        sizes = index.sizes.astype(np.int64)
+        sizes = index.sizes  # memory-mapped: every check below reads it a chunk at a time
         check_provenance(out, sizes, v)
         for cfg in schedule_files.recorded(out):
             check_schedule(prefix, cfg, sizes, v)

@@ -13,26 +13,63 @@ import unicodedata
 import numpy as np
 
 from pileprep.core.errors import ConfigError
-from pileprep.formats import provenance
 from pileprep.training.order import TrainingOrder
 
 _SCAN = 1 << 26  # tokens scanned at once by the text search
+_CHUNK = 1 << 22  # schedule entries scanned at once (16-32 MiB)
 
 
 def find_doc(order: TrainingOrder, source: str, line: int) -> int:
-    return provenance.find(order.provenance(), source, line)
+    return order.provenance().find(source, line)
+
+
+def positions(array, value, chunk: int = _CHUNK) -> np.ndarray:
+    """Indices where a (memory-mapped) 1-d array equals ``value``, a chunk at a time."""
+    hits = [np.flatnonzero(np.asarray(array[lo:lo + chunk]) == value) + lo
+            for lo in range(0, len(array), chunk)]
+    return np.concatenate(hits) if hits else np.zeros(0, np.int64)
+
+
+def where_in(array, values: np.ndarray, chunk: int = _CHUNK) -> np.ndarray:
+    """Indices of a (memory-mapped) 1-d array whose entry is one of ``values``, chunked."""
+    values = np.asarray(values, dtype=array.dtype)
+    hits = [np.flatnonzero(np.isin(np.asarray(array[lo:lo + chunk]), values)) + lo
+            for lo in range(0, len(array), chunk)]
+    return np.concatenate(hits) if hits else np.zeros(0, np.int64)
+
+
+def last_at_most(sample_idx, q: int) -> int:
+    """The last k with ``sample_idx[k, 0] <= q``, by bisection over the memory map (numpy's
+    searchsorted would first copy the whole strided column)."""
+    lo, hi = 0, len(sample_idx)  # invariant: sample_idx[lo, 0] <= q < sample_idx[hi, 0]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if int(sample_idx[mid, 0]) <= q:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _stream_start(order: TrainingOrder, q: int) -> int:
+    """The stream position of ``doc_idx[q]``'s first token, from the sample that holds it:
+    sample_idx's first column is monotone, so a binary search finds the sample k starting at
+    or before entry q, and only the few documents between its start and q are summed."""
+    s, L, sizes = order.schedule, order.cfg.seq_length, order.data.sizes
+    k = last_at_most(s.sample_idx, q)
+    i, o = int(s.sample_idx[k, 0]), int(s.sample_idx[k, 1])
+    between = np.asarray(s.doc_idx[i:q])
+    return k * L - o + int(np.asarray(sizes[between], np.int64).sum())
 
 
 def _stream_samples(order: TrainingOrder, doc: int) -> np.ndarray:
     """Samples k (in stream order) whose tokens overlap a copy of document ``doc``."""
-    s, L = order.schedule, order.cfg.seq_length
-    sizes = order.data.sizes
-    n_samples = len(s.sample_idx) - 1
-    found, a, prev = [], 0, 0  # a: stream position of doc_idx[prev]; one pass over doc_idx
-    for q in np.flatnonzero(np.asarray(s.doc_idx) == doc):
-        a += int(sizes[s.doc_idx[prev:q]].sum(dtype=np.int64))
-        prev = q
-        b = a + int(sizes[doc])
+    L, n_samples = order.cfg.seq_length, len(order.schedule.sample_idx) - 1
+    size = int(order.data.sizes[doc])
+    found = []
+    for q in positions(order.schedule.doc_idx, doc).tolist():
+        a = _stream_start(order, q)
+        b = a + size
         # Sample k covers [k*L, k*L+L]: it overlaps [a, b) when k*L <= b-1 and k*L+L >= a.
         found.append(np.arange(max(0, -((L - a) // L)), min(n_samples - 1, (b - 1) // L) + 1))
     return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
@@ -40,12 +77,13 @@ def _stream_samples(order: TrainingOrder, doc: int) -> np.ndarray:
 
 def occurrences(order: TrainingOrder, doc: int) -> list[dict]:
     """Every trained (step, row) whose tokens include document ``doc``, in step order: the
-    source record of each piece plus ``step`` and ``row``."""
+    source record of each piece plus ``step`` and ``row``. Reads the schedule a chunk at a time:
+    memory does not grow with the dataset."""
     ks = _stream_samples(order, doc)
     if not len(ks):
         return []
-    shuffle = np.asarray(order.schedule.shuffle_idx)
-    trained = np.flatnonzero(np.isin(shuffle[:order.num_trained_samples], ks.astype(shuffle.dtype)))
+    shuffle = order.schedule.shuffle_idx
+    trained = where_in(shuffle[:order.num_trained_samples], ks)
     p = order.pieces(trained)
     p = p.select(p.doc == doc)
     B = order.cfg.batch_size

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pyarrow as pa
 
 from pileprep.core import atomic
 from pileprep.core.config import ScheduleConfig
 from pileprep.core.errors import ConfigError, IntegrityError, NotFoundError
-from pileprep.core.files import MANIFEST, dataset_prefix
+from pileprep.core.files import MANIFEST, PROVENANCE, dataset_prefix
 from pileprep.formats import provenance
 from pileprep.formats.indexed import IndexedDataset
 from pileprep.training import pieces as pieces_of, schedule_files
@@ -143,22 +142,18 @@ class TrainingOrder:
 
     # -- sources -----------------------------------------------------------------------------
 
-    def provenance(self):
-        """Provenance columns for lookups, loaded once: (source, line, pile_set_name)."""
+    def provenance(self) -> provenance.ByDocument:
+        """The provenance table, read by document (a few row groups at a time)."""
         if self._prov is None:
-            self._prov = provenance.lookup_columns(provenance.read(
-                self.out_dir, columns=["source", "line", "pile_set_name"]))
+            self._prov = provenance.ByDocument(self.out_dir / PROVENANCE)
         return self._prov
 
     def describe(self, p: Pieces) -> list[dict]:
         """One source record per piece (the shape in this module's docstring)."""
-        source, line, subset = self.provenance()
-        docs = pa.array(np.asarray(p.doc, np.int64))
-        names = source.dictionary.take(source.indices.take(docs)).to_pylist()
-        subsets = subset.dictionary.take(subset.indices.take(docs)).to_pylist()
+        names, lines, subsets = self.provenance().get(p.doc)
         return [{"doc": d, "source": s, "line": int(ln) if s is not None else None, "pile_set_name": ss,
                  "doc_start": o, "doc_end": o + n, "row_start": r, "row_end": r + n}
-                for d, s, ln, ss, o, n, r in zip(p.doc.tolist(), names, line[p.doc], subsets,
+                for d, s, ln, ss, o, n, r in zip(p.doc.tolist(), names, lines.tolist(), subsets,
                                                  p.offset.tolist(), p.tokens.tolist(),
                                                  p.row_start.tolist())]
 

@@ -23,19 +23,23 @@ def pieces(order: TrainingOrder, first_step: int, end_step: int) -> Pieces:
     return pieces_of.of_range(order.schedule, order.data.sizes, first_step * B, end_step * B)
 
 
-def subset_codes(order: TrainingOrder) -> tuple[np.ndarray, list[str]]:
-    """Per document, the index of its ``pile_set_name`` in the returned list of names."""
-    _, _, subset = order.provenance()
-    return subset.indices.to_numpy(zero_copy_only=False), subset.dictionary.to_pylist()
+def subset_codes(order: TrainingOrder, docs: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """For each of ``docs``, the index of its ``pile_set_name`` in the returned sorted names;
+    only the provenance rows of these documents are read."""
+    unique, back = np.unique(docs, return_inverse=True)
+    _, _, subsets = order.provenance().get(unique)
+    names, codes = np.unique(np.asarray(subsets, dtype=object).astype(str), return_inverse=True)
+    return codes[back].reshape(-1), names.tolist()
 
 
 def subset_tokens(order: TrainingOrder, p: Pieces, bins: np.ndarray | None = None
                   ) -> tuple[np.ndarray, list[str]]:
     """Tokens per (bin, subset): ``bins[i]`` is the bin of piece i (default: one bin)."""
-    codes, names = subset_codes(order)
+    codes, names = subset_codes(order, p.doc)
+    names = names or [""]
     bins = np.zeros(len(p.doc), np.int64) if bins is None else bins
     n_bins = int(bins.max()) + 1 if len(bins) else 1
-    flat = bins * len(names) + codes[p.doc]
+    flat = bins * len(names) + codes
     table = np.bincount(flat, weights=p.tokens, minlength=n_bins * len(names))
     return table.reshape(n_bins, len(names)).astype(np.int64), names
 
