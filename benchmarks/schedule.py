@@ -96,9 +96,6 @@ def time_batches(out: Path, cfg: ScheduleConfig) -> None:
         print(f"batch-at: step {step} (open dataset): {time.perf_counter() - t0:.3f} s, shape {batch.shape}")
 
 
-if __name__ == "__main__":
-    main()
-
 
 def synthetic_provenance(out: Path) -> None:
     """provenance.parquet for the synthetic dataset: 30 shards, lines in order, five subsets."""
@@ -112,7 +109,8 @@ def synthetic_provenance(out: Path) -> None:
         return
     sizes = indexed.IndexedDataset(out / "pile_text_document").sizes
     per_shard = -(-len(sizes) // 30)
-    names = ["Pile-CC", "Github", "ArXiv", "PubMed Central", "FreeLaw"]
+    names = pa.array(["Pile-CC", "Github", "ArXiv", "PubMed Central", "FreeLaw"])
+    shards = pa.array([f"{i:02d}.jsonl.zst" for i in range(30)])
     token = 0
     with pq.ParquetWriter(path, provenance.SCHEMA, compression="zstd") as w:
         for lo in range(0, len(sizes), provenance.ROW_GROUP):
@@ -120,8 +118,8 @@ def synthetic_provenance(out: Path) -> None:
             doc = np.arange(lo, lo + n, dtype=np.int64)
             tokens = np.asarray(sizes[lo:lo + n], np.int64)
             w.write_table(pa.table({
-                "doc": doc, "source": pa.array([f"{d // per_shard:02d}.jsonl.zst" for d in range(lo, lo + n)]),
-                "line": doc % per_shard, "pile_set_name": pa.array([names[d % 5] for d in range(lo, lo + n)]),
+                "doc": doc, "source": shards.take(pa.array(doc // per_shard)),
+                "line": doc % per_shard, "pile_set_name": names.take(pa.array(doc % 5)),
                 "tokens": tokens.astype(np.int32), "token_start": np.cumsum(tokens) - tokens + token,
                 "bytes": tokens * 4}, schema=provenance.SCHEMA))
             token += int(tokens.sum())
@@ -135,7 +133,8 @@ def time_queries(out: Path) -> None:
     synthetic_provenance(out)
     print(f"\nsynthetic provenance.parquet ready in {time.perf_counter() - t0:.1f} s")
     d = str(out)
-    for args in (["batch-at", d, "--step", "3000"],
+    for args in (["batch-at", d, "--step", "3000"],  # the first builds the provenance lookup
+                 ["batch-at", d, "--step", "3001"],
                  ["where", d, "--doc", "07.jsonl.zst:123456"],
                  ["seen", d, "--steps", "3000:3010"],
                  ["export", d, "--steps", "3000:3001", "--format", "parquet", "--output", str(out / "e.parquet")],
@@ -143,3 +142,7 @@ def time_queries(out: Path) -> None:
         elapsed, peaks = run_sampled(args, quiet_output=True)
         peak = max(p for _, p in peaks.values())
         print(f"{' '.join(args[:1] + args[2:3])}: {elapsed:.1f} s, peak RSS {peak / (1 << 30):.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()

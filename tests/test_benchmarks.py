@@ -21,6 +21,7 @@ def test_benchmark_imports(name, monkeypatch):
     importlib.import_module(name)
 
 
+@pytest.mark.slow  # builds Pythia's 147 M-sample schedule over a small dataset: ~1 min
 def test_schedule_benchmark_runs_small(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH.parent), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, str(BENCH / "schedule.py"), "--docs", "3000",

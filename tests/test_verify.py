@@ -65,3 +65,27 @@ def test_damaged_provenance_is_found(scheduled_build, tmp_path, chunk):
     pq.write_table(t, out / "provenance.parquet")
     problems = verify_mod.verify(out).problems
     assert any("token counts differ from the .idx sizes at 1 documents" in p for p in problems), problems
+
+
+def test_provenance_lookup_of_many_row_groups_equals_the_table(scheduled_build, tmp_path):
+    """A table of several row groups is read through the derived lookup arrays: same answers
+    as the table itself, null sources included."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pileprep.formats import provenance
+
+    t = pq.read_table(scheduled_build / "provenance.parquet")
+    src = t.column("source").to_pylist()
+    src[3] = None  # an unknown source, as in an adopted dataset
+    t = t.set_column(t.schema.get_field_index("source"), "source", pa.array(src, pa.string()))
+    path = tmp_path / "provenance.parquet"
+    pq.write_table(t, path, row_group_size=17)  # many row groups
+    reader = provenance.ByDocument(path)
+    docs = np.array([0, 3, 16, 17, len(src) - 1, 5, 5])
+    sources, lines, subsets = reader.get(docs)
+    assert sources == [src[d] for d in docs]
+    assert lines.tolist() == [t.column("line")[int(d)].as_py() for d in docs]
+    assert subsets == [t.column("pile_set_name")[int(d)].as_py() for d in docs]
+    assert (tmp_path / ".pileprep-cache").is_dir()
+    assert provenance.ByDocument(path).get(docs)[0] == sources  # from the cache this time

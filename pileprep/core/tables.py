@@ -35,8 +35,7 @@ def cached_table(name: str, build: Callable[[], np.ndarray], dtype, size: int) -
     table = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, table)
+        atomic.save_npy(path, table)
     except OSError:
         pass  # a read-only home only costs the build again next time
     return table

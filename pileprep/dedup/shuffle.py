@@ -31,8 +31,7 @@ def write(prefix: str | Path, rows: np.ndarray, bucket: np.ndarray, n_buckets: i
     offsets = np.searchsorted(bucket[order], np.arange(n_buckets + 1), side="left")
     # Rows first, offsets last: a map output without offsets is incomplete and never read.
     for path, arr in ((rows_path(prefix), rows[order]), (offsets_path(prefix), offsets)):
-        with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, arr)
+        atomic.save_npy(path, arr)
     return len(rows)
 
 

@@ -126,7 +126,7 @@ def verify_task(q: int, attach_prefixes: Sequence[str], sig_path: str, gid0: int
     keep = sims >= threshold
     edges = np.empty(int(keep.sum()), EDGE_ROW)
     edges["a"], edges["b"], edges["sim"] = rows["a"][keep], rows["b"][keep], sims[keep]
-    _save(out_path, np.sort(edges, order=["a", "b"]))
+    atomic.save_npy(out_path, np.sort(edges, order=["a", "b"]))
     return {"candidates": int(len(rows)), "verified": int(keep.sum())}
 
 
@@ -135,13 +135,8 @@ def unverified_task(p: int, group_prefixes: Sequence[str], out_path: str) -> dic
     pairs = np.unique(shuffle.read(group_prefixes, p, PAIR_ROW))
     edges = np.empty(len(pairs), EDGE_ROW)
     edges["a"], edges["b"], edges["sim"] = pairs["a"], pairs["b"], np.nan
-    _save(out_path, edges)
+    atomic.save_npy(out_path, edges)
     return {"candidates": int(len(pairs)), "verified": int(len(pairs))}
-
-
-def _save(path: str | Path, arr: np.ndarray) -> None:
-    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, arr)
 
 
 REMOVED_ROW = np.dtype([("gid", "<i8"), ("kept", "<i8"), ("sim", "<f4"), ("direct", "?")])
@@ -176,6 +171,6 @@ def components(edge_paths: Sequence[str], out_path: str) -> dict:
     out["gid"], out["kept"] = nodes[removed], kept[removed]
     out["sim"] = np.where(best[removed] < 0, np.nan, best[removed])
     out["direct"] = direct[removed]
-    _save(out_path, out)
+    atomic.save_npy(out_path, out)
     return {"edges": int(len(edges)), "documents_in_clusters": int(len(nodes)),
             "clusters": int(len(root)), "removed": int(removed.sum())}

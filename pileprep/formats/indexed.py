@@ -40,6 +40,111 @@ DTYPE_CODES: dict[int, type] = {
 _CHUNK = 1 << 20
 
 
+def _mapped(path: Path, dtype, count: int, offset: int) -> np.ndarray:
+    """A 1-d memory map of ``count`` items at byte ``offset`` (an empty array for none)."""
+    if not count:
+        return np.zeros(0, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
+
+
+class FileArray:
+    """A 1-d or 2-d array on disk read with ``pread``: ``a[i]``, ``a[lo:hi]``, ``a[indices]``
+    and ``a[i, j]`` return numpy arrays, and nothing stays mapped. For scattered reads (the
+    rows of one batch) a memory map costs far more resident memory than it reads: the kernel
+    maps whole page-cache folios (up to 2 MiB) around every touched item.
+    """
+
+    def __init__(self, path: str | Path, dtype, shape: tuple[int, ...], offset: int = 0):
+        self.path, self.dtype, self.shape, self.offset = Path(path), np.dtype(dtype), tuple(shape), offset
+        self.ndim = len(self.shape)
+        self._row = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    @classmethod
+    def of(cls, array):
+        """The same data as a whole memory map (np.memmap or np.load(mmap_mode=...))."""
+        if isinstance(getattr(array, "base", None), mmap.mmap) and array.flags.c_contiguous:
+            return cls(array.filename, array.dtype, array.shape, array.offset)
+        return array  # in memory already, or not a file
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """The whole array, read (for callers that want it all: small files, tests)."""
+        whole = self._read(0, len(self))
+        return whole.astype(dtype) if dtype is not None else whole
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        n = (hi - lo) * self._row
+        data = os.pread(self._fd, n, self.offset + lo * self._row) if n else b""
+        if len(data) != n:
+            raise FormatError(f"{self.path.name}: ends before row {hi}")
+        return np.frombuffer(data, self.dtype).reshape(hi - lo, *self.shape[1:])
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):  # a[i, j]: one row, then the column
+            return self[key[0]][key[1:]] if len(key) > 1 else self[key[0]]
+        if isinstance(key, slice):
+            lo, hi, step = key.indices(len(self))
+            return self._read(lo, max(lo, hi))[::step] if step != 1 else self._read(lo, max(lo, hi))
+        if np.ndim(key) == 0:
+            i = int(key) + (len(self) if int(key) < 0 else 0)
+            if not 0 <= i < len(self):
+                raise IndexError(f"index {int(key)} is out of bounds for {len(self)} rows")
+            return self._read(i, i + 1)[0]
+        idx = np.asarray(key, np.int64)
+        unique, back = np.unique(idx, return_inverse=True)
+        out = np.empty((len(unique), *self.shape[1:]), self.dtype)
+        breaks = np.flatnonzero(np.diff(unique) != 1) + 1  # runs of consecutive rows: one read each
+        for run in np.split(np.arange(len(unique)), breaks):
+            if len(run):
+                out[run[0]:run[-1] + 1] = self._read(int(unique[run[0]]), int(unique[run[-1]]) + 1)
+        return out[back.reshape(-1)].reshape(*idx.shape, *self.shape[1:])
+
+
+def advise_random(*arrays) -> None:
+    """Tell the kernel these memory maps are read at scattered places: without it every page
+    fault reads ahead megabytes (1,024 random rows of a schedule array cost 0.8 GB of RSS)."""
+    for array in arrays:
+        for mm in getattr(array, "maps", [array]):
+            base = getattr(mm, "base", None)
+            if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_RANDOM"):
+                base.madvise(mmap.MADV_RANDOM)
+
+
+def chunks(array: np.ndarray, size: int, stop: int | None = None):
+    """``(lo, array[lo:lo+size])`` up to ``stop``, each chunk a copy. For a memory map (one
+    made by np.memmap or np.load(mmap_mode=...), not a slice of one) each chunk is mapped on
+    its own and unmapped again, so a scan of a file far larger than memory keeps a flat RSS;
+    slicing the big map would leave every page it touched resident."""
+    stop = len(array) if stop is None else min(stop, len(array))
+    for lo in range(0, stop, size):
+        yield lo, rows(array, lo, min(lo + size, stop))
+
+
+def rows(array: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """A copy of ``array[lo:hi]``; for a whole memory map, read through a map of just those
+    rows, unmapped at once (see :func:`chunks`)."""
+    if hi <= lo:
+        return np.asarray(array[lo:lo])
+    if isinstance(array, FileArray):
+        return np.array(array[lo:hi])
+    if isinstance(getattr(array, "base", None), mmap.mmap) and array.flags.c_contiguous:
+        row = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+        part = np.memmap(array.filename, dtype=array.dtype, mode="r",
+                         offset=array.offset + lo * row, shape=(hi - lo, *array.shape[1:]))
+        out = np.array(part)
+        del part
+        return out
+    return np.array(array[lo:hi])
+
+
 def best_fitting_dtype(vocab_size: int | None) -> type:
     """GPT-NeoX's choice: 2-byte tokens below 65500 entries, else 4-byte signed."""
     return np.uint16 if vocab_size is not None and vocab_size < 65500 else np.int32
@@ -78,10 +183,9 @@ class Index:
         if size != expected:
             raise FormatError(f"{name}: {size} bytes, but its header ({count} sequences, "
                               f"{doc_count} document index entries) implies {expected}")
-        self._map = np.memmap(self.path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
-        self.sizes = np.frombuffer(self._map, np.int32, count, HEADER_BYTES)
-        self.pointers = np.frombuffer(self._map, np.int64, count, HEADER_BYTES + count * 4)
-        self.doc_idx = np.frombuffer(self._map, np.int64, doc_count, HEADER_BYTES + count * 12)
+        self.sizes = _mapped(self.path, np.int32, count, HEADER_BYTES)
+        self.pointers = _mapped(self.path, np.int64, count, HEADER_BYTES + count * 4)
+        self.doc_idx = _mapped(self.path, np.int64, doc_count, HEADER_BYTES + count * 12)
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -156,13 +260,14 @@ class JoinedTokens:
     document may straddle two of them; each piece's length must be a whole number of tokens.
     """
 
-    def __init__(self, paths: list[Path], dtype: np.dtype):
+    def __init__(self, paths: list[Path], dtype: np.dtype, pread: bool = False):
         self.dtype = np.dtype(dtype)
         sizes = [Path(p).stat().st_size for p in paths]
         bad = [Path(p).name for p, n in zip(paths, sizes) if n % self.dtype.itemsize]
         if bad:
             raise FormatError(f"{bad[0]}: its length is not a whole number of {self.dtype} tokens")
-        self.maps = [np.memmap(p, dtype=self.dtype, mode="r") for p, n in zip(paths, sizes) if n]
+        self.maps = [FileArray(p, self.dtype, (n // self.dtype.itemsize,)) if pread
+                     else np.memmap(p, dtype=self.dtype, mode="r") for p, n in zip(paths, sizes) if n]
         lengths = np.array([len(m) for m in self.maps], np.int64)
         self.starts = np.concatenate([[0], np.cumsum(lengths)])
         self.shape = (int(self.starts[-1]),)
@@ -233,13 +338,22 @@ class IndexedDataset:
             self.tokens = (np.memmap(files[0], dtype=self.dtype, mode="r")
                            if files[0].stat().st_size else np.zeros(0, self.dtype))
 
+    def scattered(self) -> tuple:
+        """``(sizes, pointers, tokens)`` for scattered reads (training samples) with pread:
+        a batch's reads leave nothing mapped (see :class:`FileArray`)."""
+        files = data_files(self.prefix)
+        if len(files) > 1:
+            tokens = JoinedTokens(files, self.dtype, pread=True)
+        elif len(self.tokens):
+            tokens = FileArray(files[0], self.dtype, (len(self.tokens),))
+        else:
+            tokens = self.tokens
+        return FileArray.of(self.sizes), FileArray.of(self.pointers), tokens
+
     def advise_random(self) -> None:
         """Tell the kernel reads will be scattered (training samples), so a page fault does not
         read megabytes around it; sequential scans should not call this."""
-        for mm in getattr(self.tokens, "maps", [self.tokens]):
-            raw = getattr(mm, "_mmap", None)
-            if raw is not None and hasattr(mmap, "MADV_RANDOM"):
-                raw.madvise(mmap.MADV_RANDOM)
+        advise_random(self.tokens, self.sizes, self.pointers)
 
     def __len__(self) -> int:
         return len(self.sizes)

@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pileprep.core import atomic
+from pileprep.core import atomic, tables
 from pileprep.core.errors import NotFoundError
+from pileprep.formats.indexed import FileArray
 from pileprep.core.files import PROVENANCE
 
 PART_SCHEMA = pa.schema([
@@ -108,11 +109,12 @@ class ByDocument:
 
     def __init__(self, path: str | Path, cached_groups: int = 4):
         self.path = Path(path)
-        self.file = pq.ParquetFile(self.path, memory_map=True)
+        self.file = pq.ParquetFile(self.path)  # read, not mapped: a pass over it keeps a flat RSS
         meta = self.file.metadata
         self.starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
         self._cache: dict[int, pa.Table] = {}
         self._keep = cached_groups
+        self._lookup: Lookup | None = None
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -126,8 +128,14 @@ class ByDocument:
 
     def get(self, docs) -> tuple[list, np.ndarray, list]:
         """``(source, line, pile_set_name)`` of each document: sources None where unknown, lines
-        -1 there, subsets "" where unknown or absent."""
+        -1 there, subsets "" where unknown or absent. A table of more than one row group is
+        read through its fixed-width lookup arrays (:class:`Lookup`): a few pages per document
+        instead of whole row groups."""
         docs = np.asarray(docs, np.int64)
+        if len(self.starts) > 2:
+            if self._lookup is None:
+                self._lookup = Lookup.of(self.path, self.file)
+            return self._lookup.get(docs)
         sources: list = [None] * len(docs)
         subsets: list = [""] * len(docs)
         lines = np.full(len(docs), -1, np.int64)
@@ -159,6 +167,88 @@ class ByDocument:
             raise NotFoundError(f"no document of the dataset comes from {source!r}")
         raise NotFoundError(f"{source}:{line} is not in the dataset (rejected or removed as a "
                             "duplicate: see rejects.jsonl and duplicates.parquet)")
+
+
+class Lookup:
+    """Fixed-width columns derived from ``provenance.parquet`` for random access: per document
+    a source id (int32), its line (int64) and a subset id (int16), as memory-mapped raw
+    arrays, plus the two name lists. Built once by one streaming pass (a minute for the Pile's
+    210 M rows), kept in ``OUT_DIR/.pileprep-cache/`` (or the user cache when OUT_DIR is
+    read-only) and rebuilt when the table changes; looking up a document then reads three
+    pages, so a batch's sources cost milliseconds at any scale."""
+
+    ARRAYS = {"source": np.int32, "line": np.int64, "subset": np.int16}
+
+    def __init__(self, directory: Path):
+        names = atomic.read_json(directory / "names.json")
+        self.sources, self.subsets = names["sources"], names["subsets"]
+        # Read with pread at scattered documents: nothing stays mapped (see FileArray).
+        self.arrays = {k: FileArray(directory / f"{k}.bin", t,
+                                    ((directory / f"{k}.bin").stat().st_size // np.dtype(t).itemsize,))
+                       for k, t in self.ARRAYS.items()}
+
+    @classmethod
+    def of(cls, path: Path, file: pq.ParquetFile) -> "Lookup":
+        st = path.stat()
+        key = f"provenance-lookup-{st.st_size}-{st.st_mtime_ns}"
+        for root in (path.parent / ".pileprep-cache", tables.cache_dir() / _path_key(path)):
+            if (root / key / "names.json").exists():
+                return cls(root / key)
+        for root in (path.parent / ".pileprep-cache", tables.cache_dir() / _path_key(path)):
+            try:
+                return cls(_build_lookup(file, root, key))
+            except OSError:
+                continue  # a read-only directory: try the user cache
+        raise OSError(f"cannot write a provenance lookup for {path} anywhere")
+
+    def get(self, docs: np.ndarray) -> tuple[list, np.ndarray, list]:
+        src = np.asarray(self.arrays["source"][docs])
+        sub = np.asarray(self.arrays["subset"][docs])
+        lines = np.asarray(self.arrays["line"][docs])
+        return ([self.sources[i] if i >= 0 else None for i in src.tolist()], lines,
+                [self.subsets[i] if i >= 0 else "" for i in sub.tolist()])
+
+
+def _path_key(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+
+
+def _build_lookup(file: pq.ParquetFile, root: Path, key: str) -> Path:
+    """One pass over the row groups into the lookup arrays, in a temporary directory renamed
+    into place when complete."""
+    import shutil
+    import tempfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    try:
+        # Appended with plain writes, a row group at a time: a map being written would keep
+        # every dirty page of three 210 M-row arrays resident.
+        out = {k: open(tmp / f"{k}.bin", "wb") for k in Lookup.ARRAYS}
+        ids: dict[str, dict] = {"source": {}, "subset": {}}
+        for g in range(file.metadata.num_row_groups):
+            t = file.read_row_group(g, columns=["source", "line", "pile_set_name"])
+            for col, name in (("source", "source"), ("pile_set_name", "subset")):
+                enc = t.column(col).combine_chunks().dictionary_encode()
+                table = ids[name]
+                remap = np.array([table.setdefault(v, len(table)) for v in enc.dictionary.to_pylist()]
+                                 + [-1], np.int64)
+                local = pc.fill_null(enc.indices, -1).to_numpy()
+                remap[local].astype(Lookup.ARRAYS[name]).tofile(out[name])
+            pc.fill_null(t.column("line"), -1).to_numpy().astype(np.int64).tofile(out["line"])
+        for f in out.values():
+            f.close()
+        names = {k: [v for v, _ in sorted(d.items(), key=lambda kv: kv[1])] for k, d in ids.items()}
+        atomic.write_json(tmp / "names.json", {"sources": names["source"], "subsets": names["subset"]})
+        final = root / key
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _may_hold(group_meta, source: str, line: int) -> bool:

@@ -53,10 +53,10 @@ _CHUNK = 1 << 24  # index entries checked at once: memory stays flat at Pile sca
 def _first_bad_pointer(index: indexed.Index) -> int | None:
     """The first sequence whose pointer is not the running sum of the sizes before it."""
     offset = 0
-    for lo in range(0, len(index), _CHUNK):
-        sizes = index.sizes[lo:lo + _CHUNK].astype(np.int64) * index.dtype.itemsize
+    for lo, chunk in indexed.chunks(index.sizes, _CHUNK):
+        sizes = chunk.astype(np.int64) * index.dtype.itemsize
         want = np.cumsum(sizes) - sizes + offset
-        bad = np.flatnonzero(np.asarray(index.pointers[lo:lo + _CHUNK]) != want)
+        bad = np.flatnonzero(indexed.rows(index.pointers, lo, lo + len(chunk)) != want)
         if len(bad):
             return lo + int(bad[0])
         offset = int(want[-1] + sizes[-1])
@@ -66,9 +66,8 @@ def _first_bad_pointer(index: indexed.Index) -> int | None:
 def _doc_idx_is_identity(index: indexed.Index) -> bool:
     if len(index.doc_idx) != len(index) + 1:
         return False
-    return all(np.array_equal(index.doc_idx[lo:lo + _CHUNK],
-                              np.arange(lo, min(lo + _CHUNK, len(index.doc_idx))))
-               for lo in range(0, len(index.doc_idx), _CHUNK))
+    return all(np.array_equal(chunk, np.arange(lo, lo + len(chunk)))
+               for lo, chunk in indexed.chunks(index.doc_idx, _CHUNK))
 
 
 def check_dataset(prefix: Path, v: Verdict) -> indexed.Index | None:
@@ -83,7 +82,7 @@ def check_dataset(prefix: Path, v: Verdict) -> indexed.Index | None:
     except PilePrepError as exc:
         v.bad(str(exc))
         return None
-    nonpositive = sum(int((index.sizes[lo:lo + _CHUNK] <= 0).sum()) for lo in range(0, len(index), _CHUNK))
+    nonpositive = sum(int((chunk <= 0).sum()) for _, chunk in indexed.chunks(index.sizes, _CHUNK))
     if nonpositive:
         v.bad(f"{idx.name}: {nonpositive} sequences with size <= 0")
     first = _first_bad_pointer(index)
@@ -125,7 +124,7 @@ def check_provenance(out: Path, sizes, v: Verdict) -> None:
     row, token, wrong = 0, 0, {"doc": 0, "tokens": 0, "token_start": 0}
     for batch in pf.iter_batches(batch_size=_CHUNK, columns=["doc", "tokens", "token_start"]):
         n = batch.num_rows
-        want = np.asarray(sizes[row:row + n], np.int64)
+        want = indexed.rows(sizes, row, row + n).astype(np.int64)
         tokens = batch.column("tokens").to_numpy().astype(np.int64)
         starts = np.cumsum(tokens) - tokens + token
         wrong["doc"] += int((batch.column("doc").to_numpy() != np.arange(row, row + n)).sum())
@@ -147,8 +146,8 @@ def _fingerprint(values, chunk: int = _CHUNK) -> int:
     a time, without counting every value at once."""
     total = np.uint64(0)
     with np.errstate(over="ignore"):
-        for lo in range(0, len(values), chunk):
-            x = np.asarray(values[lo:lo + chunk]).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        for _, part in indexed.chunks(values, chunk):
+            x = part.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
             x = (x ^ (x >> np.uint64(31))) * np.uint64(0xBF58476D1CE4E5B9)
             x = (x ^ (x >> np.uint64(29))) * np.uint64(0x94D049BB133111EB)
             total += (x ^ (x >> np.uint64(32))).sum(dtype=np.uint64)
@@ -184,14 +183,13 @@ def _walks_the_stream(doc_idx, sample_idx, sizes, seq_length: int) -> bool:
     if sample_idx.ndim != 2 or sample_idx.shape[1] != 2 or not len(sample_idx):
         return False
     k, base, prev = 0, 0, None
-    for lo in range(0, len(doc_idx), _CHUNK):
-        docs = np.asarray(doc_idx[lo:lo + _CHUNK])
+    for lo, docs in indexed.chunks(doc_idx, _CHUNK):
         lengths = np.asarray(sizes[docs], np.int64)
         starts = np.cumsum(lengths) - lengths + base
         # The samples starting in this chunk: a run, since the first column is monotone (where
         # it is not, a sample lands in the wrong chunk and its position check fails).
         end = max(k, last_at_most(sample_idx, lo + len(docs) - 1) + 1) if k < len(sample_idx) else k
-        block = np.asarray(sample_idx[k:end], np.int64)
+        block = indexed.rows(sample_idx, k, end).astype(np.int64)
         if len(block):
             local = block[:, 0] - lo
             if (local < 0).any() or (block[:, 1] < 0).any() or (block[:, 1] >= lengths[local]).any():

@@ -43,6 +43,19 @@ def identity(location: str) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+class FileKind:
+    """What every input kind that reads files shares: its size and identity are the file's."""
+
+    prefix = ""  # claims inputs by file name suffix, not by a spec prefix
+    streamed = False
+
+    def size(self, shard) -> int:
+        return size(shard.location)
+
+    def identity(self, shard) -> dict:
+        return identity(shard.location)
+
+
 def sha256(location: str) -> tuple[str, int]:
     """sha256 and size of a whole file."""
     h, n = hashlib.sha256(), 0

@@ -166,19 +166,11 @@ def _classify_json_error(raw: bytes, exc: Exception) -> BadRecord:
     return BadRecord("invalid_json", msg)
 
 
-class JsonLines:
+class JsonLines(files.FileKind):
     """The Pile's own format: one JSON object per line, optionally zstd-compressed."""
 
     name = "jsonl"
     suffixes = (".jsonl.zst", ".jsonl")
-    prefix = ""
-    streamed = False
-
-    def size(self, shard: Shard) -> int:
-        return files.size(shard.location)
-
-    def identity(self, shard: Shard) -> dict:
-        return files.identity(shard.location)
 
     def rows(self, shard: Shard, text_column: str) -> "LineRecords":
         return LineRecords(shard.location, text_column)

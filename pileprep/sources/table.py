@@ -10,17 +10,11 @@ from pileprep.sources.base import Shard, ShardError, TableRows, register
 _TABLE_BATCH = 1024  # rows decoded at once
 
 
-class Tables:
+class Tables(files.FileKind):
+    """Parquet and Arrow IPC files: one row per document."""
+
     name = "table"
     suffixes = (".parquet", ".arrow")
-    prefix = ""
-    streamed = False
-
-    def size(self, shard: Shard) -> int:
-        return files.size(shard.location)
-
-    def identity(self, shard: Shard) -> dict:
-        return files.identity(shard.location)
 
     def rows(self, shard: Shard, text_column: str) -> TableRows:
         return TableRows(shard, _table_rows(shard), text_column,

@@ -182,7 +182,7 @@ def split_into_buckets(order: TrainingOrder, n_samples: int, docs_per_bucket: in
     """Append the pieces of training samples ``0 .. n_samples-1`` to their buckets' files."""
     bar = Progress("exposures: pieces", 0, -(-n_samples // chunk_samples), quiet=quiet)
     for lo in range(0, n_samples, chunk_samples):
-        p = pieces_of.expand(order.schedule, order.data.sizes,
+        p = pieces_of.expand(order.schedule, order.sizes,
                              np.arange(lo, min(lo + chunk_samples, n_samples), dtype=np.int64))
         append_pieces(scratch, p, docs_per_bucket)
         bar.update(items=1)

@@ -13,6 +13,7 @@ import unicodedata
 import numpy as np
 
 from pileprep.core.errors import ConfigError
+from pileprep.formats import indexed
 from pileprep.training.order import TrainingOrder
 
 _SCAN = 1 << 26  # tokens scanned at once by the text search
@@ -25,16 +26,16 @@ def find_doc(order: TrainingOrder, source: str, line: int) -> int:
 
 def positions(array, value, chunk: int = _CHUNK) -> np.ndarray:
     """Indices where a (memory-mapped) 1-d array equals ``value``, a chunk at a time."""
-    hits = [np.flatnonzero(np.asarray(array[lo:lo + chunk]) == value) + lo
-            for lo in range(0, len(array), chunk)]
+    hits = [np.flatnonzero(part == value) + lo for lo, part in indexed.chunks(array, chunk)]
     return np.concatenate(hits) if hits else np.zeros(0, np.int64)
 
 
-def where_in(array, values: np.ndarray, chunk: int = _CHUNK) -> np.ndarray:
-    """Indices of a (memory-mapped) 1-d array whose entry is one of ``values``, chunked."""
+def where_in(array, values: np.ndarray, stop: int | None = None, chunk: int = _CHUNK) -> np.ndarray:
+    """Indices (below ``stop``) of a (memory-mapped) 1-d array whose entry is one of
+    ``values``, chunked."""
     values = np.asarray(values, dtype=array.dtype)
-    hits = [np.flatnonzero(np.isin(np.asarray(array[lo:lo + chunk]), values)) + lo
-            for lo in range(0, len(array), chunk)]
+    hits = [np.flatnonzero(np.isin(part, values)) + lo
+            for lo, part in indexed.chunks(array, chunk, stop)]
     return np.concatenate(hits) if hits else np.zeros(0, np.int64)
 
 
@@ -55,7 +56,7 @@ def _stream_start(order: TrainingOrder, q: int) -> int:
     """The stream position of ``doc_idx[q]``'s first token, from the sample that holds it:
     sample_idx's first column is monotone, so a binary search finds the sample k starting at
     or before entry q, and only the few documents between its start and q are summed."""
-    s, L, sizes = order.schedule, order.cfg.seq_length, order.data.sizes
+    s, L, sizes = order.schedule, order.cfg.seq_length, order.sizes
     k = last_at_most(s.sample_idx, q)
     i, o = int(s.sample_idx[k, 0]), int(s.sample_idx[k, 1])
     between = np.asarray(s.doc_idx[i:q])
@@ -83,7 +84,7 @@ def occurrences(order: TrainingOrder, doc: int) -> list[dict]:
     if not len(ks):
         return []
     shuffle = order.schedule.shuffle_idx
-    trained = where_in(shuffle[:order.num_trained_samples], ks)
+    trained = where_in(shuffle, ks, stop=order.num_trained_samples)
     p = order.pieces(trained)
     p = p.select(p.doc == doc)
     B = order.cfg.batch_size

@@ -26,7 +26,7 @@ from pileprep.core.config import ScheduleConfig
 from pileprep.core.errors import ConfigError, IntegrityError, NotFoundError
 from pileprep.core.files import MANIFEST, PROVENANCE, dataset_prefix
 from pileprep.formats import provenance
-from pileprep.formats.indexed import IndexedDataset
+from pileprep.formats.indexed import FileArray, IndexedDataset
 from pileprep.training import pieces as pieces_of, schedule_files
 from pileprep.training.pieces import Pieces
 
@@ -56,8 +56,12 @@ class TrainingOrder:
         self.prefix = dataset_prefix(out_dir, dataset_name(out_dir))
         self.cfg = cfg or resolve_config(out_dir)
         self.data = data if data is not None else IndexedDataset(self.prefix)
-        self.data.advise_random()  # samples are scattered over the whole .bin
-        self.schedule = schedule_files.load(self.prefix, self.cfg, self.data.sizes)
+        s = schedule_files.load(self.prefix, self.cfg, self.data.sizes)
+        # Samples are scattered over the whole dataset and schedule: read them with pread, so
+        # a batch costs what it reads, not the page-cache folios a memory map would hold.
+        self.schedule = replace(s, doc_idx=FileArray.of(s.doc_idx), sample_idx=FileArray.of(s.sample_idx),
+                                shuffle_idx=FileArray.of(s.shuffle_idx))
+        self.sizes, self._pointers, self._tokens = self.data.scattered()
         if len(self.schedule.doc_idx) != len(self.data) * self.schedule.epochs:
             raise IntegrityError(f"schedule files for {self.prefix} do not match the dataset "
                                  f"({len(self.schedule.doc_idx)} doc_idx entries for "
@@ -100,12 +104,12 @@ class TrainingOrder:
 
     def pieces(self, samples) -> Pieces:
         """The document pieces of training samples ``samples`` (see :mod:`.pieces`)."""
-        return pieces_of.expand(self.schedule, self.data.sizes, samples)
+        return pieces_of.expand(self.schedule, self.sizes, samples)
 
     def tokens_of(self, p: Pieces) -> np.ndarray:
         """The tokens of the pieces, back to back (a sample's L+1 tokens for its pieces)."""
-        starts = self.data.pointers[p.doc] // self.data.dtype.itemsize + p.offset
-        return np.concatenate([self.data.tokens[a:a + n] for a, n in zip(starts.tolist(), p.tokens.tolist())]
+        starts = np.asarray(self._pointers[p.doc]) // self.data.dtype.itemsize + p.offset
+        return np.concatenate([self._tokens[a:a + n] for a, n in zip(starts.tolist(), p.tokens.tolist())]
                               or [np.zeros(0, self.data.dtype)])
 
     def sample(self, n: int) -> np.ndarray:

@@ -20,7 +20,7 @@ def pieces(order: TrainingOrder, first_step: int, end_step: int) -> Pieces:
     """Every piece of the samples of steps ``first_step .. end_step-1``, in training order."""
     order.check_steps(first_step, end_step)
     B = order.cfg.batch_size
-    return pieces_of.of_range(order.schedule, order.data.sizes, first_step * B, end_step * B)
+    return pieces_of.of_range(order.schedule, order.sizes, first_step * B, end_step * B)
 
 
 def subset_codes(order: TrainingOrder, docs: np.ndarray) -> tuple[np.ndarray, list[str]]:
