@@ -271,6 +271,10 @@ def test_raw_text_in_another_tokenizers_ids_matches_nothing(published, clean_cor
                  str(clean_corpus), "--tokenizer", str(other), "--scheduler", "synchronous"]) == 0
     text = capsys.readouterr().out
     assert "is the raw text tokenized with the dataset's tokenizer" in text
+    import json as _json
+
+    report = _json.loads((out / "report.json").read_text())
+    assert "tokenized with the dataset's tokenizer" in report["alignment"]["warning"]
 
 
 def test_where_seen_and_export_work_on_the_adopted_dataset(published, adopted, tmp_path, capsys):

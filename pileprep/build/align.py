@@ -42,6 +42,7 @@ from pileprep.tokenizer import TokenizerInfo, resolve_engine
 ALIGN_FORMAT = 1
 DOCS_PER_TASK = 1 << 20  # dataset documents hashed by one task
 BUCKET_ROWS = 1 << 21  # rows (both sides) per join bucket: ~100 MB in memory
+LOW_MATCH = 0.05  # below this share of matched documents, the report warns
 _MERGE_ROWS = 1 << 16  # provenance rows merged at once (Python objects: ~60 MB)
 DS_ROW = np.dtype([("hash", "<u8"), ("doc", "<i8")])
 RAW_ROW = np.dtype([("hash", "<u8"), ("gid", "<i8"), ("part", "<i4"), ("offset", "<i8"),
@@ -190,6 +191,10 @@ def align(out_dir: str | Path, cfg: BuildConfig) -> dict:
     summary.update(raw_documents=n_raw, raw_matched=sum(j["raw_matched"] for j in joined),
                    raw_inputs=[{"name": s.source, "sha256": s.sha256} for s in shard_results],
                    append_eod=cfg.tokenize.append_eod)
+    matched = summary["documents"]["exact"] + summary["documents"]["ambiguous"]
+    if matched < LOW_MATCH * len(data):  # a wrong tokenizer matches nothing but the odd short text
+        summary["warning"] = (f"only {matched:,} of {len(data):,} documents matched raw text: is the "
+                              "raw text tokenized with the dataset's tokenizer (--tokenizer)?")
     _record(out, stage, manifest, summary)
     atomic.commit(stage, out)
     if not cfg.keep_work:

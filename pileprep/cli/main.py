@@ -556,10 +556,8 @@ def _print_alignment(s: dict) -> None:
         print(f"    {name or '(none)':<22} exact {c['exact']:,}, ambiguous {c['ambiguous']:,}"
               + (f", unmatched {c['none']:,}" if c["none"] else ""))
     print(f"  raw documents: {s['raw_documents']:,}, of which {s['raw_matched']:,} are in the dataset")
-    matched = docs["exact"] + docs["ambiguous"]
-    if matched < 0.05 * total_docs:  # a wrong tokenizer matches nothing but the odd short text
-        print(f"  only {matched:,} of the dataset's documents matched raw text: is the raw text "
-              "tokenized with the dataset's tokenizer (--tokenizer)?")
+    if s.get("warning"):
+        print(f"  {s['warning']}")
 
 
 def cmd_adopt(args) -> int:
