@@ -19,6 +19,7 @@ def run(*args, env=None):
                           text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_synth_then_build_from_the_command_line(tmp_path, tokenizer_spec):
     shards = tmp_path / "shards"
     r = run("synth", "--output", str(shards), "--shards", "2", "--megabytes", "0.2", "--seed", "3")

@@ -157,6 +157,7 @@ def test_dedup_output_independent_of_workers_and_partitions(pairs, tokenizer_spe
         assert (out / "d1" / name).read_bytes() == (out / "d2" / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_other_threshold_reuses_signatures_and_no_verify(pairs, tokenizer_spec, capsys):
     out, truth = pairs
     _dedup([out / "shards"], out / "t", tokenizer_spec)
