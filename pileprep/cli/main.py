@@ -584,8 +584,9 @@ def _add_align(sub) -> None:
 def cmd_align(args) -> int:
     from pileprep.build.align import align
 
+    summary = align(args.out_dir, _align_config(args))
     print(f"{args.out_dir}: provenance by content")
-    _print_alignment(align(args.out_dir, _align_config(args)))
+    _print_alignment(summary)
     return 0
 
 
