@@ -350,3 +350,14 @@ def test_shard_refuses_a_dataset_read_in_place(published, tmp_path, capsys):
     adopt(published["pieces"], out, quiet=True)
     assert main(["shard", str(out), "--max-size", "1MB", "-o", str(tmp_path / "p")]) == 2
     assert "in place" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_alignment_bytes_do_not_depend_on_workers(published, adopted, clean_corpus, tokenizer_spec,
+                                                  tmp_path):
+    out = tmp_path / "o"
+    adopt(published["pieces"], out, quiet=True)
+    cfg = _align_cfg([clean_corpus], tokenizer_spec)
+    cfg.cluster.scheduler, cfg.cluster.workers, cfg.read.partition_bytes = None, 2, 150_000
+    align(out, cfg)
+    assert (out / "provenance.parquet").read_bytes() == (adopted[0] / "provenance.parquet").read_bytes()

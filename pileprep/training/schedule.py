@@ -102,10 +102,16 @@ class Schedule:
     tokens_per_epoch: int
 
 
+def total_tokens(sizes, chunk: int = 1 << 24) -> int:
+    """The sum of document sizes, in chunks (int32 sizes of 210 M documents overflow int32, and
+    one int64 copy of them is 1.7 GB)."""
+    return sum(int(np.asarray(sizes[lo:lo + chunk], np.int64).sum()) for lo in range(0, len(sizes), chunk))
+
+
 def build(sizes: np.ndarray, cfg: ScheduleConfig) -> Schedule:
     """All three arrays for the given document sizes (tokens per document, EOD included)."""
     cfg.validate()
-    tokens = int(np.asarray(sizes, dtype=np.int64).sum())
+    tokens = total_tokens(sizes)
     epochs = num_epochs(tokens, cfg.seq_length, cfg.num_samples)
     rng = np.random.RandomState(seed=cfg.seed)
     doc_idx = build_doc_idx(len(sizes), epochs, rng)

@@ -20,7 +20,7 @@ from pileprep.core.errors import FormatError, NotFoundError
 from pileprep.core.files import NAMINGS, SCHEDULES, schedule_paths, schedule_prefix
 from pileprep.core.progress import log
 from pileprep.formats.indexed import IndexedDataset
-from pileprep.training.schedule import Schedule, build
+from pileprep.training.schedule import Schedule, build, total_tokens
 
 
 def paths(dataset_prefix: str | Path, cfg: ScheduleConfig, naming: str = "neox") -> dict[str, Path]:
@@ -128,8 +128,3 @@ def load(dataset_prefix: str | Path, cfg: ScheduleConfig, sizes=None) -> Schedul
     else:
         raise NotFoundError(f"schedule {label(dataset_prefix, cfg)}: no summary file {meta.name}")
     return Schedule(arrs["doc"], arrs["sample"], arrs["shuffle"], cfg, epochs, tokens)
-
-
-def total_tokens(sizes, chunk: int = 1 << 24) -> int:
-    """The sum of document sizes, in chunks (int32 sizes of 210 M documents overflow int32)."""
-    return sum(int(np.asarray(sizes[lo:lo + chunk], np.int64).sum()) for lo in range(0, len(sizes), chunk))
