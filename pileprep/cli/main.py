@@ -1,5 +1,5 @@
 """The ``pileprep`` command line: build, dedup, verify, synth, schedule, batch-at, where, seen,
-sequences, export, plot, shard, unshard, adopt, align, exposures.
+sequences, export, plot, shard, unshard, adopt, align, exposures, index, count.
 
 The command line only parses and prints: every computation lives in the library. Every expected
 failure (a :class:`~pileprep.core.errors.PilePrepError`, or an operating-system error) ends
@@ -321,7 +321,8 @@ def _add_where(sub) -> None:
     p.add_argument("out_dir")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--doc", help="SOURCE:LINE, e.g. 00.jsonl.zst:1234")
-    g.add_argument("--text", help="a snippet of text; every document containing it")
+    g.add_argument("--text", help="a snippet of text; every document containing it (found with "
+                   "the n-gram index when `pileprep index` built one, else by a scan)")
     p.add_argument("--tokenizer", help="for --text (default: PILEPREP_TOKENIZER or hub id)")
     p.add_argument("--limit", type=int, default=20, help="documents at most, for --text")
     _add_schedule_flags(p, defaults_from_build=True)
@@ -337,7 +338,10 @@ def cmd_where(args) -> int:
             raise ConfigError(f"--doc takes SOURCE:LINE, not {args.doc!r}")
         docs = [find_doc(order, source, int(line))]
     else:
-        docs = docs_by_text(order, _decoder(args), args.text, args.limit)
+        from pileprep.formats.suffix import open_index
+
+        docs = docs_by_text(order, _decoder(args), args.text, args.limit,
+                            open_index(args.out_dir, order.data))
         if not docs:
             print(f"no document contains {args.text!r}")
             return 1
@@ -386,9 +390,13 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help="training sequences of a step range with their sources, "
                        "for Hugging Face datasets (hf), parquet or jsonl")
     _add_step_range(p)
-    p.add_argument("--format", choices=["hf", "parquet", "jsonl"], required=True)
+    p.add_argument("--format", choices=["hf", "parquet", "jsonl", "memorization"], required=True,
+                   help="memorization: each sequence's first --prefix tokens, the --suffix "
+                   "tokens that follow, and the sources of both (parquet, or .jsonl)")
     p.add_argument("--output", "-o", required=True,
                    help="a directory for hf (datasets.load_from_disk), else a file")
+    p.add_argument("--prefix", type=int, default=32, help="memorization: prefix tokens (32)")
+    p.add_argument("--suffix", type=int, default=32, help="memorization: continuation tokens (32)")
     p.add_argument("--text", action="store_true", help="add the decoded text of each sequence")
     p.add_argument("--tokenizer", help="for --text (default: PILEPREP_TOKENIZER or hub id)")
     _add_schedule_flags(p, defaults_from_build=True)
@@ -400,8 +408,118 @@ def cmd_export(args) -> int:
     first, end = _step_range(args.steps)
     order = _order(args)
     n = export(order, first, end, args.output, args.format,
-               _decoder(args) if args.text else None)
+               _decoder(args) if args.text else None, args.prefix, args.suffix)
     print(f"wrote {n} sequences (steps {first}..{end - 1}) to {args.output} ({args.format})")
+    return 0
+
+
+def _add_index(sub) -> None:
+    p = sub.add_parser("index", help="suffix-array index of the dataset's tokens (for count and "
+                       "where --text), built in shards as Dask tasks; resumable")
+    p.add_argument("out_dir")
+    p.add_argument("--shard-tokens", type=int, help="tokens per shard at most (default 2^27: "
+                   "about 2.7 GB of memory per worker while a shard is sorted)")
+    p.add_argument("--workers", type=int, help="local Dask worker processes (default: all cores)")
+    p.add_argument("--scheduler", help="address of a dask.distributed scheduler, or 'synchronous'")
+    p.add_argument("--quiet", "-q", action="store_true")
+
+
+def cmd_index(args) -> int:
+    from pileprep.build.index import build_index
+    from pileprep.core.config import ClusterConfig
+
+    cluster = ClusterConfig()
+    cluster.workers = args.workers or cluster.workers
+    cluster.scheduler = args.scheduler
+    meta = build_index(args.out_dir, cluster, args.shard_tokens, args.quiet)
+    tokens, size = meta["tokens"], meta["bytes"]
+    rate = "" if meta["reused"] else (f" in {meta['wall_seconds']:.1f} s "
+                                      f"({tokens / max(meta['wall_seconds'], 1e-9) / 1e6:.2f} M tokens/s)")
+    print(f"{'index up to date' if meta['reused'] else 'indexed'}: {tokens:,} tokens in "
+          f"{len(meta['shards'])} shard(s), {size:,} bytes ({size / max(tokens, 1):.2f} bytes/token)"
+          f"{rate} -> {Path(args.out_dir) / 'ngram'}")
+    return 0
+
+
+def _add_count(sub) -> None:
+    p = sub.add_parser("count", help="occurrences of token sequences in the corpus and in the "
+                       "training samples of a step range, per bin of steps (needs `pileprep index`)")
+    _add_step_range(p, required=False)
+    p.add_argument("--text", action="append", default=[], help="a term, tokenized as inside a "
+                   "document (with a leading space unless --no-leading-space; no EOD); repeatable")
+    p.add_argument("--ids", action="append", default=[], help="token ids, e.g. 1,2,3; repeatable")
+    p.add_argument("--queries", help="file of queries, one a line: text, or ids:1,2,3")
+    p.add_argument("--no-leading-space", action="store_true", help="tokenize text as at the "
+                   "start of a document or after a newline (BPE makes ' the' and 'the' two tokens)")
+    p.add_argument("--bins", type=int, default=1, help="step ranges to count in (default 1)")
+    p.add_argument("--output", "-o", help="FILE.parquet: one row per query and step range")
+    p.add_argument("--plot", help="FILE.png: cumulative samples per query over the steps")
+    p.add_argument("--tokenizer", help="for text (default: PILEPREP_TOKENIZER or hub id)")
+    _add_schedule_flags(p, defaults_from_build=True)
+
+
+def _queries(args) -> list[tuple[str, list[int]]]:
+    """``(label, ids)`` of every query given, in order: --text, --ids, then --queries lines."""
+    texts = [("text", t) for t in args.text] + [("ids", i) for i in args.ids]
+    if args.queries:
+        try:
+            lines = Path(args.queries).read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise ConfigError(f"--queries {args.queries}: not UTF-8 text") from None
+        texts += [("ids", ln[4:]) if ln.startswith("ids:") else ("text", ln) for ln in lines if ln]
+    if not texts:
+        raise ConfigError("give a query: --text, --ids or --queries")
+    tok = _decoder(args) if any(kind == "text" for kind, _ in texts) else None
+    out = []
+    for kind, value in texts:
+        if kind == "ids":
+            ids = [_int_arg("--ids", v) for v in value.split(",") if v.strip()]
+            label = ",".join(map(str, ids))
+        else:
+            if not value.strip():
+                raise ConfigError("--text is empty")
+            ids = tok.encode(value if args.no_leading_space else " " + value).ids
+            label = value
+        if not ids:
+            raise ConfigError(f"query {label or value!r} has no tokens")
+        out.append((label, ids))
+    return out
+
+
+def cmd_count(args) -> int:
+    from pileprep.formats import charts
+    from pileprep.formats.suffix import SuffixIndex
+    from pileprep.outputs import counts as count_table
+    from pileprep.training.ngram import Counter
+
+    if args.output and not args.output.endswith(".parquet"):
+        raise ConfigError(f"--output must end in .parquet, not {args.output!r}")
+    order = _order(args)
+    first, end = _step_range(args.steps) if args.steps else (0, order.cfg.train_iters)
+    counter = Counter(order, SuffixIndex(args.out_dir, order.data), first, end, args.bins)
+    queries = _queries(args)
+    labels = [label for label, _ in queries]
+    c = counter.count([ids for _, ids in queries])
+    total = c.samples.sum(axis=1)
+    print(f"{len(queries)} quer{'y' if len(queries) == 1 else 'ies'}, steps {first}..{end - 1} "
+          f"({order.cfg.batch_size} samples of {order.cfg.seq_length + 1} tokens a step)")
+    for i in range(min(len(queries), 20)):
+        print(f"  {labels[i]!r} {c.queries[i]}: {int(c.corpus[i]):,} in the corpus, "
+              f"{int(total[i]):,} training samples ({int(c.occurrences[i].sum()):,} occurrences)")
+    if len(queries) == 1 and len(c.edges) > 2:
+        cum = c.cumulative("samples")[0]
+        for b, (a, z) in enumerate(zip(c.edges[:-1], c.edges[1:])):
+            print(f"    steps {a:>7}..{z - 1:<7} {int(c.samples[0, b]):>9,} samples  "
+                  f"{int(cum[b]):>11,} so far")
+    if args.output:
+        count_table.write(c, labels, args.output)
+        print(f"{len(queries)} x {len(c.edges) - 1} rows -> {args.output}")
+    if args.plot:
+        cfg = order.cfg
+        charts.term_frequency(c.edges, c.cumulative("samples")[:10], labels[:10], Path(args.plot),
+                              f"Training samples containing each term, steps {first}-{end - 1} "
+                              f"(seq {cfg.seq_length}, batch {cfg.batch_size}, seed {cfg.seed})")
+        print(f"{min(len(queries), 10)} curves -> {args.plot}")
     return 0
 
 
@@ -617,7 +735,7 @@ COMMANDS = {"build": cmd_build, "dedup": cmd_dedup, "verify": cmd_verify, "synth
             "batch-at": cmd_batch_at, "where": cmd_where, "sequences": cmd_sequences,
             "seen": cmd_seen, "plot": cmd_plot, "export": cmd_export, "shard": cmd_shard,
             "unshard": cmd_unshard, "adopt": cmd_adopt, "align": cmd_align,
-            "exposures": cmd_exposures}
+            "exposures": cmd_exposures, "index": cmd_index, "count": cmd_count}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -632,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_build, _add_dedup, _add_verify, _add_synth, _add_schedule_cmd, _add_batch_at,
                 _add_where, _add_seen, _add_sequences, _add_export, _add_plot, _add_shard,
-                _add_unshard, _add_adopt, _add_align, _add_exposures):
+                _add_unshard, _add_adopt, _add_align, _add_exposures, _add_index, _add_count):
         add(sub)
     args = parser.parse_args(argv)
     try:

@@ -60,3 +60,14 @@ def schedule_paths(dataset_prefix: str | Path, num_samples: int, seq_length: int
                    naming: str = "neox") -> dict[str, Path]:
     base = schedule_prefix(dataset_prefix, num_samples, seq_length, seed, naming)
     return {k: Path(f"{base}_{k}_idx.npy") for k in SCHEDULE_KINDS}
+
+
+# The n-gram index (`pileprep index`): suffix arrays of the token stream in shards, and the
+# record of what they were built from, written last (docs/formats.md).
+NGRAM_DIR = "ngram"
+NGRAM_META = "index.json"
+NGRAM_WORK = ".work"  # inside NGRAM_DIR: the shard tasks' completion records
+
+
+def ngram_shard(i: int) -> str:
+    return f"shard-{i:05d}.sa"

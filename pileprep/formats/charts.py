@@ -64,3 +64,21 @@ def subset_mix(table: np.ndarray, names: list[str], edges: list[int], path: Path
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
     return save(fig, path)
+
+
+def term_frequency(edges: list[int], curves: np.ndarray, labels: list[str], path: Path, title: str,
+                   ylabel: str = "training samples seen (cumulative)") -> str:
+    """One line per query: its cumulative count at the end of each step range. Returns the
+    PNG's sha256."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    x = np.asarray(edges[1:]) - 1
+    for label, y in zip(labels, curves):
+        ax.plot(x, y, marker="o", markersize=3, label=label)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)

@@ -8,7 +8,12 @@ end exclusive). Formats:
 
 - ``parquet``: one file, readable by ``datasets.load_dataset("parquet", data_files=...)``;
 - ``jsonl``: one file, readable by ``datasets.load_dataset("json", data_files=...)``;
-- ``hf``: a ``datasets.Dataset.save_to_disk`` directory, readable by ``datasets.load_from_disk``.
+- ``hf``: a ``datasets.Dataset.save_to_disk`` directory, readable by ``datasets.load_from_disk``;
+- ``memorization``: a memorization test set, one row per training sample with ``step``, ``row``,
+  ``sample``, ``prefix`` (its first ``prefix`` tokens), ``continuation`` (the ``suffix``
+  tokens after them: what greedy generation from the prefix is scored against) and the sources
+  of each part (``prefix_sources``, ``continuation_sources``: the source records clipped to
+  the part, row ranges within the training row); parquet, or jsonl for a ``.jsonl`` target.
 
 Rows are produced in chunks, so memory does not grow with the number of steps.
 """
@@ -29,7 +34,7 @@ from pileprep.core import atomic
 from pileprep.core.errors import ConfigError
 from pileprep.training.order import TrainingOrder, group_by_sample
 
-FORMATS = ("parquet", "jsonl", "hf")
+FORMATS = ("parquet", "jsonl", "hf", "memorization")
 _ROWS = 1024  # samples per written chunk
 
 SOURCE_FIELDS = ("source", "line", "pile_set_name", "doc", "doc_start", "doc_end",
@@ -72,29 +77,80 @@ def tables(order: TrainingOrder, first_step: int, end_step: int, tokenizer=None
 
 
 def export(order: TrainingOrder, first_step: int, end_step: int, target: str | Path, fmt: str,
-           tokenizer=None) -> int:
+           tokenizer=None, prefix: int = 32, suffix: int = 32) -> int:
     """Write steps ``first_step .. end_step-1`` to ``target`` in ``fmt``; return rows written."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     target = Path(target)
     if fmt == "hf":
         return _export_hf(order, first_step, end_step, target, tokenizer)
+    if fmt == "memorization":
+        parts = memorization_tables(order, first_step, end_step, prefix, suffix)
+        return _write(parts, target, "jsonl" if target.suffix == ".jsonl" else "parquet")
+    return _write(tables(order, first_step, end_step, tokenizer), target, fmt)
+
+
+def _write(parts: Iterator[pa.Table], target: Path, fmt: str) -> int:
+    """The tables to one parquet or JSON-lines file, atomically; the rows written."""
     rows = 0
     with atomic.atomic_path(target) as tmp:
         if fmt == "parquet":
             writer = None
-            for t in tables(order, first_step, end_step, tokenizer):
+            for t in parts:
                 writer = writer or pq.ParquetWriter(tmp, t.schema, compression="zstd")
                 writer.write_table(t)
                 rows += t.num_rows
             writer.close()
         else:
             with open(tmp, "wb") as f:
-                for t in tables(order, first_step, end_step, tokenizer):
+                for t in parts:
                     for rec in t.to_pylist():
                         f.write(orjson.dumps(rec) + b"\n")
                     rows += t.num_rows
     return rows
+
+
+def memorization_tables(order: TrainingOrder, first_step: int, end_step: int, prefix: int,
+                        suffix: int) -> Iterator[pa.Table]:
+    """Memorization rows (see the module docstring) of steps ``first_step .. end_step-1``, at
+    most ``_ROWS`` samples per table, in training order."""
+    width = order.cfg.seq_length + 1
+    if prefix < 1 or suffix < 1 or prefix + suffix > width:
+        raise ConfigError(f"--prefix and --suffix must be at least 1 and add up to at most "
+                          f"{width} (seq_length + 1), not {prefix} and {suffix}")
+    order.check_steps(first_step, end_step)
+    B = order.cfg.batch_size
+    token_type = pa.from_numpy_dtype(order.data.dtype)
+    for lo in range(first_step * B, end_step * B, _ROWS):
+        ns = np.arange(lo, min(lo + _ROWS, end_step * B))
+        p = order.pieces(ns)
+        flat = order.tokens_of(p).reshape(len(ns), width)
+        sources = group_by_sample(ns, p, order.describe)
+        yield pa.table({
+            "step": ns // B, "row": ns % B, "sample": ns,
+            "prefix": _lists(flat[:, :prefix], token_type),
+            "continuation": _lists(flat[:, prefix:prefix + suffix], token_type),
+            "prefix_sources": pa.array([clip(r, 0, prefix) for r in sources], pa.list_(SOURCE_TYPE)),
+            "continuation_sources": pa.array([clip(r, prefix, prefix + suffix) for r in sources],
+                                             pa.list_(SOURCE_TYPE)),
+        })
+
+
+def _lists(rows: np.ndarray, token_type: pa.DataType) -> pa.ListArray:
+    offsets = np.arange(len(rows) + 1, dtype=np.int32) * rows.shape[1]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(rows.reshape(-1), token_type))
+
+
+def clip(records: list[dict], a: int, b: int) -> list[dict]:
+    """The source records of one row cut to row tokens ``a .. b-1`` (pieces outside dropped)."""
+    out = []
+    for rec in records:
+        lo, hi = max(rec["row_start"], a), min(rec["row_end"], b)
+        if lo < hi:
+            start = rec["doc_start"] + lo - rec["row_start"]
+            out.append({**{k: rec[k] for k in SOURCE_FIELDS}, "doc_start": start,
+                        "doc_end": start + hi - lo, "row_start": lo, "row_end": hi})
+    return out
 
 
 def _export_hf(order: TrainingOrder, first_step: int, end_step: int, target: Path,

@@ -92,30 +92,61 @@ def occurrences(order: TrainingOrder, doc: int) -> list[dict]:
             for n, rec in zip(p.sample.tolist(), order.describe(p))]
 
 
-def docs_by_text(order: TrainingOrder, tokenizer, text: str, limit: int = 20) -> list[int]:
-    """Documents whose text contains ``text``: token search for candidates, decoded to confirm.
+def docs_by_text(order: TrainingOrder, tokenizer, text: str, limit: int = 20, index=None) -> list[int]:
+    """Documents whose text contains ``text``, in document order: token search for candidates,
+    decoded to confirm.
 
     A snippet's first and last tokens depend on its neighbours in the document, so only its
-    interior tokens are searched; every candidate is then decoded and checked as text.
+    interior tokens are searched, inside documents; every candidate is then decoded and checked
+    as text. With ``index`` (a :class:`~pileprep.formats.suffix.SuffixIndex`) the candidates
+    come from the suffix array, else from a scan of the whole ``.bin``: the same documents.
     """
     want = unicodedata.normalize("NFC", text)
     ids = tokenizer.encode(want).ids
     core = ids[1:-1] if len(ids) >= 3 else ids
     if not core:
         raise ConfigError("--text is empty")
-    tokens, starts = order.data.tokens, order.data.pointers // order.data.dtype.itemsize
-    anchor = core[0]
+    candidates = _indexed_candidates(order, index, core) if index is not None \
+        else _scanned_candidates(order, core)
     found: list[int] = []
+    for doc in candidates:
+        if want in tokenizer.decode(order.data[doc].tolist(), skip_special_tokens=False):
+            found.append(doc)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def _doc_of(order: TrainingOrder, pos: np.ndarray) -> np.ndarray:
+    """Documents holding token positions ``pos`` (a binary search of the ``.idx`` pointers)."""
+    item = order.data.dtype.itemsize
+    return np.searchsorted(order.data.pointers, np.asarray(pos, np.int64) * item, side="right") - 1
+
+
+def _inside(order: TrainingOrder, pos: np.ndarray, length: int) -> np.ndarray:
+    """The documents of the positions from which ``length`` tokens stay inside the document."""
+    doc = _doc_of(order, pos)
+    end = np.asarray(order.data.pointers[doc], np.int64) // order.data.dtype.itemsize \
+        + np.asarray(order.data.sizes[doc], np.int64)
+    return doc[pos + length <= end]
+
+
+def _indexed_candidates(order: TrainingOrder, index, core: list[int]):
+    """Documents with ``core`` inside them, ascending, from the suffix array."""
+    docs = [np.unique(_inside(order, pos, len(core))) for pos in index.positions(core)]
+    yield from np.unique(np.concatenate(docs)).tolist() if docs else []
+
+
+def _scanned_candidates(order: TrainingOrder, core: list[int]):
+    """Documents with ``core`` inside them, ascending, from a scan of the token stream."""
+    tokens = order.data.tokens
+    anchor, last = core[0], -1
     for lo in range(0, len(tokens), _SCAN):
         chunk = np.asarray(tokens[lo:lo + _SCAN + len(core)])
         for p in np.flatnonzero(chunk[:_SCAN] == anchor) + lo:
             if tokens[p:p + len(core)].tolist() != core:
                 continue
-            doc = int(np.searchsorted(starts, p, side="right")) - 1
-            if doc in found:
-                continue
-            if want in tokenizer.decode(order.data[doc].tolist(), skip_special_tokens=False):
-                found.append(doc)
-                if len(found) >= limit:
-                    return found
-    return found
+            inside = _inside(order, np.array([p]), len(core))
+            if len(inside) and int(inside[0]) != last:
+                last = int(inside[0])
+                yield last

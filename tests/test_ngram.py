@@ -1,0 +1,324 @@
+"""The n-gram index and term counts over training (issue #16), against independent code.
+
+The brute force here never touches pileprep's counting: each schedule comes from
+``schedule_ref`` (a one-sample-at-a-time loop written from the description), every trained
+sample's L+1 tokens from ``schedule_ref.reference_sample`` over the documents, and the
+n-grams of every sample are counted with a Python dictionary. The build is tiny and trained for
+several epochs, so documents repeat; queries are drawn inside documents, across the document
+boundaries the shuffle made, across sample boundaries and from repeated documents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter as Tally
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import schedule_ref
+from helpers import make_config
+from pileprep.build.index import build_index
+from pileprep.build.pipeline import build
+from pileprep.cli.main import main
+from pileprep.core.config import ClusterConfig, ScheduleConfig
+from pileprep.core.errors import ConfigError, NotFoundError
+from pileprep.core.files import NGRAM_META, dataset_prefix
+from pileprep.formats import suffix
+from pileprep.outputs.export import memorization_tables
+from pileprep.sources.synth import SynthConfig, generate
+from pileprep.training import schedule_files
+from pileprep.training.lookups import docs_by_text
+from pileprep.training.ngram import Counter
+from pileprep.training.order import TrainingOrder
+
+SCHEDULES = [dict(seq_length=32, batch_size=4, train_iters=400, seed=3),
+             dict(seq_length=17, batch_size=3, train_iters=500, seed=8)]
+SYNC = ClusterConfig(workers=1, scheduler="synchronous")
+
+
+@pytest.fixture(scope="module")
+def ngram_build(tokenizer_spec, tmp_path_factory) -> Path:
+    """~40 documents, ~25k tokens, two schedules of several epochs, an index of 6 shards."""
+    root = tmp_path_factory.mktemp("ngram")
+    generate(SynthConfig(root / "shards", shards=2, megabytes=0.035, seed=4, max_doc_words=600))
+    out = root / "out"
+    build(make_config([root / "shards"], out, tokenizer_spec, partition_bytes=20_000,
+                      schedule_cfg=ScheduleConfig(**SCHEDULES[0])))
+    schedule_files.build_for_dataset(out, dataset_prefix(out, "pile"), ScheduleConfig(**SCHEDULES[1]),
+                                     quiet=True)
+    meta = build_index(out, SYNC, shard_tokens=5000, quiet=True)
+    assert len(meta["shards"]) >= 4 and meta["last_token"] == 0
+    return out
+
+
+def reference(order: TrainingOrder, cfg: dict):
+    """The documents and the reference schedule's arrays."""
+    docs = [np.asarray(order.data[i]).tolist() for i in range(len(order.data))]
+    _, epochs, doc_idx, sample_idx, shuffle_idx = schedule_ref.reference_schedule(
+        order.data.sizes, cfg["seq_length"], cfg["batch_size"], cfg["train_iters"], cfg["seed"])
+    assert epochs >= 2, "the test build must be trained for several epochs"
+    return docs, doc_idx, sample_idx, shuffle_idx
+
+
+def brute_force(ref, cfg: dict, queries: list[list[int]], first: int, end: int, edges: list[int]):
+    """(samples, occurrences) per query and bin: every trained sample's n-grams, tallied."""
+    docs, doc_idx, sample_idx, shuffle_idx = ref
+    B, L = cfg["batch_size"], cfg["seq_length"]
+    lengths = sorted({len(q) for q in queries})
+    samples = np.zeros((len(queries), len(edges) - 1), np.int64)
+    occurrences = np.zeros_like(samples)
+    for n in range(first * B, end * B):
+        tokens = schedule_ref.reference_sample(docs, doc_idx, sample_idx, shuffle_idx, n, L)
+        grams = Tally(tuple(tokens[i:i + m]) for m in lengths for i in range(len(tokens) - m + 1))
+        b = int(np.searchsorted(edges, n // B, side="right")) - 1
+        for qi, q in enumerate(queries):
+            c = grams.get(tuple(q), 0)
+            occurrences[qi, b] += c
+            samples[qi, b] += c > 0
+    return samples, occurrences
+
+
+def corpus_count(docs, q) -> int:
+    m = len(q)
+    return sum(d[i:i + m] == q for d in docs for i in range(len(d) - m + 1))
+
+
+def pick_queries(ref, cfg: dict, rng) -> list[list[int]]:
+    """n-grams inside documents, across the stream's document boundaries, across sample
+    boundaries, single tokens (EOD included), and one that occurs nowhere."""
+    docs, doc_idx, sample_idx, shuffle_idx = ref
+    stream = [t for i in doc_idx[:200] for t in docs[i]]
+    bounds = np.cumsum([len(docs[i]) for i in doc_idx[:199]])
+    L = cfg["seq_length"]
+    out = []
+    for _ in range(12):  # inside a document
+        d = docs[int(rng.integers(len(docs)))]
+        m = int(rng.integers(1, 6))
+        p = int(rng.integers(0, max(1, len(d) - m)))
+        out.append(d[p:p + m])
+    for b in rng.choice(bounds[:-1], 8, replace=False):  # across a document boundary (EOD inside)
+        a = int(rng.integers(1, 4))
+        out.append(stream[b - a:b + int(rng.integers(1, 4))])
+    for k in rng.integers(1, len(stream) // L - 1, 6):  # across a sample boundary
+        p = int(k) * L
+        out.append(stream[p - int(rng.integers(1, 3)):p + int(rng.integers(1, 4))])
+    out += [[0], [0, 0], [docs[0][0]], [50000, 50001, 50002]]
+    return [q for q in out if q]
+
+
+@pytest.mark.parametrize("which,steps,bins", [(0, None, 4), (0, (37, 251), 3), (1, (0, 1), 1),
+                                              (1, None, 7)])
+def test_count_equals_a_brute_force_over_every_trained_sample(ngram_build, which, steps, bins):
+    cfg = SCHEDULES[which]
+    order = TrainingOrder(ngram_build, ScheduleConfig(**cfg))
+    ref = reference(order, cfg)
+    queries = pick_queries(ref, cfg, np.random.default_rng(which * 10 + bins))
+    first, end = steps or (0, cfg["train_iters"])
+    index = suffix.SuffixIndex(ngram_build, order.data)
+    # a small unit, so queries are split over several units (samples counted once across them)
+    got = Counter(order, index, first, end, bins, unit=23).count(queries)
+    samples, occurrences = brute_force(ref, cfg, queries, first, end, got.edges)
+    assert got.edges[0] == first and got.edges[-1] == end and len(got.edges) == bins + 1
+    assert got.samples.tolist() == samples.tolist()
+    assert got.occurrences.tolist() == occurrences.tolist()
+    assert got.corpus.tolist() == [corpus_count(ref[0], q) for q in queries]
+    assert (np.diff(got.cumulative("samples"), axis=1) >= 0).all()
+    # the draw covers what it should: repeats, boundary-only n-grams, and absent ones
+    if steps is None:
+        assert any(s > c > 0 for s, c in zip(samples.sum(axis=1), got.corpus))  # repeated docs
+        assert any(s > 0 and c == 0 for s, c in zip(samples.sum(axis=1), got.corpus))
+        assert (samples.sum(axis=1) == 0).any()
+        assert (occurrences > samples).any()  # a sample holding a query twice counts once
+
+
+def test_index_finds_every_position(ngram_build):
+    order = TrainingOrder(ngram_build)
+    index = suffix.SuffixIndex(ngram_build, order.data)
+    tokens = np.asarray(order.data.tokens).tolist()
+    rng = np.random.default_rng(5)
+    found = 0
+    for _ in range(40):
+        m = int(rng.integers(1, 5))
+        p = int(rng.integers(0, len(tokens) - m))
+        q = tokens[p:p + m]
+        want = [i for i in range(len(tokens) - m + 1) if tokens[i:i + m] == q]
+        got = sorted(int(x) for pos in index.positions(q, at_once=3) for x in pos)
+        # positions across a shard's end are not indexed: they cross a document boundary
+        ends = {s.end for s in index.shards}
+        want = [i for i in want if not any(i < e < i + m for e in ends)]
+        assert got == want
+        found += bool(got)
+    assert found >= 30
+
+
+def test_shards_are_whole_documents_within_the_budget():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        sizes = rng.integers(1, 20, int(rng.integers(1, 30)))
+        budget = int(rng.integers(1, 40))
+        for chunk in (1, 3, 1 << 22):
+            got = suffix.shard_ranges(sizes, budget, chunk=chunk)
+            ends = np.concatenate([[0], np.cumsum(sizes)])
+            assert [g[0] for g in got][0] == 0 and got[-1][1] == len(sizes)
+            for (d0, d1, t0, t1), nxt in zip(got, got[1:] + [None]):
+                assert (t0, t1) == (ends[d0], ends[d1])
+                assert t1 - t0 <= budget or d1 == d0 + 1
+                if nxt is not None:
+                    assert nxt[0] == d1 and ends[d1 + 1] - t0 > budget  # greedy: the next did not fit
+
+
+def snippets(order, tokenizer, rng, n=6) -> list[str]:
+    texts = []
+    for d in rng.choice(len(order.data), n, replace=False):
+        text = tokenizer.decode(np.asarray(order.data[int(d)]).tolist()[:-1])
+        a = int(rng.integers(0, max(1, len(text) - 30)))
+        texts.append(text[a:a + int(rng.integers(4, 30))])
+    return texts + [" the", "zzzz-not-in-the-corpus-zzzz", "\n"]
+
+
+def test_where_text_gives_the_same_documents_with_the_index_and_the_scan(ngram_build, tokenizer):
+    order = TrainingOrder(ngram_build)
+    index = suffix.SuffixIndex(ngram_build, order.data)
+    for text in snippets(order, tokenizer, np.random.default_rng(2)):
+        if not text.strip():
+            continue
+        for limit in (1, 3, 50):
+            scanned = docs_by_text(order, tokenizer, text, limit)
+            assert docs_by_text(order, tokenizer, text, limit, index) == scanned
+            assert all(text in tokenizer.decode(order.data[d].tolist()) for d in scanned)
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_where_text_command_prints_the_same_with_and_without_the_index(ngram_build, tokenizer):
+    order = TrainingOrder(ngram_build)
+    text = tokenizer.decode(np.asarray(order.data[3]).tolist()[5:12])
+    with_index = run_cli("where", str(ngram_build), "--text", text, "--limit", "3")
+    moved = ngram_build / "ngram-away"
+    (ngram_build / "ngram").rename(moved)
+    try:
+        scanned = run_cli("where", str(ngram_build), "--text", text, "--limit", "3")
+    finally:
+        moved.rename(ngram_build / "ngram")
+    assert with_index == scanned and with_index[0] == 0 and "training rows" in with_index[1]
+
+
+def test_count_command_tables_and_plot(ngram_build, tokenizer, tmp_path):
+    order = TrainingOrder(ngram_build)
+    out, png = tmp_path / "c.parquet", tmp_path / "c.png"
+    queries = tmp_path / "q.txt"
+    queries.write_text("of\nids:0,1\n")
+    code, stdout, err = run_cli("count", str(ngram_build), "--text", "the", "--ids", "13,187",
+                                "--queries", str(queries), "--bins", "5", "--steps", "10:300",
+                                "--output", str(out), "--plot", str(png))
+    assert code == 0, err
+    table = pq.read_table(out).to_pydict()
+    assert len(table["query"]) == 4 * 5 and table["label"][0] == "the"
+    assert table["ids"][0] == tokenizer.encode(" the").ids  # a leading space by default
+    assert table["ids"][5] == [13, 187] and table["ids"][15] == [0, 1]
+    index = suffix.SuffixIndex(ngram_build, order.data)
+    want = Counter(order, index, 10, 300, 5).count([table["ids"][5 * i] for i in range(4)])
+    assert table["samples"] == want.samples.reshape(-1).tolist()
+    assert table["cumulative_samples"][:5] == np.cumsum(want.samples[0]).tolist()
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    _, stdout, _ = run_cli("count", str(ngram_build), "--text", "the", "--no-leading-space")
+    assert str(tokenizer.encode("the").ids) in stdout
+
+
+FIRST = ["--seq-length", "32", "--batch-size", "4", "--train-iters", "400", "--seed", "3"]
+
+
+def test_memorization_export_equals_slices_of_batch_at_rows(ngram_build, tmp_path):
+    order = TrainingOrder(ngram_build, ScheduleConfig(**SCHEDULES[0]))
+    target = tmp_path / "mem.parquet"
+    code, stdout, err = run_cli("export", str(ngram_build), "--steps", "5:40", "--format",
+                                "memorization", "--prefix", "7", "--suffix", "20",
+                                "--output", str(target), *FIRST)
+    assert code == 0, err
+    rows = pq.read_table(target).to_pylist()
+    assert len(rows) == 35 * 4 and [r["step"] for r in rows] == sorted(r["step"] for r in rows)
+    for r in rows:
+        batch_row = order.batch(r["step"], [r["row"]])[0].tolist()
+        assert r["prefix"] == batch_row[:7] and r["continuation"] == batch_row[7:27]
+        for part, lo, hi in (("prefix_sources", 0, 7), ("continuation_sources", 7, 27)):
+            # the sources, read back from the documents, are the part's tokens, in row order
+            recs = r[part]
+            assert recs[0]["row_start"] == lo and recs[-1]["row_end"] == hi
+            tokens = [t for s in recs for t in order.data[s["doc"]][s["doc_start"]:s["doc_end"]].tolist()]
+            assert tokens == batch_row[lo:hi]
+    assert any(len(r["continuation_sources"]) > 1 for r in rows)  # a part crossing documents
+    jsonl = tmp_path / "mem.jsonl"
+    assert run_cli("export", str(ngram_build), "--steps", "5:6", "--format", "memorization",
+                   "--prefix", "7", "--suffix", "20", "--output", str(jsonl), *FIRST)[0] == 0
+    assert len(jsonl.read_text().splitlines()) == 4
+    with pytest.raises(ConfigError, match="--prefix"):
+        next(memorization_tables(order, 0, 1, 30, 4))
+
+
+@pytest.mark.parametrize("args,named", [
+    (["export", "{out}", "--steps", "1:2", "--format", "memorization", "--prefix", "0",
+      "--output", "{tmp}/m.parquet"], "--prefix"),
+    (["count", "{out}", "--text", "  "], "empty"),
+    (["count", "{out}", "--ids", ","], "no tokens"),
+    (["count", "{out}", "--ids", "1,x"], "--ids"),
+    (["count", "{out}"], "give a query"),
+    (["count", "{out}", "--ids", "5", "--bins", "0"], "--bins"),
+    (["count", "{out}", "--ids", "5", "--steps", "0:100000"], "outside"),
+    (["count", "{out}", "--ids", "5", "--output", "{tmp}/x.csv"], ".parquet"),
+    (["count", "{tmp}", "--ids", "5"], "no pileprep build"),
+    (["index", "{out}", "--shard-tokens", "0", "--scheduler", "synchronous"], "--shard-tokens"),
+])
+def test_bad_settings_are_one_line_errors(ngram_build, tmp_path, args, named):
+    code, _, err = run_cli(*[a.format(out=ngram_build, tmp=tmp_path) for a in args])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and named in err, err
+    assert "Traceback" not in err
+
+
+def test_count_without_an_index_or_with_an_outdated_one_says_so(ngram_build, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(ngram_build, copy, ignore=shutil.ignore_patterns("ngram"))
+    code, _, err = run_cli("count", str(copy), "--ids", "5")
+    assert code == 2 and "pileprep index" in err and len(err.strip().splitlines()) == 1
+    shutil.copytree(ngram_build / "ngram", copy / "ngram")
+    os.utime(dataset_prefix(copy, "pile").with_suffix(".bin"), ns=(1, 1))  # "another" .bin
+    order = TrainingOrder(copy)
+    with pytest.raises(NotFoundError, match="other data files"):
+        suffix.SuffixIndex(copy, order.data)
+    meta = build_index(copy, SYNC, shard_tokens=5000, quiet=True)  # indexed again
+    zeros = int((np.asarray(order.data.tokens) == 0).sum())
+    assert not meta["reused"] and suffix.SuffixIndex(copy, order.data).count([0]) == zeros
+    assert build_index(copy, SYNC, shard_tokens=5000, quiet=True)["reused"]
+
+
+@pytest.mark.slow
+def test_a_killed_index_build_resumes_with_the_finished_shards(ngram_build, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(ngram_build, copy, ignore=shutil.ignore_patterns("ngram"))
+    cmd = [sys.executable, "-m", "pileprep.cli", "index", str(copy), "--shard-tokens", "5000",
+           "--scheduler", "synchronous"]
+    killed = subprocess.run(cmd, env={**os.environ, "PILEPREP_KILL_AT": "index:3"},
+                            capture_output=True, text=True, start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (copy / "ngram" / NGRAM_META).exists()  # unfinished: no record
+    done = run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0 and "reusing 2 of 6" in done.stderr, done.stderr
+    fresh = (ngram_build / "ngram")
+    for p in sorted(fresh.glob("shard-*.sa")):
+        assert (copy / "ngram" / p.name).read_bytes() == p.read_bytes()
