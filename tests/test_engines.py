@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pileprep.tokenizer import fastbpe, nfc, pretokenize
+from pileprep.tokenizer import bpe, fastbpe, nfc, pretokenize
 from pileprep.core.errors import ConfigError
 from pileprep.build.pipeline import build
 from pileprep.tokenizer import load_tokenizer, resolve_engine
@@ -198,3 +200,79 @@ def test_derived_tables_are_rebuilt_when_damaged_and_kept_when_unwritable(tmp_pa
     monkeypatch.setenv("PILEPREP_CACHE_DIR", str(blocker / "sub"))  # cannot be created
     assert tables.cached_table("t-1", build, np.uint8, 10).tolist() == list(range(10))
     assert len(calls) == 3
+
+
+@pytest.fixture(scope="module")
+def real_text():
+    """About 3 MB of real text from this machine (the benchmark corpus builder's small roots):
+    code, man pages, docs and licences, with the identifiers, numbers and markup that the
+    generated corpus lacks."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    import realtext
+
+    texts, size = [], 0
+    for text, _ in realtext.documents(realtext.roots(small=True), 50_000):
+        texts.append(text)
+        size += len(text)
+        if size > 3_000_000:
+            break
+    assert size > 1_000_000, "too little real text found on this machine"
+    return texts
+
+
+def test_real_text_identical(fast, tokenizer, real_text):
+    _check(fast, tokenizer, real_text)
+
+
+@pytest.fixture(scope="module")
+def merges(tokenizer):
+    spec = json.loads(tokenizer.to_str())
+    to_chars = fastbpe._byte_chars()
+    return bpe.MergeTable.from_model(spec["model"], {b: chr(c) for b, c in to_chars.items()})
+
+
+def test_compiled_bpe_equals_the_reference_model_on_every_real_word(merges, tokenizer, real_text):
+    """Every distinct pre-token of the real text, merged by the compiled loop alone, gets the
+    ids the reference's own BPE model gives it (no memo, no fallback for long words)."""
+    words = sorted({w for text in real_text[:300] for w in pretokenize.split(text)})
+    words += ["x" * 700, "ab" * 400, "é" * 300]  # past LONG_WORD: the loop must still be right
+    _assert_compiled_bpe(merges, tokenizer, words)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=40))
+def test_compiled_bpe_equals_the_reference_model_on_any_word(merges, tokenizer, words):
+    _assert_compiled_bpe(merges, tokenizer, words)
+
+
+def _assert_compiled_bpe(table, tokenizer, words):
+    to_chars = fastbpe._byte_chars()
+    cps = np.frombuffer("".join(words).encode("utf-32-le"), np.uint32)
+    offsets = np.zeros(len(words) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(w) for w in words])
+    given = np.full(len(words), -1, np.int64)
+    out_off = np.zeros(len(words) + 1, np.int64)
+    out = np.zeros(4 * len(cps), np.uint32)
+    bpe.encode_words(cps, offsets, table.byte_ids, table.vocab_size, table.keys, table.ranks,
+                     table.merged, given, np.zeros(1, np.int64), np.zeros(0, np.int64),
+                     out_off, out)
+    for w, word in enumerate(words):
+        byte_level = word.encode().decode("latin-1").translate(to_chars)
+        expected = [t.id for t in tokenizer.model.tokenize(byte_level)]
+        assert out[out_off[w]:out_off[w + 1]].tolist() == expected, repr(word)
+
+
+def test_memo_keeps_its_most_used_words_when_pruned(tokenizer_spec, tokenizer):
+    """Pruning keeps the most used words (their ids still right) and drops the rest."""
+    spec = json.loads(tokenizer.to_str())
+    enc = fastbpe.FastEncoder(spec, tokenizer)
+    enc.cache.max_entries, enc.cache.keep = 50, 3
+    hot = " the the the of of of of and and and and and"
+    rare = " ".join(f"w{i}x" for i in range(100))
+    _check(enc, tokenizer, [hot + rare], batch=1)
+    words = enc.new_words
+    _check(enc, tokenizer, [" the of and"], batch=1)  # prunes first, then finds the 3 kept
+    assert enc.cache.clears == 1 and enc.cache.entries == 3
+    assert enc.new_words == words
+    _check(enc, tokenizer, [rare], batch=1)  # the rare words were dropped: BPE runs again
+    assert enc.new_words > words + 50

@@ -25,7 +25,7 @@ import re
 import numba
 import numpy as np
 
-from pileprep.tokenizer import nfc, pretokenize, wordcache
+from pileprep.tokenizer import bpe, nfc, pretokenize, wordcache
 from pileprep.tokenizer.pretokenize import piece_end
 from pileprep.tokenizer.wordcache import find_or_add
 
@@ -63,6 +63,10 @@ def unsupported(spec: dict) -> str | None:
     if model.get("type") != "BPE" or model.get("dropout"):
         # A word's ids must be a function of the word, or the memo would change them.
         return "model is not BPE without dropout"
+    for option in ("continuing_subword_prefix", "end_of_word_suffix", "byte_fallback",
+                   "ignore_merges"):
+        if model.get(option):
+            return f"BPE option {option} (the compiled merge loop does not apply it)"
     post = spec.get("post_processor")
     if post not in (None,) and post.get("type") != "ByteLevel":
         return f"post-processor {post.get('type')} adds tokens"
@@ -205,6 +209,8 @@ class FastEncoder:
         self._classes = pretokenize.class_table()
         self._tokenize_word = reference.model.tokenize
         self._to_chars = _byte_chars()
+        self._merges = bpe.MergeTable.from_model(
+            spec["model"], {b: chr(c) for b, c in self._to_chars.items()})
         self.cache = wordcache.WordCache()
         self.words = self.new_words = 0  # pre-tokens seen, and those BPE was run for
 
@@ -261,7 +267,7 @@ class FastEncoder:
             if d == len(texts):
                 break
             cache.grow()
-        self.new_words += cache.resolve(self._bpe)
+        self.new_words += cache.resolve(self._merges, self._bpe)
         self.words += int(doc_item_end[-1]) if len(texts) else 0
         sizes = _sizes(items, doc_item_end, cache.id_off, 1 if eod >= 0 else 0)
         out = np.empty(int(sizes.sum()), dtype)

@@ -18,8 +18,14 @@ import itertools
 import numba
 import numpy as np
 
+from pileprep.tokenizer import bpe
+
 # state[] slots: entries, entries with ids, code points of a word that did not fit.
 _ENTRIES, _RESOLVED, _WANTED = 0, 1, 2
+# A slot's second word: entry + 1 in the low 32 bits, hits in the high 32.
+_ENTRY_MASK = np.uint64(0xFFFFFFFF)
+_HIT = np.uint64(1 << 32)
+_HITS_CAP = np.uint64(0xFFFF0000 << 32)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -36,7 +42,9 @@ def find_or_add(cps, a, b, slots, cp_off, cp_arena, state):
     """Entry number of the word ``cps[a:b]``, appended (pending) if new; -1 (and the word's
     length in ``state``) if it is new and the memo has no room: call :meth:`WordCache.grow`.
 
-    A slot is a row ``(hash, entry + 1)``, 0 meaning empty: hash and entry share a cache line.
+    A slot is a row ``(hash, entry + 1 + hits * 2^32)``, 0 meaning empty: hash, entry and
+    the entry's hit count (which words to keep, see :meth:`WordCache.start_batch`) share a
+    cache line.
     """
     n = b - a
     e = state[_ENTRIES]
@@ -51,13 +59,15 @@ def find_or_add(cps, a, b, slots, cp_off, cp_arena, state):
         if stored == 0:
             break
         if slots[slot, 0] == h:
-            e = np.int64(stored) - 1
+            e = np.int64(stored & _ENTRY_MASK) - 1
             base = cp_off[e]
             if cp_off[e + 1] - base == n:
                 k = 0
                 while k < n and cp_arena[base + k] == cps[a + k]:
                     k += 1
                 if k == n:
+                    if stored < _HITS_CAP:
+                        slots[slot, 1] = stored + _HIT
                     return e
         slot = (slot + 1) & mask
     e = state[_ENTRIES]
@@ -83,6 +93,49 @@ def _rehash(old, new):
             new[slot, 1] = old[row, 1]
 
 
+@numba.njit(cache=True, nogil=True)
+def _hits(slots, entries):
+    """Hit count of each entry."""
+    out = np.zeros(entries, np.int64)
+    for row in range(len(slots)):
+        stored = slots[row, 1]
+        if stored != 0:
+            out[np.int64(stored & _ENTRY_MASK) - 1] = np.int64(stored >> np.uint64(32))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _compact(keep, slots, cp_off, cp_arena, id_off, id_arena, new_slots, new_cp_off,
+             new_cp_arena, new_id_off, new_id_arena):
+    """Copy the entries ``keep`` (ascending) into the new arrays, renumbered 0.. in that
+    order, with their hits halved (old fame fades); returns nothing, fills the new arrays."""
+    new_index = np.full(len(cp_off), -1, np.int64)
+    for i in range(len(keep)):
+        e = keep[i]
+        new_index[e] = i
+        a, b = cp_off[e], cp_off[e + 1]
+        c = new_cp_off[i]
+        new_cp_arena[c:c + b - a] = cp_arena[a:b]
+        new_cp_off[i + 1] = c + b - a
+        a, b = id_off[e], id_off[e + 1]
+        c = new_id_off[i]
+        new_id_arena[c:c + b - a] = id_arena[a:b]
+        new_id_off[i + 1] = c + b - a
+    mask = len(new_slots) - 1
+    for row in range(len(slots)):
+        stored = slots[row, 1]
+        if stored == 0:
+            continue
+        i = new_index[np.int64(stored & _ENTRY_MASK) - 1]
+        if i < 0:
+            continue
+        slot = np.int64(slots[row, 0] >> np.uint64(16)) & mask
+        while new_slots[slot, 1] != 0:
+            slot = (slot + 1) & mask
+        new_slots[slot, 0] = slots[row, 0]
+        new_slots[slot, 1] = np.uint64(i + 1) | ((stored >> np.uint64(33)) << np.uint64(32))
+
+
 def _resized(arr: np.ndarray, size: int) -> np.ndarray:
     out = np.empty(size, arr.dtype)
     out[:len(arr)] = arr
@@ -90,10 +143,18 @@ def _resized(arr: np.ndarray, size: int) -> np.ndarray:
 
 
 class WordCache:
-    """The memo's arrays, their growth and the reset policy (see the module docstring)."""
+    """The memo's arrays, their growth and the reset policy (see the module docstring).
 
-    def __init__(self, max_entries: int = 1 << 18, max_code_points: int = 1 << 21):
-        self.max_entries, self.max_code_points = max_entries, max_code_points
+    The memo is kept small on purpose: it must stay in the processor's caches, where a lookup
+    costs less than running BPE again (a memo of millions of words was measured slower, see
+    docs/benchmarks.md). When it outgrows ``max_entries`` or ``max_code_points`` it keeps its
+    ``keep`` most used words (by hits since they were added, halved at each pruning) and
+    drops the rest; Zipf's law makes those few words most of the text.
+    """
+
+    def __init__(self, max_entries: int = 1 << 18, max_code_points: int = 1 << 21,
+                 keep: int = 1 << 14):
+        self.max_entries, self.max_code_points, self.keep = max_entries, max_code_points, keep
         self.clears = 0
         self._empty()
 
@@ -110,11 +171,27 @@ class WordCache:
         return int(self.state[_ENTRIES])
 
     def start_batch(self) -> None:
-        """Clear the memo if it has outgrown its limits (only between batches: a batch's
-        pending work refers to entry numbers)."""
+        """Prune the memo to its most used words if it has outgrown its limits (only between
+        batches: a batch's pending work refers to entry numbers)."""
         if self.entries > self.max_entries or self.cp_off[self.entries] > self.max_code_points:
             self.clears += 1
-            self._empty()
+            self._prune()
+
+    def _prune(self) -> None:
+        old = (self.slots, self.cp_off, self.cp_arena, self.id_off, self.id_arena)
+        hits = _hits(self.slots, self.entries)
+        keep = np.arange(self.entries)
+        if self.keep < self.entries:
+            # The `keep` largest counts, in entry order (ties at the cut go to older words).
+            order = np.argsort(-hits, kind="stable")[:self.keep]
+            keep = np.sort(order)
+        self._empty()
+        self._reserve(max(len(keep), 1), int(np.diff(old[1])[keep].sum()))
+        ids_needed = int(np.diff(old[3])[keep].sum())
+        if ids_needed > len(self.id_arena):
+            self.id_arena = _resized(self.id_arena, ids_needed)
+        _compact(keep, *old, self.slots, self.cp_off, self.cp_arena, self.id_off, self.id_arena)
+        self.state[_ENTRIES] = self.state[_RESOLVED] = len(keep)
 
     def grow(self) -> None:
         """Double the room (and fit the word :func:`find_or_add` could not place)."""
@@ -137,23 +214,37 @@ class WordCache:
     def pending(self) -> tuple[int, int]:
         return int(self.state[_RESOLVED]), self.entries
 
-    def resolve(self, bpe) -> int:
-        """Compute the ids of the pending entries with ``bpe(words) -> list of id lists``;
-        returns how many there were."""
+    def resolve(self, table: bpe.MergeTable, long_words) -> int:
+        """Compute the ids of the pending entries with the compiled BPE of ``table``, and
+        ``long_words(words) -> list of id lists`` for words of :data:`bpe.LONG_WORD` code
+        points or more; returns how many entries there were."""
         first, last = self.pending()
         if first == last:
             return 0
         offsets = self.cp_off[first:last + 1]
-        text = self.cp_arena[offsets[0]:offsets[-1]].tobytes().decode("utf-32-le")
-        rel = (offsets - offsets[0]).tolist()
-        ids = bpe([text[a:b] for a, b in zip(rel[:-1], rel[1:])])
-        lengths = np.fromiter(map(len, ids), np.int64, last - first)
-        base = self.id_off[first]
-        self.id_off[first + 1:last + 1] = base + np.cumsum(lengths)
-        end = int(self.id_off[last])
-        if end > len(self.id_arena):
-            self.id_arena = _resized(self.id_arena, max(end, 2 * len(self.id_arena)))
-        self.id_arena[base:end] = np.fromiter(itertools.chain.from_iterable(ids), np.uint32,
-                                              end - base)
+        given, given_off, given_ids = self._long_words(offsets, long_words)
+        need = int(self.id_off[first]) + 4 * int(offsets[-1] - offsets[0])
+        if need > len(self.id_arena):
+            self.id_arena = _resized(self.id_arena, max(need, 2 * len(self.id_arena)))
+        bpe.encode_words(self.cp_arena, offsets, table.byte_ids, table.vocab_size, table.keys,
+                         table.ranks, table.merged, given, given_off, given_ids,
+                         self.id_off[first:last + 1], self.id_arena)
         self.state[_RESOLVED] = last
         return last - first
+
+    def _long_words(self, offsets: np.ndarray, long_words):
+        """``(given, given_off, given_ids)`` for :func:`bpe.encode_words`: the ids of the
+        pending words too long for the compiled merge loop, from ``long_words``."""
+        lengths = np.diff(offsets)
+        long = np.flatnonzero(lengths >= bpe.LONG_WORD)
+        given = np.full(len(lengths), -1, np.int64)
+        if not len(long):
+            return given, np.zeros(1, np.int64), np.zeros(0, np.int64)
+        words = [self.cp_arena[offsets[w]:offsets[w + 1]].tobytes().decode("utf-32-le")
+                 for w in long.tolist()]
+        ids = long_words(words)
+        given[long] = np.arange(len(long))
+        given_off = np.zeros(len(long) + 1, np.int64)
+        given_off[1:] = np.cumsum([len(x) for x in ids])
+        flat = np.fromiter(itertools.chain.from_iterable(ids), np.int64, int(given_off[-1]))
+        return given, given_off, flat
