@@ -427,17 +427,19 @@ def _add_index(sub) -> None:
 def cmd_index(args) -> int:
     from pileprep.build.index import build_index
     from pileprep.core.config import ClusterConfig
+    from pileprep.core.progress import log
 
     cluster = ClusterConfig()
     cluster.workers = args.workers or cluster.workers
     cluster.scheduler = args.scheduler
     meta = build_index(args.out_dir, cluster, args.shard_tokens, args.quiet)
     tokens, size = meta["tokens"], meta["bytes"]
-    rate = "" if meta["reused"] else (f" in {meta['wall_seconds']:.1f} s "
-                                      f"({tokens / max(meta['wall_seconds'], 1e-9) / 1e6:.2f} M tokens/s)")
+    if not meta["reused"]:  # timings vary from run to run: a log line, not the result
+        log(f"index: {tokens:,} tokens in {meta['wall_seconds']:.1f} s "
+            f"({tokens / max(meta['wall_seconds'], 1e-9) / 1e6:.2f} M tokens/s)", args.quiet)
     print(f"{'index up to date' if meta['reused'] else 'indexed'}: {tokens:,} tokens in "
           f"{len(meta['shards'])} shard(s), {size:,} bytes ({size / max(tokens, 1):.2f} bytes/token)"
-          f"{rate} -> {Path(args.out_dir) / 'ngram'}")
+          f" -> {Path(args.out_dir) / 'ngram'}")
     return 0
 
 
