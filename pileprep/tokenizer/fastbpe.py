@@ -90,7 +90,7 @@ _BLANK = 32
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan_segment(cps, cls, a, b, run_ids, slots, cp_off, cp_arena, state, items, n):
+def _scan_segment(cps, cls, a, b, run_ids, hot, slots, cp_off, cp_arena, state, items, n):
     """Items of ``cps[a:b]`` (one text between special tokens) from ``items[n]`` on; returns
     the new item count, or -1 when the memo is full. An item is a memo entry (>= 0) or an
     added token's id ``t`` stored as ``-t - 1``."""
@@ -109,7 +109,7 @@ def _scan_segment(cps, cls, a, b, run_ids, slots, cp_off, cp_arena, state, items
             r = b
         while i < r:
             j = piece_end(cps, cls, i, r)
-            e = find_or_add(cps, i, j, slots, cp_off, cp_arena, state)
+            e = find_or_add(cps, i, j, hot, slots, cp_off, cp_arena, state)
             if e < 0:
                 return -1
             items[n] = e
@@ -129,7 +129,7 @@ def _scan_segment(cps, cls, a, b, run_ids, slots, cp_off, cp_arena, state, items
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan(cps, cls, seg_end, seg_after, doc_seg_end, d, run_ids, slots, cp_off, cp_arena,
+def _scan(cps, cls, seg_end, seg_after, doc_seg_end, d, run_ids, hot, slots, cp_off, cp_arena,
           state, items, doc_item_end):
     """Items of documents ``d, d + 1, ...``; returns the first document not done (the memo
     needs to grow before it is redone) or the number of documents."""
@@ -137,7 +137,7 @@ def _scan(cps, cls, seg_end, seg_after, doc_seg_end, d, run_ids, slots, cp_off, 
         n = doc_item_end[d - 1] if d > 0 else 0
         for s in range(doc_seg_end[d - 1] if d > 0 else 0, doc_seg_end[d]):
             n = _scan_segment(cps, cls, seg_end[s - 1] if s > 0 else 0, seg_end[s], run_ids,
-                              slots, cp_off, cp_arena, state, items, n)
+                              hot, slots, cp_off, cp_arena, state, items, n)
             if n < 0:
                 return d
             if seg_after[s] >= 0:
@@ -262,7 +262,7 @@ class FastEncoder:
         d = 0
         while True:
             d = _scan(cps, self._classes, seg_end, seg_after_arr, doc_seg_end, d, self._run_ids,
-                      cache.slots, cache.cp_off, cache.cp_arena, cache.state,
+                      cache.hot, cache.slots, cache.cp_off, cache.cp_arena, cache.state,
                       items, doc_item_end)
             if d == len(texts):
                 break

@@ -26,6 +26,7 @@ _ENTRIES, _RESOLVED, _WANTED = 0, 1, 2
 _ENTRY_MASK = np.uint64(0xFFFFFFFF)
 _HIT = np.uint64(1 << 32)
 _HITS_CAP = np.uint64(0xFFFF0000 << 32)
+_HOT_AFTER = np.uint64(8 << 32)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -37,21 +38,40 @@ def word_hash(cps, a, b):
     return h * np.uint64(0x9E3779B97F4A7C15)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _same(cps, a, n, cp_off, cp_arena, e):
+    """Whether entry ``e`` holds exactly the ``n`` code points ``cps[a:a + n]``."""
+    base = cp_off[e]
+    if cp_off[e + 1] - base != n:
+        return False
+    for k in range(n):
+        if cp_arena[base + k] != cps[a + k]:
+            return False
+    return True
+
+
 @numba.njit(cache=True, nogil=True)
-def find_or_add(cps, a, b, slots, cp_off, cp_arena, state):
+def find_or_add(cps, a, b, hot, slots, cp_off, cp_arena, state):
     """Entry number of the word ``cps[a:b]``, appended (pending) if new; -1 (and the word's
     length in ``state``) if it is new and the memo has no room: call :meth:`WordCache.grow`.
 
-    A slot is a row ``(hash, entry + 1 + hits * 2^32)``, 0 meaning empty: hash, entry and
-    the entry's hit count (which words to keep, see :meth:`WordCache.start_batch`) share a
-    cache line.
+    ``hot`` is a small direct-mapped table ``(hash, entry + 1)`` of words used often (at least
+    ``_HOT_AFTER`` hits), looked at first: it fits in the processor's fastest cache, where
+    most words of any text are found. A slot of the main table is a row
+    ``(hash, entry + 1 + hits * 2^32)``, 0 meaning empty: hash, entry and the entry's hit count
+    (which words to keep, see :meth:`WordCache.start_batch`) share a cache line.
     """
     n = b - a
+    h = word_hash(cps, a, b)
+    at = np.int64(h) & (len(hot) - 1)
+    if hot[at, 0] == h and hot[at, 1] != 0:
+        e = np.int64(hot[at, 1]) - 1
+        if _same(cps, a, n, cp_off, cp_arena, e):
+            return e
     e = state[_ENTRIES]
     if e + 2 > len(cp_off) or cp_off[e] + n > len(cp_arena) or 2 * (e + 1) > len(slots):
         state[_WANTED] = n
         return -1
-    h = word_hash(cps, a, b)
     mask = len(slots) - 1
     slot = np.int64(h >> np.uint64(16)) & mask
     while True:
@@ -60,15 +80,13 @@ def find_or_add(cps, a, b, slots, cp_off, cp_arena, state):
             break
         if slots[slot, 0] == h:
             e = np.int64(stored & _ENTRY_MASK) - 1
-            base = cp_off[e]
-            if cp_off[e + 1] - base == n:
-                k = 0
-                while k < n and cp_arena[base + k] == cps[a + k]:
-                    k += 1
-                if k == n:
-                    if stored < _HITS_CAP:
-                        slots[slot, 1] = stored + _HIT
-                    return e
+            if _same(cps, a, n, cp_off, cp_arena, e):
+                if stored < _HITS_CAP:
+                    slots[slot, 1] = stored + _HIT
+                if stored >= _HOT_AFTER:
+                    hot[at, 0] = h
+                    hot[at, 1] = e + 1
+                return e
         slot = (slot + 1) & mask
     e = state[_ENTRIES]
     base = cp_off[e]
@@ -153,12 +171,14 @@ class WordCache:
     """
 
     def __init__(self, max_entries: int = 1 << 18, max_code_points: int = 1 << 21,
-                 keep: int = 1 << 14):
+                 keep: int = 1 << 14, hot: int = 1 << 12):
         self.max_entries, self.max_code_points, self.keep = max_entries, max_code_points, keep
+        self.hot_size = hot
         self.clears = 0
         self._empty()
 
     def _empty(self) -> None:
+        self.hot = np.zeros((self.hot_size, 2), np.uint64)  # entry numbers change: start cold
         self.slots = np.zeros((1 << 16, 2), np.uint64)
         self.cp_off = np.zeros((1 << 15) + 1, np.int64)
         self.cp_arena = np.zeros(1 << 18, np.uint32)
