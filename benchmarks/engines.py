@@ -1,5 +1,5 @@
 """Tokenizer benchmark: the reference engine, the fast engine and the whole build, on the same
-generated Pile-format text, with the same number of cores.
+Pile-format text (generated, or a real-text corpus with ``--corpus``), with the same cores.
 
 1. reference: ``tokenizers`` ``encode_batch_fast`` and ``encode_batch`` (the faster is kept),
    with its own thread pool on all cores, batches of 512 documents; and GPT-NeoX's way (its
@@ -15,6 +15,7 @@ then the ratios and the core-hours the build would take for the full Pile. With
 alone, whole documents against run by run.
 
     python benchmarks/engines.py [--megabytes 200] [--workdir bench-out/engines] [--compare-reference]
+    python benchmarks/engines.py --corpus bench-out/realtext --shards 2   # high-diversity text
 """
 
 from __future__ import annotations
@@ -58,10 +59,10 @@ def reference_rate(spec: str, texts: list[str]) -> tuple[float, str]:
 def _fast_share(args) -> tuple[float, int, int]:
     """In a fresh process: read this share of the corpus, build the engine (not timed), then
     encode the share in batches of 512; returns the encoding seconds and the memo counts."""
-    spec, src, index, shares = args
+    spec, src, index, shares, limit = args
     from pileprep.tokenizer.fast import fast_encoder
 
-    texts = texts_of(Path(src), 1 << 62)[index::shares]
+    texts = texts_of(Path(src), limit)[index::shares]
     enc = fast_encoder(spec)
     enc.encode_batch(texts[:20])  # tables loaded, compiled code loaded
     words, new = enc.words, enc.new_words
@@ -73,11 +74,11 @@ def _fast_share(args) -> tuple[float, int, int]:
 
 def _neox_share(args) -> tuple[float, int, int]:
     """GPT-NeoX's preprocess_data.py way: one ``encode`` call per document in each process."""
-    spec, src, index, shares = args
+    spec, src, index, shares, limit = args
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from pileprep.tokenizer import load_tokenizer
 
-    texts = texts_of(Path(src), 1 << 62)[index::shares]
+    texts = texts_of(Path(src), limit)[index::shares]
     tok = load_tokenizer(spec)
     start = time.perf_counter()
     for text in texts:
@@ -85,11 +86,12 @@ def _neox_share(args) -> tuple[float, int, int]:
     return time.perf_counter() - start, 0, 0
 
 
-def pool_rate(spec: str, src: Path, nbytes: int, cores: int, share=_fast_share
-              ) -> tuple[float, int, int]:
-    """Bytes per second of the slowest of ``cores`` processes encoding equal shares at once."""
+def pool_rate(spec: str, src: Path, nbytes: int, cores: int, share=_fast_share,
+              limit: int = 1 << 62) -> tuple[float, int, int]:
+    """Bytes per second of the slowest of ``cores`` processes encoding equal shares (of the
+    corpus' first ``limit`` bytes of text) at once."""
     with mp.get_context("spawn").Pool(cores) as pool:
-        results = pool.map(share, [(spec, str(src), i, cores) for i in range(cores)])
+        results = pool.map(share, [(spec, str(src), i, cores, limit) for i in range(cores)])
     return (nbytes / max(r[0] for r in results), sum(r[1] for r in results),
             sum(r[2] for r in results))
 
@@ -119,11 +121,29 @@ def nfc_rates(texts: list[str], nbytes: int) -> tuple[float, float]:
     return rates[0], rates[1]
 
 
+def subset(corpus_dir: Path, shards: int, work: Path) -> Path:
+    """A folder of links to the first ``shards`` shards of ``corpus_dir`` (all when 0)."""
+    files = sorted(corpus_dir.glob("*.jsonl.zst"))
+    if not files:
+        raise SystemExit(f"no *.jsonl.zst shards in {corpus_dir}")
+    out = work / f"corpus-{corpus_dir.name}-{shards or len(files)}"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.jsonl.zst"):
+        old.unlink()
+    for f in files[:shards or len(files)]:
+        (out / f.name).symlink_to(f.resolve())
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--megabytes", type=float, default=200)
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--workdir", default="bench-out/engines")
+    ap.add_argument("--corpus", help="an existing Pile-format corpus (e.g. the real-text one "
+                    "of benchmarks/realtext.py) instead of generated text (--megabytes is then ignored)")
+    ap.add_argument("--shards", type=int, default=0,
+                    help="with --corpus: use only its first K shards (0: all)")
     ap.add_argument("--compare-reference", action="store_true",
                     help="also build with --tokenizer-engine reference and compare the outputs")
     ap.add_argument("--allocator-check", action="store_true",
@@ -135,7 +155,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}; "
           f"using {args.cores} cores")
-    src = corpus(work, args.megabytes, 4)
+    src = subset(Path(args.corpus), args.shards, work) if args.corpus else \
+        corpus(work, args.megabytes, 4)
     texts = texts_of(src, 1 << 62)
     nbytes = sum(len(t.encode()) for t in texts)
     mb = nbytes / 1e6
@@ -150,7 +171,7 @@ def main() -> None:
     print(f"GPT-NeoX style (encode per document, {args.cores} processes): {neox / 1e6:.2f} MB/s "
           f"({neox / ref:.2f}x reference)")
     one, words, new = pool_rate(spec, src, nbytes, 1)
-    print(f"fast engine (1 process):           {one / 1e6:.2f} MB/s; {words:,} pre-tokens, "
+    print(f"fast engine (1 process):           {one / 1e6:.2f} MB/s; {words:,} items (pre-tokens), "
           f"{new:,} distinct (BPE runs for those only)")
     fast, _, _ = pool_rate(spec, src, nbytes, args.cores)
     print(f"fast engine ({args.cores} processes):          {fast / 1e6:.2f} MB/s  -> {fast / ref:.2f}x reference")

@@ -268,7 +268,7 @@ def test_memo_keeps_its_most_used_words_when_pruned(tokenizer_spec, tokenizer):
     enc = fastbpe.FastEncoder(spec, tokenizer)
     enc.cache.max_entries, enc.cache.keep = 50, 3
     hot = " the the the of of of of and and and and and"
-    rare = " ".join(f"w{i}x" for i in range(100))
+    rare = "".join(f" zq{a}{b}" for a in "abcdefghij" for b in "abcdefghij")  # 100 words
     _check(enc, tokenizer, [hot + rare], batch=1)
     words = enc.new_words
     _check(enc, tokenizer, [" the of and"], batch=1)  # prunes first, then finds the 3 kept

@@ -89,11 +89,42 @@ def unsupported(spec: dict) -> str | None:
 _BLANK = 32
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _short_row(cps, i, j):
+    """Row of ``short`` for the word ``cps[i:j]`` if it is one or two ASCII characters, else -1:
+    row c for the character c, 128 + 128 * c + d for the pair c, d."""
+    if j - i == 1 and cps[i] < 128:
+        return np.int64(cps[i])
+    if j - i == 2 and cps[i] < 128 and cps[i + 1] < 128:
+        return 128 + 128 * np.int64(cps[i]) + np.int64(cps[i + 1])
+    return -1
+
+
+def short_words(table: bpe.MergeTable) -> np.ndarray:
+    """``(128 + 128 * 128, 2)`` ids of every one- and two-character ASCII word (second column
+    -1 when the word is one token), merged by :mod:`.bpe` like any other word."""
+    words = [chr(c) for c in range(128)] + [chr(c) + chr(d) for c in range(128)
+                                            for d in range(128)]
+    cps = np.frombuffer("".join(words).encode("utf-32-le"), np.uint32)
+    offsets = np.concatenate([[0], np.cumsum([len(w) for w in words])]).astype(np.int64)
+    out_off = np.zeros(len(words) + 1, np.int64)
+    out = np.zeros(4 * len(cps), np.int64)
+    bpe.encode_words(cps, offsets, table.byte_ids, table.vocab_size, table.keys, table.ranks,
+                     table.merged, np.full(len(words), -1, np.int64), np.zeros(1, np.int64),
+                     np.zeros(0, np.int64), out_off, out)
+    short = np.full((len(words), 2), -1, np.int64)
+    for w in range(len(words)):
+        ids = out[out_off[w]:out_off[w + 1]]
+        short[w, :len(ids)] = ids
+    return short
+
+
 @numba.njit(cache=True, nogil=True)
-def _scan_segment(cps, cls, a, b, run_ids, hot, slots, cp_off, cp_arena, state, items, n):
+def _scan_segment(cps, cls, a, b, run_ids, short, hot, slots, cp_off, cp_arena, state, items, n):
     """Items of ``cps[a:b]`` (one text between special tokens) from ``items[n]`` on; returns
-    the new item count, or -1 when the memo is full. An item is a memo entry (>= 0) or an
-    added token's id ``t`` stored as ``-t - 1``."""
+    the new item count, or -1 when the memo is full. An item is a memo entry (>= 0) or a
+    token id ``t`` stored as ``-t - 1`` (added tokens, and the ids of ASCII words of one or two
+    characters, half of all pre-tokens in real text, read from ``short`` without the memo)."""
     longest = len(run_ids) - 1
     i = a
     while i < b:
@@ -109,11 +140,19 @@ def _scan_segment(cps, cls, a, b, run_ids, hot, slots, cp_off, cp_arena, state, 
             r = b
         while i < r:
             j = piece_end(cps, cls, i, r)
-            e = find_or_add(cps, i, j, hot, slots, cp_off, cp_arena, state)
-            if e < 0:
-                return -1
-            items[n] = e
-            n += 1
+            row = _short_row(cps, i, j)
+            if row >= 0:
+                items[n] = -short[row, 0] - 1
+                n += 1
+                if short[row, 1] >= 0:
+                    items[n] = -short[row, 1] - 1
+                    n += 1
+            else:
+                e = find_or_add(cps, i, j, hot, slots, cp_off, cp_arena, state)
+                if e < 0:
+                    return -1
+                items[n] = e
+                n += 1
             i = j
         k = r
         while k < b and cps[k] == _BLANK:
@@ -129,7 +168,7 @@ def _scan_segment(cps, cls, a, b, run_ids, hot, slots, cp_off, cp_arena, state, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan(cps, cls, seg_end, seg_after, doc_seg_end, d, run_ids, hot, slots, cp_off, cp_arena,
+def _scan(cps, cls, seg_end, seg_after, doc_seg_end, d, run_ids, short, hot, slots, cp_off, cp_arena,
           state, items, doc_item_end):
     """Items of documents ``d, d + 1, ...``; returns the first document not done (the memo
     needs to grow before it is redone) or the number of documents."""
@@ -137,7 +176,7 @@ def _scan(cps, cls, seg_end, seg_after, doc_seg_end, d, run_ids, hot, slots, cp_
         n = doc_item_end[d - 1] if d > 0 else 0
         for s in range(doc_seg_end[d - 1] if d > 0 else 0, doc_seg_end[d]):
             n = _scan_segment(cps, cls, seg_end[s - 1] if s > 0 else 0, seg_end[s], run_ids,
-                              hot, slots, cp_off, cp_arena, state, items, n)
+                              short, hot, slots, cp_off, cp_arena, state, items, n)
             if n < 0:
                 return d
             if seg_after[s] >= 0:
@@ -211,8 +250,11 @@ class FastEncoder:
         self._to_chars = _byte_chars()
         self._merges = bpe.MergeTable.from_model(
             spec["model"], {b: chr(c) for b, c in self._to_chars.items()})
+        self._short = short_words(self._merges)
         self.cache = wordcache.WordCache()
-        self.words = self.new_words = 0  # pre-tokens seen, and those BPE was run for
+        # Items scanned (pre-tokens; added tokens and the tokens of short ASCII words count one
+        # each), and the words BPE was run for.
+        self.words = self.new_words = 0
 
     # -- normalization -------------------------------------------------------------------
 
@@ -262,7 +304,7 @@ class FastEncoder:
         d = 0
         while True:
             d = _scan(cps, self._classes, seg_end, seg_after_arr, doc_seg_end, d, self._run_ids,
-                      cache.hot, cache.slots, cache.cp_off, cache.cp_arena, cache.state,
+                      self._short, cache.hot, cache.slots, cache.cp_off, cache.cp_arena, cache.state,
                       items, doc_item_end)
             if d == len(texts):
                 break
