@@ -58,8 +58,8 @@ class MergeTable:
         keys = np.zeros(slots, np.int64)
         ranks = np.zeros(slots, np.int64)
         merged = np.zeros(slots, np.int64)
-        for key, rank, joined in pairs:
-            _insert(keys, ranks, merged, key, rank, joined)
+        columns = np.array(pairs, np.int64).reshape(-1, 3)
+        _insert_all(keys, ranks, merged, columns[:, 0], columns[:, 1], columns[:, 2])
         return cls(size, byte_ids, keys, ranks, merged)
 
 
@@ -80,6 +80,12 @@ def _insert(keys, ranks, merged, key, rank, joined):
     keys[slot] = key + 1
     ranks[slot] = rank
     merged[slot] = joined
+
+
+@numba.njit(cache=True, nogil=True)
+def _insert_all(keys, ranks, merged, pair_keys, pair_ranks, pair_merged):
+    for i in range(len(pair_keys)):
+        _insert(keys, ranks, merged, pair_keys[i], pair_ranks[i], pair_merged[i])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
