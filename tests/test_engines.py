@@ -161,6 +161,8 @@ def test_build_identical_with_both_engines(dirty_corpus, dirty_build, tokenizer_
                                          "single_word": False, "lstrip": False, "rstrip": False,
                                          "normalized": True}), "foo"),
     (lambda s: s["model"].update(dropout=0.1), "BPE without dropout"),
+    (lambda s: s["model"].update(continuing_subword_prefix="##"), "continuing_subword_prefix"),
+    (lambda s: s["model"].update(ignore_merges=True), "ignore_merges"),
 ])
 def test_unsupported_files_fall_back_to_reference(tokenizer_spec, tmp_path, change, reason):
     spec = json.loads(load_tokenizer(tokenizer_spec).to_str())
