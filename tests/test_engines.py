@@ -161,7 +161,6 @@ def test_build_identical_with_both_engines(dirty_corpus, dirty_build, tokenizer_
                                          "single_word": False, "lstrip": False, "rstrip": False,
                                          "normalized": True}), "foo"),
     (lambda s: s["model"].update(dropout=0.1), "BPE without dropout"),
-    (lambda s: s["model"].update(continuing_subword_prefix="##"), "continuing_subword_prefix"),
     (lambda s: s["model"].update(ignore_merges=True), "ignore_merges"),
 ])
 def test_unsupported_files_fall_back_to_reference(tokenizer_spec, tmp_path, change, reason):
@@ -174,6 +173,15 @@ def test_unsupported_files_fall_back_to_reference(tokenizer_spec, tmp_path, chan
     assert engine == "reference" and reason in why
     with pytest.raises(ConfigError, match="fast cannot reproduce"):
         resolve_engine(str(path), "fast")
+
+
+@pytest.mark.parametrize("option", ["continuing_subword_prefix", "end_of_word_suffix",
+                                    "byte_fallback"])
+def test_bpe_options_the_merge_loop_does_not_apply_are_refused(tokenizer_spec, option):
+    # Checked on the file only: `tokenizers` itself cannot load the 20B vocabulary with them.
+    spec = json.loads(load_tokenizer(tokenizer_spec).to_str())
+    spec["model"][option] = "##" if option != "byte_fallback" else True
+    assert option in fastbpe.unsupported(spec)
 
 
 def test_the_shipped_tokenizer_is_supported(tokenizer_spec):
