@@ -176,3 +176,114 @@ def test_broken_shards_are_reported_and_accounted(tmp_path, tokenizer_spec):
     cut = report["shards"][1]
     assert 0 < cut["kept"] < len(list(megatron_ref.iter_shard_texts(src / "01.jsonl.zst")))
     assert report["shards"][0]["kept"] == len(good)
+
+
+def _snapshots(monkeypatch, out):
+    """Record, after every task, which files exist under ``out``: (task name, {"stage/name"}),
+    the stage being the work directory's kind (ingest, tokens, kept, sig)."""
+    from pileprep.build import runner
+
+    seen = []
+    real = runner.execute_timed
+
+    def spy(task):
+        result = real(task)
+        seen.append((task.name, {f"{p.parent.name.split('-')[0]}/{p.name}"
+                                 for p in out.rglob("*") if p.is_file()}))
+        return result
+
+    monkeypatch.setattr(runner, "execute_timed", spy)
+    return seen
+
+
+def _done_then_absent(seen, finished_by, name):
+    """Whether ``name`` is absent from every snapshot after the one of the last of
+    ``finished_by`` (the driver deletes a file when it hears that its last reader finished)."""
+    names = [n for n, _ in seen]
+    if not all(f in names for f in finished_by):
+        return False
+    after = max(names.index(f) for f in finished_by)
+    return all(name not in files for _, files in seen[after + 1:])
+
+
+@pytest.mark.parametrize("dedup", [False, True])
+def test_scratch_files_are_deleted_once_consumed(dirty_corpus, dirty_build, tokenizer_spec,
+                                                 tmp_path, monkeypatch, dedup):
+    seen = _snapshots(monkeypatch, tmp_path)
+    cfg = make_config([dirty_corpus], tmp_path, tokenizer_spec, partition_bytes=50_000)
+    cfg.dedup.enabled = dedup
+    build(cfg)
+    stems = sorted({n.removeprefix("ingest/").removesuffix(".parquet") for _, files in seen
+                    for n in files if n.startswith("ingest/") and n.endswith(".parquet")})
+    assert len(stems) > 3
+    for stem in stems:
+        readers = [f"tokenize {stem}"] + ([f"minhash {stem}"] if dedup else [])
+        assert _done_then_absent(seen, readers, f"ingest/{stem}.parquet"), stem
+        if not dedup:  # appended to the .bin as soon as every earlier part was
+            assert _done_then_absent(seen, [f"tokenize {s}" for s in stems if s <= stem],
+                                     f"tokens/{stem}.bin"), stem
+    assert any(f"tokens/{stems[-1]}.bin" in files for _, files in seen)  # it did exist
+    if not dedup:
+        assert _outputs(tmp_path) == _outputs(dirty_build)
+
+
+def test_keep_work_keeps_every_intermediate(dirty_corpus, dirty_build, tokenizer_spec, tmp_path):
+    cfg = make_config([dirty_corpus], tmp_path, tokenizer_spec, partition_bytes=50_000,
+                      keep_work=True)
+    build(cfg)
+    work = tmp_path / ".pileprep-work"
+    partitions = list(work.glob("ingest-*/*.?????.parquet"))
+    token_bins = [p for p in work.glob("tokens-*/*.bin") if p.name != "packed.bin"]
+    assert len(partitions) > 3 and len(token_bins) == len(partitions)
+    assert _outputs(tmp_path) == _outputs(dirty_build)
+
+
+def test_a_read_partition_is_tokenized_before_the_next_shard_is_read(
+        dirty_corpus, tokenizer_spec, tmp_path, monkeypatch):
+    seen = _snapshots(monkeypatch, tmp_path)
+    build(make_config([dirty_corpus], tmp_path, tokenizer_spec, partition_bytes=50_000))
+    stages = [name.split()[0] for name, _ in seen]
+    assert stages[:2] == ["ingest", "tokenize"]  # not every shard's ingest first
+    assert stages.count("ingest") == 3
+
+
+def test_ingest_writes_read_progress_while_reading(dirty_corpus, tmp_path, monkeypatch):
+    from pileprep.build import ingest
+    from pileprep.core.config import ReadConfig
+    from pileprep.sources import discover
+
+    records = []
+    real = ingest.atomic.write_json
+
+    def spy(path, obj):
+        if str(path).endswith(".reading.json"):
+            records.append(obj)
+        real(path, obj)
+
+    monkeypatch.setattr(ingest, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(ingest.atomic, "write_json", spy)
+    shard = discover([str(dirty_corpus)])[0]
+    result = ingest.ingest_shard(shard, 0, str(tmp_path), ReadConfig(partition_bytes=50_000))
+    reads = [r["read"] for r in records]
+    assert len(reads) > 2 and reads == sorted(reads) and reads[0] < result.size
+    assert all(r["size"] == shard.size for r in records)
+    assert not ingest.reading_record(tmp_path, shard.file_stem).exists()  # gone when read
+
+
+def test_progress_lines_name_the_shard_being_read(tmp_path, capsys):
+    from pileprep.build.pipeline import _Bars
+
+    bars = _Bars(quiet=False, ingest=[], minhash_on=False)
+    bars.bars["ingest"].interval = 0.0
+    bars.read({"00.jsonl.zst": (10_000_000, 40_000_000)})
+    bars.read({"00.jsonl.zst": (20_000_000, 40_000_000)})
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("[read] 00.jsonl.zst 10.0/40.0 MB read")
+    assert err[1].startswith("[read] 00.jsonl.zst 20.0/40.0 MB read") and "ETA 0:" in err[1]
+
+
+def test_report_has_per_stage_rates(dirty_build):
+    rates = json.loads((dirty_build / "report.json").read_text())["rates"]
+    assert {"ingest", "tokenize", "pack", "end_to_end"} <= rates.keys()
+    assert rates["tokenize"]["bytes"] > 0 and rates["tokenize"]["MB_per_s_per_core"] > 0
+    assert rates["pack"]["bytes"] == (dirty_build / "pile_text_document.bin").stat().st_size

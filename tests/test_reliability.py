@@ -65,7 +65,9 @@ def test_kill_9_anywhere_then_resume_gives_identical_bytes(dirty_corpus, referen
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _files(tmp_path) == _files(reference)
     stage = point.split(":")[0]
-    if stage in ("tokenize", "dedup", "pack", "schedule"):
+    if stage in ("tokenize", "dedup"):  # a read shard's partitions go before the next shard
+        assert "ingest: reusing" in resumed.stderr
+    if stage in ("pack", "schedule"):
         assert "ingest: reusing 3 of 3 shards" in resumed.stderr
     if stage in ("dedup", "pack", "schedule"):
         assert "tokenize: reusing" in resumed.stderr
@@ -74,6 +76,34 @@ def test_kill_9_anywhere_then_resume_gives_identical_bytes(dirty_corpus, referen
     if stage == "commit":
         assert "finished moving the outputs of an interrupted build" in resumed.stderr
     assert verify(tmp_path).problems == []
+
+
+@pytest.mark.parametrize("dedup", [False, True])
+def test_resume_after_consumed_intermediates_were_deleted(dirty_corpus, reference, tmp_path, dedup):
+    """Killed after partitions and token parts were consumed and deleted: the rerun takes the
+    consumers' records for them, redoes only the rest, and gives the same bytes."""
+    args = ["build", "-i", str(dirty_corpus), "-o", str(tmp_path / "out"), "--partition-bytes",
+            "60000", "--scheduler", "synchronous", *SCHEDULE] + (["--dedup"] if dedup else [])
+    killed = _cli(*args, env={faults.KILL_AT: "append:3"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    work = tmp_path / "out" / ".pileprep-work"
+    tokenized = [p.name.removesuffix(".done.json") for p in work.glob("tokens-*/*.done.json")]
+    gone = [s for s in tokenized if not next(work.glob(f"ingest-*/{s}.parquet"), None)]
+    assert gone  # partitions were deleted while the build ran
+    assert not list(work.glob("tokens-*/00.jsonl.zst.00000.bin"))  # appended, then deleted
+    read = len(list(work.glob("ingest-*/*.zst.done.json")))
+    resumed = _cli(*args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # every finished read is reused though its partitions are gone: their readers finished
+    assert read >= 1 and f"ingest: reusing {read} of 3 shards" in resumed.stderr
+    assert "tokenize: reusing" in resumed.stderr
+    if dedup:
+        assert _files(tmp_path / "out") == _files(reference)
+    else:
+        plain = tmp_path / "plain"
+        assert _cli(*[a if a != str(tmp_path / "out") else str(plain) for a in args]).returncode == 0
+        assert _files(tmp_path / "out") == _files(plain)
+    assert verify(tmp_path / "out").problems == []
 
 
 def test_a_killed_worker_is_replaced_and_the_output_unchanged(dirty_corpus, reference, tmp_path):
@@ -92,15 +122,16 @@ def test_write_error_names_the_path_and_keeps_the_previous_output(
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     before = _files(out)
-    from pileprep.formats import indexed
+    from pileprep.build import pack
 
-    real = indexed.copy_concat
+    def failing(f, data):  # the .bin grows part by part: its third append fails
+        calls.append(len(data))
+        if len(calls) == 3:
+            raise OSError(code, os.strerror(code), f.name)
+        f.write(data)
 
-    def failing(sources, f):
-        real(sources, f)
-        raise OSError(code, os.strerror(code), f.name)
-
-    monkeypatch.setattr(indexed, "copy_concat", failing)
+    calls = []
+    monkeypatch.setattr(pack, "append_bytes", failing)
     rc = main(_build_args(dirty_corpus, out, "--scheduler", "synchronous", "--quiet",
                           "--partition-bytes", "70000", "--overwrite"))
     err = capsys.readouterr().err.strip()

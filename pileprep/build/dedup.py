@@ -19,7 +19,7 @@ from pileprep.build.tasks import Task
 from pileprep.core.config import DedupConfig, fingerprint
 from pileprep.core.files import MINHASH_DIR
 from pileprep.core.progress import log
-from pileprep.dedup import minhash, stages
+from pileprep.dedup import minhash, shuffle, stages
 from pileprep.dedup.result import DedupResult
 from pileprep.formats.parts import Partition
 
@@ -47,11 +47,13 @@ def _task(work: Path, name: str, fn, args: tuple) -> Task:
 
 
 def dedup(runner: Runner, parts: Sequence[Partition], shas: Sequence[str], sig_dir: Path,
-          work: Path, cfg: DedupConfig, signatures_done: bool = False) -> DedupResult:
+          work: Path, cfg: DedupConfig, signatures_done: bool = False,
+          keep_work: bool = False) -> DedupResult:
     """Find the near-duplicate documents among ``parts`` (in gid order); see :mod:`.stages`.
 
     ``signatures_done``: the caller already ran :func:`signature_tasks` (a build does, while it
-    tokenizes)."""
+    tokenizes). Each shuffle's files are deleted once every task reading them has finished
+    (their records are what a rerun reuses), unless ``keep_work``."""
     sig_dir.mkdir(parents=True, exist_ok=True)
     rows = np.array([p.rows for p in parts], np.int64)
     offsets = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
@@ -76,19 +78,24 @@ def dedup(runner: Runner, parts: Sequence[Partition], shas: Sequence[str], sig_d
     group_pfx = [str(work / f"group-{k:05d}") for k in range(n_buckets)]
     runner.run([_task(work, f"group-{k:05d}", stages.group_task, (k, band_pfx, offsets, group_pfx[k]))
                 for k in range(n_buckets)], "lsh groups")
+    consumed = (lambda prefixes: None) if keep_work else _delete_shuffle
+    consumed(band_pfx)
     edge_paths = [str(work / f"edges-{i:05d}.npy") for i in range(n)]
     if cfg.verify:
         attach_pfx = [str(work / f"attach-{i:05d}") for i in range(n)]
         runner.run([_task(work, f"attach-{i:05d}", stages.attach_task,
                           (i, group_pfx, str(sig_paths[i]), int(offsets[i]), offsets, attach_pfx[i]))
                     for i in range(n)], "attach")
+        consumed(group_pfx)
         checks = runner.run([_task(work, f"edges-{i:05d}", stages.verify_task,
                                    (i, attach_pfx, str(sig_paths[i]), int(offsets[i]),
                                     cfg.threshold, edge_paths[i]))
                              for i in range(n)], "verify")
+        consumed(attach_pfx)
     else:
         checks = runner.run([_task(work, f"edges-{i:05d}", stages.unverified_task,
                                    (i, group_pfx, edge_paths[i])) for i in range(n)], "pairs")
+        consumed(group_pfx)
     removed_path = work / "removed.npy"
     comp = runner.run([_task(work, "removed", stages.components,
                              (edge_paths, str(removed_path)))], "components")[0]
@@ -96,4 +103,14 @@ def dedup(runner: Runner, parts: Sequence[Partition], shas: Sequence[str], sig_d
              "rows": band_rows, "verify": cfg.verify, "buckets": n_buckets,
              "candidate_pairs": sum(c["candidates"] for c in checks),
              "verified_pairs": sum(c["verified"] for c in checks), **comp}
-    return DedupResult(np.load(removed_path), offsets, sig_paths, stats, fp, list(parts))
+    removed = np.load(removed_path)
+    if not keep_work:
+        for path in edge_paths:
+            Path(path).unlink(missing_ok=True)
+    return DedupResult(removed, offsets, sig_paths, stats, fp, list(parts))
+
+
+def _delete_shuffle(prefixes: Sequence[str]) -> None:
+    for prefix in prefixes:
+        shuffle.rows_path(prefix).unlink(missing_ok=True)
+        shuffle.offsets_path(prefix).unlink(missing_ok=True)

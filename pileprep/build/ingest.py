@@ -11,6 +11,9 @@ file with its reason, or, with ``strict``, stops the build with :class:`BadRecor
 
 from __future__ import annotations
 
+import os
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import orjson
@@ -24,6 +27,18 @@ from pileprep.formats.parts import PARTITION_SCHEMA, Partition, ShardResult
 from pileprep.sources import BadRecord, Shard, ShardError, records
 
 _DETAIL_CHARS = 300
+PROGRESS_SECONDS = 2.0  # how often a shard being read says how far it got
+
+
+def announcement(workdir: Path, file_stem: str, index: int) -> Path:
+    """The record saying partition ``index`` of a shard is complete: the driver polls for it
+    and starts tokenizing the partition while the rest of the shard is still read."""
+    return workdir / f"{file_stem}.{index:05d}.part.json"
+
+
+def reading_record(workdir: Path, file_stem: str) -> Path:
+    """Bytes of the shard read so far and its size, rewritten while it is read."""
+    return workdir / f"{file_stem}.reading.json"
 
 
 class _PartitionWriter:
@@ -87,8 +102,10 @@ class _PartitionWriter:
         self._writer.close()
         self._file.__exit__(None, None, None)
         index = len(self.done)
-        self.done.append(Partition(str(self._path(index)), self.source, self.shard_index, index,
-                                   self._first_line, self._rows, self._bytes))
+        part = Partition(str(self._path(index)), self.source, self.shard_index, index,
+                         self._first_line, self._rows, self._bytes)
+        self.done.append(part)
+        atomic.write_json(announcement(self.workdir, self.stem, index), asdict(part))
         self._file = self._writer = None
         self._rows = self._bytes = 0
 
@@ -116,8 +133,10 @@ def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig) 
             rej.write(orjson.dumps({"source": source, "line": line, "reason": reason,
                                     "detail": detail[:_DETAIL_CHARS]}) + b"\n")
 
+        progress = _ReadProgress(reading_record(work, shard.file_stem), stream, shard.size)
         try:
             for line, rec, raw_len in stream:
+                progress.tick()
                 if isinstance(rec, BadRecord):
                     reject(line, rec.reason, rec.detail)
                 else:
@@ -130,7 +149,32 @@ def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig) 
             writer.abort()
             raise
         writer.close_partition()
+    progress.close()
     accepted = sum(p.rows for p in writer.done)
     return ShardResult(source, shard.location, stream.size, stream.sha256, stream.lines, accepted,
                        dict(sorted(rejected.items())), str(rejects), writer.done, shard_error)
 
+
+
+class _ReadProgress:
+    """Writes how many bytes of the shard were read, every ``PROGRESS_SECONDS``: a Pile shard
+    takes minutes to read, and the driver's progress lines show it from the first seconds."""
+
+    def __init__(self, path: Path, stream, size: int):
+        self.path, self.stream, self.size = path, stream, size
+        self.last = time.monotonic()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_SECONDS:
+            return
+        self.last = now
+        read = getattr(self.stream, "bytes_read", None)  # kinds that can tell, as they read
+        if read is not None:
+            atomic.write_json(self.path, {"read": read, "size": self.size})
+
+    def close(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

@@ -1,31 +1,161 @@
 """The pack stage: merge token parts, in global ``(source, line)`` order, into the final files.
 
-Parts are already in the dataset dtype, so the ``.bin`` is a streaming byte copy; the ``.idx`` is
-written from the parts' sizes in two streaming passes; the provenance table is concatenated
-with global ``doc`` and ``token_start`` columns. Each output is written to a temporary name and
-renamed only when complete.
+Parts are already in the dataset dtype, so the ``.bin`` is a byte concatenation. It is made by an
+:class:`Appender` while the build runs: each part is appended as soon as it and every part
+before it are ready, and its ``.bin`` is deleted then (scratch disk holds only the parts that
+wait for an earlier one). A record after each append makes it resumable. At the end the
+appended file is linked into the staged outputs, the ``.idx`` is written from the parts' sizes
+in two streaming passes, and the provenance table is concatenated with global ``doc`` and
+``token_start`` columns. Each output is written to a temporary name and renamed only when
+complete.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
+
+import numpy as np
 
 from pileprep.core import atomic, faults
+from pileprep.core.errors import PilePrepError
 from pileprep.core.files import data_path, dataset_prefix, index_path
 from pileprep.formats import indexed, provenance
 from pileprep.formats.parts import TokenPart
 
+Position = tuple[int, int]  # (shard index, partition index): the global order of parts
+_CHUNK = 8 << 20
 
-def pack(parts: Sequence[TokenPart], out_dir: str | Path, name: str, dtype) -> dict[str, str]:
-    """Write ``.bin``, ``.idx`` and provenance; return ``{file name: sha256}``."""
+
+class Appender:
+    """The dataset's ``.bin``, appended part by part in global order, resumable.
+
+    ``identity`` names what the parts are made from (stage directory, shard identities,
+    settings); a record of another identity, or a file shorter than its record, starts over.
+    ``select(part, pos, tokens)`` may turn a part into the part to append (dropping removed
+    documents); it returns ``(token bytes or None, the part as packed)``, reading the tokens
+    only when ``tokens`` is true. Parts already appended by an earlier run are still given to
+    ``add`` (their ``.bin`` may be gone): only their description is kept.
+    """
+
+    def __init__(self, workdir: Path, identity, keep_work: bool,
+                 select: Callable[[TokenPart, Position, bool], tuple[bytes | None, TokenPart]]
+                 | None = None):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.path, self.record = workdir / "packed.bin", workdir / "packed.json"
+        self.identity, self.keep_work = atomic_json(identity), keep_work
+        self.select = select or (lambda part, pos, tokens: (_read(part.bin) if tokens else None, part))
+        self.packed: dict[Position, TokenPart] = {}
+        self.waiting: dict[Position, TokenPart] = {}
+        self.counts: dict[int, int] = {}  # partitions of each shard, once it is read
+        self.last, self.nbytes, self.sha = self._resume()
+        self.next: Position = (0, 0)  # parts the file holds already pass through unappended
+
+    def _resume(self) -> tuple[Position | None, int, "hashlib._Hash"]:
+        sha = hashlib.sha256()
+        rec = _read_record(self.record)
+        size = self.path.stat().st_size if self.path.exists() else -1
+        if rec is None or rec.get("identity") != self.identity or size < rec["bytes"]:
+            # Never truncate in place: a finished file is linked into the outputs.
+            self.path.unlink(missing_ok=True)
+            self.path.touch()
+            return None, 0, sha
+        if size > rec["bytes"]:  # an append the record does not cover (killed mid-write)
+            os.truncate(self.path, rec["bytes"])
+        with open(self.path, "rb") as f:
+            while block := f.read(_CHUNK):
+                sha.update(block)
+        return (tuple(rec["last"]) if rec["last"] else None), rec["bytes"], sha
+
+    def claims(self, pos: Position) -> bool:
+        """Whether the part at ``pos`` is in the file already (its ``.bin`` may be deleted)."""
+        return self.last is not None and pos <= self.last
+
+    def add(self, pos: Position, part: TokenPart) -> None:
+        self.waiting[pos] = part
+        self._drain()
+
+    def shard_done(self, shard: int, partitions: int) -> None:
+        self.counts[shard] = partitions
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            s, k = self.next
+            if s in self.counts and k >= self.counts[s]:
+                self.next = (s + 1, 0)
+            elif self.next in self.waiting:
+                self._append(self.next, self.waiting.pop(self.next))
+                self.next = (s, k + 1)
+            else:
+                return
+
+    def _append(self, pos: Position, part: TokenPart) -> None:
+        if self.claims(pos):  # appended by an earlier run
+            _, self.packed[pos] = self.select(part, pos, False)
+        else:
+            data, self.packed[pos] = self.select(part, pos, True)
+            with open(self.path, "ab") as f:
+                append_bytes(f, data)
+                f.flush()
+                os.fsync(f.fileno())  # the record below must never claim bytes not on disk
+            self.sha.update(data)
+            self.nbytes += len(data)
+            self.last = pos
+            atomic.write_json(self.record, {"identity": self.identity, "last": list(pos),
+                                            "bytes": self.nbytes})
+            faults.checkpoint("append")  # appended and recorded; the part's .bin not yet gone
+        if not self.keep_work:
+            Path(part.bin).unlink(missing_ok=True)
+
+    def parts(self, shards: int) -> list[TokenPart]:
+        """Every part as packed, in order, once all ``shards`` are read and appended."""
+        if self.next < (shards, 0) or self.waiting:
+            raise PilePrepError(f"pack: parts missing before {self.next}")  # a driver bug
+        return [self.packed[p] for p in sorted(self.packed)]
+
+
+def append_bytes(f, data: bytes) -> None:
+    """One append to the growing ``.bin`` (a test makes it fail like a full disk)."""
+    f.write(data)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        rec = atomic.read_json(path)
+    except (FileNotFoundError, PilePrepError):
+        return None
+    return rec if isinstance(rec, dict) and {"identity", "last", "bytes"} <= rec.keys() else None
+
+
+def atomic_json(value):
+    """``value`` as it reads back from a JSON record (tuples become lists)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def pack(parts: Sequence[TokenPart], appender: Appender, out_dir: str | Path, name: str,
+         dtype) -> dict[str, str]:
+    """Write ``.bin`` (the appended file, linked), ``.idx`` and provenance; return
+    ``{file name: sha256}``."""
     prefix = dataset_prefix(out_dir, name)
     hashes: dict[str, str] = {}
     count = sum(p.docs for p in parts)
 
     bin_path = data_path(prefix)
-    with atomic.atomic_path(bin_path) as tmp, open(tmp, "wb") as f:
-        hashes[bin_path.name] = indexed.copy_concat([p.bin for p in parts], f)
+    expected = sum(p.tokens for p in parts) * np.dtype(dtype).itemsize
+    if appender.nbytes != expected:  # every token of every part, exactly once
+        raise PilePrepError(f"pack: {appender.path} holds {appender.nbytes} bytes, "
+                            f"the parts {expected}")
+    link_or_copy(appender.path, bin_path)
+    hashes[bin_path.name] = appender.sha.hexdigest()
     faults.checkpoint("pack")
 
     idx_path = index_path(prefix)
@@ -37,6 +167,17 @@ def pack(parts: Sequence[TokenPart], out_dir: str | Path, name: str, dtype) -> d
     with atomic.atomic_path(prov_path) as tmp:
         hashes[prov_path.name] = provenance.merge([p.prov for p in parts], tmp)
     return hashes
+
+
+def link_or_copy(src: Path, target: Path) -> None:
+    """A hard link (no second copy on disk); a copy where the file system has none."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(src, target)
+    except OSError:
+        with atomic.atomic_path(target) as tmp, open(tmp, "wb") as f, open(src, "rb") as inp:
+            while block := inp.read(_CHUNK):
+                f.write(block)
 
 
 def concat_text_files(sources: Sequence[str | Path], target: str | Path) -> str:

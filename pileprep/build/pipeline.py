@@ -15,17 +15,19 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+
 from pileprep.build import dedup as dedup_stage, report as reporting
 from pileprep.build.ingest import ingest_shard
-from pileprep.build.pack import concat_text_files, pack
+from pileprep.build.ingest import announcement, reading_record
+from pileprep.build.pack import Appender, concat_text_files, pack
 from pileprep.build.runner import Runner
 from pileprep.build.tasks import Task
 from pileprep.build.tokenize import tokenize_partition
-from pileprep.core import atomic
+from pileprep.core import atomic, faults
 from pileprep.core.config import BuildConfig, fingerprint
-from pileprep.core.errors import ConfigError
+from pileprep.core.errors import ConfigError, PilePrepError
 from pileprep.core.files import DEDUP_SUMMARY, MANIFEST, REJECTS, REPORT, WORK_DIR, dataset_prefix
-from pileprep.core.progress import Progress, log
+from pileprep.core.progress import Progress, fmt_eta, log
 from pileprep.dedup import apply as dedup_apply, minhash, report as dedup_report
 from pileprep.dedup.result import DedupResult
 from pileprep.formats import charts, neox
@@ -51,26 +53,35 @@ def tokenizer_identity(spec: str) -> str:
     return atomic.sha256_file(spec) if os.path.exists(spec) else f"hub:{spec}"
 
 
+def shard_key(shard: Shard) -> str:
+    """What a shard's partitions and token parts are made from, known before it is read (its
+    sha256 is known only after): partitions are tokenized while the shard is still read."""
+    return fingerprint(shard.name, shard.identity())
+
+
 def ingest_task(shard: Shard, index: int, workdir: Path, cfg: BuildConfig) -> Task:
     return Task(f"ingest {shard.name}", "ingest", ingest_shard,
                 (shard, index, str(workdir), cfg.read), workdir / f"{shard.file_stem}.done.json",
                 shard.identity(), ShardResult, shard.size)
 
 
-def tokenize_task(part: Partition, shard_sha: str, workdir: Path, cfg: BuildConfig,
+def tokenize_task(part: Partition, key: str, workdir: Path, cfg: BuildConfig,
                   info: TokenizerInfo) -> Task:
     return Task(f"tokenize {part.stem}", "tokenize", tokenize_partition,
-                (part, str(workdir), cfg.tokenize, info, shard_sha),
-                workdir / f"{part.stem}.done.json", shard_sha, TokenPart, part.text_bytes)
+                (part, str(workdir), cfg.tokenize, info, key),
+                workdir / f"{part.stem}.done.json", [key, part.rows], TokenPart, part.text_bytes)
 
 
 class _Bars:
-    """Progress of the overlapped ingest / tokenize / minhash graph, one line per stage."""
+    """Progress of the overlapped ingest / tokenize / minhash graph, one line per stage, and,
+    while shards are read, how far each one is (from the ingest tasks' reading records)."""
 
     def __init__(self, quiet: bool, ingest: Sequence[Task], minhash_on: bool):
+        self.quiet = quiet
         self.bars = {"ingest": Progress("ingest", sum(t.weight for t in ingest), len(ingest), quiet=quiet),
                      "tokenize": Progress("tokenize", 0, 0, quiet=quiet),
                      "dedup": Progress("minhash", 0, 0, quiet=quiet or not minhash_on)}
+        self.reading: dict[str, tuple[float, int]] = {}  # shard -> (start, bytes at start)
 
     def add(self, task: Task) -> None:
         bar = self.bars[task.stage]
@@ -80,9 +91,25 @@ class _Bars:
     def done(self, task: Task, result) -> None:
         if task.stage == "ingest":  # a streamed source's size is known only now
             self.bars["ingest"].update(nbytes=result.size, items=1, docs=result.accepted)
+            self.reading.pop(result.source, None)
         else:
             self.bars[task.stage].update(nbytes=task.weight, items=1,
                                          docs=getattr(result, "docs", 0))
+
+    def read(self, records: dict[str, tuple[int, int]]) -> None:
+        """Running ingest tasks' records: ``{shard: (bytes read, size)}``; a line for each
+        shard every progress interval, with its rate since its first record."""
+        now = time.monotonic()
+        bar = self.bars["ingest"]
+        if self.quiet or not records or now - bar.last < bar.interval:
+            return
+        bar.last = now
+        for shard, (nbytes, size) in records.items():
+            t0, b0 = self.reading.setdefault(shard, (now, nbytes))
+            rate = (nbytes - b0) / (now - t0) if now > t0 else 0.0
+            eta = (size - nbytes) / rate if rate > 0 else float("inf")
+            log(f"[read] {shard} {nbytes / 1e6:,.1f}/{size / 1e6:,.1f} MB read  "
+                f"{rate / 1e6:.2f} MB/s  ETA {fmt_eta(eta)}")
 
     def close(self) -> None:
         for bar in self.bars.values():
@@ -90,69 +117,169 @@ class _Bars:
                 bar.close()
 
 
-def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir: Path,
-                            tokens_dir: Path, cfg: BuildConfig, info: TokenizerInfo | None,
-                            sig_dir: Path | None = None
-                            ) -> tuple[list[ShardResult], list[TokenPart]]:
-    """Ingest, tokenize and MinHash overlapped: a shard's partitions are tokenized (and, with
-    ``sig_dir``, signed) as soon as it is read, so no core idles between the stages. Without
-    ``info`` only ingest (and signatures) run."""
-    for d in (ingest_dir, tokens_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    ingest = [ingest_task(s, i, ingest_dir, cfg) for i, s in enumerate(shards)]
-    shard_results: list[ShardResult | None] = [t.finished() for t in ingest]
-    todo = [t for t, r in zip(ingest, shard_results) if r is None]
-    if len(todo) < len(shards):
-        log(f"ingest: reusing {len(shards) - len(todo)} of {len(shards)} shards", cfg.quiet)
-    bars = _Bars(cfg.quiet, todo, sig_dir is not None)
-    tokens: dict[str, TokenPart] = {}  # by partition stem
-    reused = {"tokenize": 0, "minhash": 0}
+class _Graph:
+    """The overlapped ingest -> tokenize (-> minhash) work, and the scratch files it consumes.
 
-    def after_ingest(shard: ShardResult) -> list[Task]:
-        """The tasks a read shard enables; finished ones are taken as they are."""
-        jobs = []
-        if info is not None:
-            for part in shard.partitions:
-                task = tokenize_task(part, shard.sha256, tokens_dir, cfg, info)
-                done = task.finished()
-                if done is None:
-                    jobs.append(task)
-                else:
-                    tokens[part.stem] = done
-                    reused["tokenize"] += 1
-        if sig_dir is not None:
-            for task in dedup_stage.signature_tasks(
-                    shard.partitions, [shard.sha256] * len(shard.partitions), sig_dir, cfg.dedup):
-                if task.finished() is None:
-                    jobs.append(task)
-                else:
-                    reused["minhash"] += 1
-        for job in jobs:
-            bars.add(job)
+    A partition is announced by its ingest task as soon as it is cut, and its consumers
+    (tokenize; minhash with ``sig_dir``) are queued then. Once every consumer has finished
+    (its completion record written), the partition file is deleted unless ``keep_work``;
+    without dedup a token part goes to the ``appender`` (which deletes its ``.bin`` once
+    appended). On a rerun, a deleted file counts as present when its consumers' records say so.
+    """
+
+    def __init__(self, shards, ingest_dir, tokens_dir, cfg, info, sig_dir, appender):
+        self.shards, self.ingest_dir, self.tokens_dir = shards, ingest_dir, tokens_dir
+        self.cfg, self.info, self.sig_dir, self.appender = cfg, info, sig_dir, appender
+        # With dedup, token parts wait for the duplicates to be known; the appender's record
+        # still says which of them a killed run had appended (and deleted) already.
+        self.append = appender is not None and info is not None and sig_dir is None
+        self.keys = [shard_key(s) for s in shards]
+        self.ingest = [ingest_task(s, i, ingest_dir, cfg) for i, s in enumerate(shards)]
+        self.results: list[ShardResult | None] = [None] * len(shards)
+        self.seen: list[int] = [0] * len(shards)  # partitions announced per shard
+        self.running: set[int] = set()
+        self.waiting: dict[str, int] = {}  # partition path -> consumers not finished
+        self.announced: dict[str, Partition] = {}
+        self.tokens: dict[tuple[int, int], TokenPart] = {}
+        self.reused = {"tokenize": 0, "minhash": 0}
+        self.bars: _Bars | None = None
+
+    def consumers(self, part: Partition) -> list[Task]:
+        key = self.keys[part.shard_index]
+        tasks = []
+        if self.info is not None:
+            tasks.append(tokenize_task(part, key, self.tokens_dir, self.cfg, self.info))
+        if self.sig_dir is not None:
+            tasks += dedup_stage.signature_tasks([part], [key], self.sig_dir, self.cfg.dedup)
+        return tasks
+
+    def _finished(self, task: Task, part: Partition):
+        """A consumer's earlier result; a token part whose ``.bin`` is in the appended file
+        already counts even when the ``.bin`` is gone."""
+        pos = (part.shard_index, part.index)
+        appended = self.appender is not None and self.appender.claims(pos)
+        return task.finished(consumed=lambda result, path: appended and path == result.bin)
+
+    def consumed(self, shard: ShardResult, path: str) -> bool:
+        """Whether a deleted output of an ingest task was consumed: every reader finished."""
+        part = next((p for p in shard.partitions if p.path == path), None)
+        return part is not None and all(self._finished(t, part) is not None
+                                        for t in self.consumers(part))
+
+    def start(self) -> list[Task]:
+        """The first tasks: unfinished ingest, and the consumers of reused shards' partitions."""
+        todo = []
+        for i, task in enumerate(self.ingest):
+            self.results[i] = task.finished(consumed=self.consumed)
+            if self.results[i] is None:
+                self._forget_announcements(i)
+                todo.append(task)
+                self.running.add(i)
+        if len(todo) < len(self.shards):
+            log(f"ingest: reusing {len(self.shards) - len(todo)} of {len(self.shards)} shards",
+                self.cfg.quiet)
+        self.bars = _Bars(self.cfg.quiet, todo, self.sig_dir is not None)
+        jobs = list(todo)
+        for i, result in enumerate(self.results):
+            if result is not None:
+                jobs += self._shard_read(i, result)
         return jobs
 
-    def expand(task: Task, result) -> list[Task]:
-        if task.stage != "ingest":
-            return []
-        shard_results[task.args[1]] = result
-        return after_ingest(result)
+    def _forget_announcements(self, i: int) -> None:
+        """Announcements left by a killed read of this shard: the rerun announces again."""
+        stem = self.shards[i].file_stem
+        for path in self.ingest_dir.glob(f"{glob_escape(stem)}.*.part.json"):
+            path.unlink(missing_ok=True)
 
-    initial = list(todo)
-    for shard in shard_results:
-        if shard is not None:
-            initial += after_ingest(shard)
-    for task, result in runner.run_graph(initial, expand):
-        if task.stage == "tokenize":
-            tokens[Path(result.bin).stem] = result
-        bars.done(task, result)
-    bars.close()
-    total = sum(len(s.partitions) for s in shard_results)
-    for stage, n in reused.items():
+    def _announce(self, part: Partition) -> list[Task]:
+        self.announced[part.path] = part
+        jobs = []
+        for task in self.consumers(part):
+            done = self._finished(task, part)
+            if done is None:
+                jobs.append(task)
+                self.bars.add(task)
+            else:
+                self.reused["tokenize" if task.stage == "tokenize" else "minhash"] += 1
+                self._consumer_done(task, part, done)
+        self.waiting[part.path] = len(jobs)
+        if not jobs:
+            self._delete(part.path)
+        self.seen[part.shard_index] = part.index + 1
+        return jobs
+
+    def _shard_read(self, i: int, result: ShardResult) -> list[Task]:
+        self.running.discard(i)
+        jobs = [job for part in result.partitions[self.seen[i]:] for job in self._announce(part)]
+        if self.append:
+            self.appender.shard_done(i, len(result.partitions))
+        return jobs
+
+    def _consumer_done(self, task: Task, part: Partition, result) -> None:
+        if task.stage != "tokenize":
+            return
+        pos = (part.shard_index, part.index)
+        self.tokens[pos] = result
+        if self.append:
+            self.appender.add(pos, result)
+
+    def expand(self, task: Task, result) -> list[Task]:
+        if task.stage == "ingest":
+            self.results[task.args[1]] = result
+            return self._shard_read(task.args[1], result)
+        part = self.announced[task.args[0].path if task.stage == "tokenize" else task.args[0]]
+        self._consumer_done(task, part, result)
+        self.waiting[part.path] -= 1
+        if self.waiting[part.path] == 0:
+            self._delete(part.path)
+        return []
+
+    def poll(self) -> list[Task]:
+        """Partitions announced, and read progress, of the shards being read."""
+        jobs, reading = [], {}
+        for i in sorted(self.running):
+            stem = self.shards[i].file_stem
+            while (path := announcement(self.ingest_dir, stem, self.seen[i])).exists():
+                jobs += self._announce(Partition(**atomic.read_json(path)))
+            try:
+                rec = atomic.read_json(reading_record(self.ingest_dir, stem))
+            except (FileNotFoundError, PilePrepError):
+                continue
+            reading[self.shards[i].name] = (rec["read"], rec["size"])
+        self.bars.read(reading)
+        return jobs
+
+    def _delete(self, path: str) -> None:
+        if not self.cfg.keep_work:
+            Path(path).unlink(missing_ok=True)
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir: Path,
+                            tokens_dir: Path, cfg: BuildConfig, info: TokenizerInfo | None,
+                            sig_dir: Path | None = None, appender: Appender | None = None
+                            ) -> tuple[list[ShardResult], list[TokenPart]]:
+    """Ingest, tokenize and MinHash overlapped: a partition is tokenized (and, with ``sig_dir``,
+    signed) as soon as it is cut from its shard, before the next shard is read, so no core
+    idles between the stages. Without ``info`` only ingest (and signatures) run. With an
+    ``appender`` token parts are appended to the dataset's ``.bin`` as they are ready."""
+    for d in (ingest_dir, tokens_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    graph = _Graph(shards, ingest_dir, tokens_dir, cfg, info, sig_dir, appender)
+    initial = graph.start()
+    for task, result in runner.run_graph(initial, graph.expand, graph.poll):
+        graph.bars.done(task, result)
+    graph.bars.close()
+    total = sum(len(s.partitions) for s in graph.results)
+    for stage, n in graph.reused.items():
         if n:
             log(f"{stage}: reusing {n} of {total} partitions", cfg.quiet)
-    parts = ([tokens[p.stem] for s in shard_results for p in s.partitions]
+    parts = ([graph.tokens[(i, p.index)] for i, s in enumerate(graph.results) for p in s.partitions]
              if info is not None else [])
-    return shard_results, parts  # type: ignore[return-value]
+    return graph.results, parts  # type: ignore[return-value]
 
 
 def _partitions(shard_results: Sequence[ShardResult]) -> tuple[list[Partition], list[str]]:
@@ -165,22 +292,41 @@ def run_dedup(runner: Runner, shard_results: Sequence[ShardResult], out: Path, i
     parts, shas = _partitions(shard_results)
     sig_dir = dedup_stage.signature_dir(out, ingest_fp, cfg.dedup)
     return dedup_stage.dedup(runner, parts, shas, sig_dir, out / WORK_DIR, cfg.dedup,
-                             signatures_done)
+                             signatures_done, cfg.keep_work)
 
 
-def drop_duplicates(runner: Runner, parts: Sequence[TokenPart], dup: DedupResult,
-                    tokens_dir: Path, info: TokenizerInfo):
-    """Token parts without the removed documents, and what was removed per subset."""
-    drops = dedup_apply.rows_by_partition(dup.removed, dup.offsets)
-    kept_dir = tokens_dir.parent / f"kept-{dup.fingerprint}"
-    kept_dir.mkdir(parents=True, exist_ok=True)
-    results = runner.run([
-        Task(f"drop {Path(p.bin).stem}", "dedup", dedup_apply.drop_documents,
-             (p, d, str(kept_dir), info.dtype), kept_dir / f"{Path(p.bin).stem}.done.json",
-             [p.shard_sha256, p.docs])
-        for p, d in zip(parts, drops)], "drop duplicates")
-    removed = reporting.sum_subsets(r["removed"] for r in results)
-    return [TokenPart(**r["part"]) for r in results], removed
+def appender_for(out: Path, tokens_dir: Path, shards: Sequence[Shard], settings: dict,
+                 cfg: BuildConfig) -> Appender:
+    """Where this build's ``.bin`` grows. Its identity is known before any work, so a rerun can
+    tell which token parts are in it already (and were deleted) before it reads anything."""
+    identity = [tokens_dir.name, [shard_key(s) for s in shards]]
+    if not cfg.dedup.enabled:
+        return Appender(tokens_dir, identity, cfg.keep_work)
+    identity.append(settings["dedup"])
+    return Appender(out / WORK_DIR / f"kept-{fingerprint(*identity)}", identity, cfg.keep_work)
+
+
+def drop_duplicates(appender: Appender, shard_results: Sequence[ShardResult],
+                    parts: Sequence[TokenPart], dup: DedupResult, info: TokenizerInfo):
+    """Append the token parts without the removed documents; the parts as packed, and what was
+    removed per subset."""
+    positions = [(i, p.index) for i, s in enumerate(shard_results) for p in s.partitions]
+    drops = dict(zip(positions, dedup_apply.rows_by_partition(dup.removed, dup.offsets)))
+    removed = []
+
+    def select(part: TokenPart, pos, tokens: bool):
+        data, kept, gone = dedup_apply.drop_documents(part, drops[pos], str(appender.path.parent),
+                                                      info.dtype, tokens)
+        removed.append(gone)
+        faults.checkpoint("dedup")
+        return data, kept
+
+    appender.select = select
+    for pos, part in zip(positions, parts):
+        appender.add(pos, part)
+    for i, s in enumerate(shard_results):
+        appender.shard_done(i, len(s.partitions))
+    return appender.parts(len(shard_results)), reporting.sum_subsets(removed)
 
 
 def write_dedup_outputs(out: Path, dup: DedupResult, summary: dict) -> dict[str, str]:
@@ -239,6 +385,7 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
 
     timings: dict[str, float] = {}
     t0 = time.monotonic()
+    appender = appender_for(out, tokens_dir, shards, settings, cfg)
     with Runner(cfg.cluster, cfg.quiet) as runner:
         sig_dir = None
         if cfg.dedup.enabled:
@@ -246,21 +393,26 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
             sig_dir = dedup_stage.signature_dir(out, ingest_fp, cfg.dedup)
             sig_dir.mkdir(parents=True, exist_ok=True)
         shard_results, parts = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir,
-                                                       cfg, info, sig_dir)
+                                                       cfg, info, sig_dir, appender)
         timings["ingest_and_tokenize"] = round(time.monotonic() - t0, 3)
         dup = None
         if cfg.dedup.enabled:
             t_dedup = time.monotonic()
             dup = run_dedup(runner, shard_results, out, ingest_fp, cfg, signatures_done=True)
-            parts, dup.removed_by_subset = drop_duplicates(runner, parts, dup, tokens_dir, info)
             timings["dedup"] = round(time.monotonic() - t_dedup, 3)
+            t_drop = time.monotonic()
+            parts, dup.removed_by_subset = drop_duplicates(appender, shard_results, parts, dup, info)
+            timings["drop_duplicates"] = round(time.monotonic() - t_drop, 3)
+        else:
+            parts = appender.parts(len(shard_results))
+        busy = dict(runner.busy)
 
     # Every output is written to a staging directory and moved in only when all are complete:
     # a failed or killed build never leaves OUT_DIR holding a mix of two builds.
     stage = atomic.fresh_stage(out)
     t1 = time.monotonic()
     log("pack: merging parts in (source, line) order", cfg.quiet)
-    hashes = pack(parts, stage, name, info.dtype)
+    hashes = pack(parts, appender, stage, name, info.dtype)
     hashes[REJECTS] = concat_text_files([s.rejects_path for s in shard_results], stage / REJECTS)
     timings["pack"] = round(time.monotonic() - t1, 3)
     if cfg.schedule is not None:
@@ -271,6 +423,7 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
 
     rep = reporting.make_report(shard_results, parts, timings=timings,
                                 duplicates=len(dup.removed) if dup else 0)
+    rep["rates"] = reporting.stage_rates(shard_results, timings, busy, appender.nbytes)
     if dup is not None:
         rep["dedup"] = dedup_report.summary(dup, rep["subsets"])
         hashes.update(write_dedup_outputs(stage, dup, rep["dedup"]))
@@ -299,9 +452,12 @@ def dedup_only(cfg: BuildConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     finish_interrupted(out, cfg.quiet)
     ingest_fp, ingest_dir, tokens_dir = _work_dirs(out, cfg, {})
+    sig_dir = dedup_stage.signature_dir(out, ingest_fp, cfg.dedup)
+    sig_dir.mkdir(parents=True, exist_ok=True)
     with Runner(cfg.cluster, cfg.quiet) as runner:
-        shard_results, _ = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir, cfg, None)
-        dup = run_dedup(runner, shard_results, out, ingest_fp, cfg)
+        shard_results, _ = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir, cfg,
+                                                   None, sig_dir)
+        dup = run_dedup(runner, shard_results, out, ingest_fp, cfg, signatures_done=True)
     kept = dedup_apply.subset_counts(dup.signature_paths, dup.removed, dup.offsets)
     dup.removed_by_subset = {n: [v["removed"], 0, 0] for n, v in kept.items()}
     summary = dedup_report.summary(dup, {n: {"documents": v["kept"]} for n, v in kept.items()})

@@ -67,6 +67,31 @@ def make_report(shards: Sequence[ShardResult], parts: Sequence[TokenPart],
     return report
 
 
+def stage_rates(shards: Sequence[ShardResult], timings: dict, busy: dict[str, float],
+                bin_bytes: int) -> dict:
+    """Bytes per second of each stage: over the wall time of its phase (ingest and tokenize
+    overlap, so they share one), and per second of its tasks' own time (per busy core)."""
+    read = sum(s.size for s in shards)  # the input files as stored (compressed)
+    lines = sum(p.text_bytes for s in shards for p in s.partitions)  # accepted JSON lines
+    phase = timings.get("ingest_and_tokenize", 0.0)
+
+    def rate(nbytes: int, wall: float, task_seconds: float | None = None) -> dict:
+        out = {"bytes": nbytes, "wall_seconds": round(wall, 3),
+               "MB_per_s": round(nbytes / wall / 1e6, 2) if wall else None}
+        if task_seconds is not None:
+            out["task_seconds"] = round(task_seconds, 3)
+            out["MB_per_s_per_core"] = round(nbytes / task_seconds / 1e6, 2) if task_seconds else None
+        return out
+
+    rates = {"ingest": rate(read, phase, busy.get("ingest", 0.0)),
+             "tokenize": rate(lines, phase, busy.get("tokenize", 0.0))}
+    if "dedup" in timings:
+        rates["dedup"] = rate(lines, phase + timings["dedup"], busy.get("dedup", 0.0))
+    rates["pack"] = rate(bin_bytes, timings.get("pack", 0.0) + timings.get("drop_duplicates", 0.0))
+    rates["end_to_end"] = rate(lines, sum(timings.values()))
+    return rates
+
+
 def check_accounting(report: dict) -> None:
     gap = accounting_gap(report)
     if gap:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from typing import Any, Callable, Iterator, Sequence
 
 import dask
 
-from pileprep.build.tasks import Task, execute
+from pileprep.build.tasks import Task, execute_timed
 from pileprep.core.config import ClusterConfig
 from pileprep.core.progress import Progress, log
 
@@ -27,12 +28,23 @@ SYNCHRONOUS = "synchronous"
 # tokenizer benchmark's build (benchmarks/engines.py --allocator-check), once the heap may keep
 # buffers up to 32 MiB. Set before the worker processes start: glibc reads it at start.
 WORKER_PRE_SPAWN_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+# Which ready task a free worker takes first: work that consumes an intermediate (a partition,
+# a token part) before work that makes more of them (reading the next shard). So tokenization
+# starts as soon as partitions exist, and scratch disk holds few unconsumed files.
+STAGE_PRIORITY = {"ingest": 0}
+OTHER_PRIORITY = 1
+POLL_SECONDS = 0.5  # how often the driver looks for work announced by running tasks
+
+
+def priority(task: Task) -> int:
+    return STAGE_PRIORITY.get(task.stage, OTHER_PRIORITY)
 
 
 class Runner:
     def __init__(self, cfg: ClusterConfig, quiet: bool = False):
         self.cfg, self.quiet = cfg, quiet
         self.client = self.cluster = None
+        self.busy: dict[str, float] = {}  # seconds spent in each stage's task functions
         if cfg.scheduler == SYNCHRONOUS:
             log("dask: synchronous scheduler (one process, one task at a time)", quiet)
             return
@@ -80,18 +92,15 @@ class Runner:
         return results
 
     def run_graph(self, initial: Sequence[Task],
-                  expand: Callable[[Task, Any], Sequence[Task]] = lambda task, result: ()
-                  ) -> Iterator[tuple[Any, Any]]:
-        """Run tasks; each finished one may add more through ``expand(task, result)``. Yields
-        ``(task, result)`` as tasks finish. Lets a later stage start on the first results of an
-        earlier one (tokenize a shard's partitions while other shards are read)."""
+                  expand: Callable[[Task, Any], Sequence[Task]] = lambda task, result: (),
+                  poll: Callable[[], Sequence[Task]] = lambda: ()) -> Iterator[tuple[Any, Any]]:
+        """Run tasks; each finished one may add more through ``expand(task, result)``, and
+        ``poll()``, called about every ``POLL_SECONDS`` while tasks run, may add work that
+        running tasks announced (partitions cut from a shard still being read). Yields
+        ``(task, result)`` as tasks finish. Ready work goes by :func:`priority`, so a later
+        stage starts on the first results of an earlier one."""
         if self.client is None:
-            queue = list(initial)
-            while queue:
-                task = queue.pop(0)
-                result = dask.delayed(execute, pure=False)(task).compute(scheduler=SYNCHRONOUS)
-                yield task, result
-                queue.extend(expand(task, result))
+            yield from self._run_synchronous(initial, expand, poll)
             return
         from distributed import as_completed
 
@@ -101,23 +110,49 @@ class Runner:
 
         def submit(task: Task):
             nonlocal submitted
-            future = self.client.submit(execute, task, pure=False,
+            future = self.client.submit(execute_timed, task, pure=False, priority=priority(task),
                                         key=f"{task.stage}-{batch}-{submitted}")
             submitted += 1
             jobs[future.key] = task
             return future
 
         pending = as_completed([submit(t) for t in initial], with_results=True)
+        last_poll = time.monotonic()
         try:
-            for future, result in pending:
-                task = jobs.pop(future.key)
-                yield task, result
-                for more in expand(task, result):
-                    pending.add(submit(more))
+            while not pending.is_empty():
+                if not pending.has_ready():
+                    with pending.thread_condition:  # woken by a finished task, or after a while
+                        pending.thread_condition.wait(POLL_SECONDS)
+                for future, (result, seconds) in pending.next_batch(block=False):
+                    task = jobs.pop(future.key)
+                    self._count(task, seconds)
+                    yield task, result
+                    for more in expand(task, result):
+                        pending.add(submit(more))
+                if time.monotonic() - last_poll >= POLL_SECONDS:
+                    last_poll = time.monotonic()
+                    for more in poll():
+                        pending.add(submit(more))
         finally:
             for future in list(pending.futures):
                 future.cancel()
             pending.clear()
+
+    def _run_synchronous(self, initial, expand, poll) -> Iterator[tuple[Any, Any]]:
+        """One task at a time in this process, the highest priority first (then in order)."""
+        queue = list(initial)
+        while queue:
+            # max() keeps the first of equals: in order within a priority
+            task = queue.pop(max(range(len(queue)), key=lambda i: priority(queue[i])))
+            result, seconds = dask.delayed(execute_timed, pure=False)(task).compute(
+                scheduler=SYNCHRONOUS)
+            self._count(task, seconds)
+            yield task, result
+            queue.extend(expand(task, result))
+            queue.extend(poll())
+
+    def _count(self, task: Task, seconds: float) -> None:
+        self.busy[task.stage] = self.busy.get(task.stage, 0.0) + seconds
 
     def close(self) -> None:
         if self.client is not None:

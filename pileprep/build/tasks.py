@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+import time
 from typing import Any, Callable
 
 from pileprep.core import atomic, faults
@@ -34,8 +35,12 @@ class Task:
     result_type: type | None = None  # has from_json/to_json/outputs; else the result is JSON
     weight: int = 0  # bytes of input, for progress lines (0: counted in tasks)
 
-    def finished(self) -> Any | None:
-        """The result of an earlier run of this task that is still valid, or None."""
+    def finished(self, consumed: Callable[[Any, str], bool] | None = None) -> Any | None:
+        """The result of an earlier run of this task that is still valid, or None.
+
+        An output file that is gone still counts when ``consumed(result, path)`` says every task
+        that reads it has finished: intermediates are deleted once consumed, to bound scratch
+        disk, and a finished consumer's record is then what makes the work reusable."""
         if not self.done.exists():
             return None
         try:
@@ -46,7 +51,8 @@ class Task:
             return None
         result = self._decode(record.get("result"))
         outputs = result.outputs() if hasattr(result, "outputs") else []
-        return result if all(Path(p).exists() for p in outputs) else None
+        return result if all(Path(p).exists() or (consumed is not None and consumed(result, p))
+                             for p in outputs) else None
 
     def _decode(self, obj: Any) -> Any:
         return self.result_type.from_json(obj) if self.result_type is not None else obj
@@ -54,11 +60,18 @@ class Task:
 
 def execute(task: Task) -> Any:
     """Run the task (on a worker), then write its completion record; return the result."""
+    return execute_timed(task)[0]
+
+
+def execute_timed(task: Task) -> tuple[Any, float]:
+    """:func:`execute`, and the seconds the task's function took (per-stage rates)."""
+    start = time.perf_counter()
     result = task.fn(*task.args)
+    seconds = time.perf_counter() - start
     faults.checkpoint(task.stage)
     encoded = result.to_json() if hasattr(result, "to_json") else result
     atomic.write_json(task.done, {"inputs": _as_json(task.inputs), "result": encoded})
-    return result
+    return result, seconds
 
 
 def _as_json(value: Any) -> Any:

@@ -12,7 +12,7 @@ import time
 from typing import TextIO
 
 
-def _fmt_eta(seconds: float) -> str:
+def fmt_eta(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
         return "?"
     seconds = int(seconds)
@@ -46,12 +46,12 @@ class Progress:
             rate = self.items / elapsed
             left = (self.total_items - self.items) / rate if rate > 0 else float("inf")
             return (f"[{self.stage}] {self.items}/{self.total_items} tasks  {rate:.2f} tasks/s  "
-                    f"ETA {_fmt_eta(left)}")
+                    f"ETA {fmt_eta(left)}")
         rate = self.bytes / elapsed
         left = (self.total_bytes - self.bytes) / rate if rate > 0 else float("inf")
         return (f"[{self.stage}] {self.items}/{self.total_items} parts  {self.docs:,} docs  "
                 f"{self.bytes / 1e6:,.1f}/{self.total_bytes / 1e6:,.1f} MB  "
-                f"{rate / 1e6:.2f} MB/s  ETA {_fmt_eta(left)}")
+                f"{rate / 1e6:.2f} MB/s  ETA {fmt_eta(left)}")
 
     def _show(self, final: bool) -> None:
         if self.quiet:

@@ -63,30 +63,31 @@ def write_table(removed: np.ndarray, offsets: np.ndarray, parts: Sequence[Partit
     return atomic.sha256_file(out_path)
 
 
-def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str, dtype: str) -> dict:
-    """Write ``part`` without the documents at rows ``drop``; return the new part and what went.
-
-    The kept documents' tokens are copied unchanged and in order; ``removed`` counts documents,
-    tokens and text bytes per subset.
+def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str, dtype: str,
+                   tokens: bool = True) -> tuple[memoryview | None, TokenPart, dict]:
+    """``part`` without the documents at rows ``drop``: the kept tokens' bytes (read only when
+    ``tokens``; the pack appends them), the part as packed (its provenance written to
+    ``out_dir``; ``bin`` stays the source part's), and the documents, tokens and text bytes
+    removed per subset. The kept documents' tokens are unchanged and in order.
     """
     stem = Path(part.bin).name.removesuffix(".bin")
-    out = Path(out_dir)
     prov = pq.read_table(part.prov, schema=provenance.PART_SCHEMA)
     sizes = prov.column("tokens").to_numpy().astype(np.int64)
     keep = np.ones(len(sizes), bool)
     keep[np.asarray(drop, np.int64)] = False
-    tokens = np.fromfile(part.bin, dtype=np.dtype(dtype))
-    kept_tokens = tokens[np.repeat(keep, sizes)]
-    bin_path, prov_path = out / f"{stem}.bin", out / f"{stem}.prov.parquet"
-    with atomic.atomic_path(bin_path) as tmp:
-        kept_tokens.tofile(tmp)
     kept_prov = prov.filter(pa.array(keep))
+    prov_path = Path(out_dir) / f"{stem}.prov.parquet"
     with atomic.atomic_path(prov_path) as tmp:
         pq.write_table(kept_prov, tmp)
-    text_bytes = int(kept_prov.column("bytes").to_numpy().sum())
-    new = TokenPart(str(bin_path), str(prov_path), int(keep.sum()), int(kept_tokens.size),
-                    text_bytes, part.shard_sha256, provenance.subset_totals(kept_prov))
-    return {"part": new.__dict__, "removed": provenance.subset_totals(prov.filter(pa.array(~keep)))}
+    data = None
+    if tokens:
+        kept = np.fromfile(part.bin, dtype=np.dtype(dtype))[np.repeat(keep, sizes)]
+        data = memoryview(np.ascontiguousarray(kept)).cast("B")
+    kept_sizes = sizes[keep]
+    new = TokenPart(part.bin, str(prov_path), int(keep.sum()), int(kept_sizes.sum()),
+                    int(kept_prov.column("bytes").to_numpy().sum()), part.shard_sha256,
+                    provenance.subset_totals(kept_prov))
+    return data, new, provenance.subset_totals(prov.filter(pa.array(~keep)))
 
 
 def subset_counts(sig_paths: Sequence[Path], removed: np.ndarray,

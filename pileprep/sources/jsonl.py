@@ -96,10 +96,16 @@ class ShardStream:
         self.sha256 = ""
         self.size = 0
         self.lines = 0
+        self._src: _HashingFile | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the file read so far (compressed, for a .zst): read progress."""
+        return self._src.bytes if self._src is not None else self.size
 
     def __iter__(self) -> Iterator[tuple[int, bytes, bool]]:
         try:
-            src = _HashingFile(self.path)
+            src = self._src = _HashingFile(self.path)
         except OSError as exc:
             raise ShardError(self.source, "unreadable", exc.strerror or str(exc), 0) from None
         try:
@@ -182,9 +188,15 @@ class LineRecords:
     def __init__(self, location: str, text_column: str):
         self.location, self.text_column = location, text_column
         self.sha256, self.size, self.lines = "", 0, 0
+        self._stream: ShardStream | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the shard's file read so far, while it is read (progress lines)."""
+        return self._stream.bytes_read if self._stream is not None else self.size
 
     def __iter__(self):
-        stream = ShardStream(self.location)
+        stream = self._stream = ShardStream(self.location)
         try:
             for line, raw, partial in stream:
                 rec = (BadRecord("truncated_line", "the shard's stream breaks inside this line")
