@@ -2,15 +2,19 @@
 
 Synthetic document sizes (log-normal, scaled to the total) stand in for the Pile; the `.bin` is
 a sparse file of the right length, so `batch-at` reads real offsets without 600 GB of disk.
-Prints the schedule build time and peak RSS, and the cold and warm time of one `batch-at`.
+Prints the schedule build time and peak RSS, and the time of a few `batch-at` steps; with
+`--queries`, every query command's wall time and peak RSS, each in its own process; with
+`--cold` as well, `batch-at` on a page cache emptied of the workdir's files, then warm.
 
     python benchmarks/schedule.py [--docs 210000000] [--tokens 300000000000] [--workdir bench-out/schedule]
+    python benchmarks/schedule.py --reuse --queries --cold [--seen-steps 0:4096] --workdir ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -43,6 +47,12 @@ def main() -> None:
     ap.add_argument("--queries", action="store_true",
                     help="also run verify, batch-at, where --doc, seen and export as commands, "
                     "each in its own process, with its wall time and peak RSS")
+    ap.add_argument("--cold", action="store_true",
+                    help="with --queries: also time batch-at with the workdir's files evicted "
+                    "from the page cache (cold), then again (warm)")
+    ap.add_argument("--seen-steps", default="0:4096",
+                    help="the long step range `seen` and `plot` are timed over (with --queries; "
+                    "0:143000 is Pythia's whole run: about 10 s per 1,024 steps on 2 cores)")
     args = ap.parse_args()
     out = Path(args.workdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,7 +62,9 @@ def main() -> None:
         build_schedule(out, args, cfg)
     time_batches(out, cfg)
     if args.queries:
-        time_queries(out)
+        time_queries(out, args.seen_steps)
+        if args.cold:
+            time_cold_batch(out)
 
 
 def write_dataset(out: Path, n_docs: int, n_tokens: int) -> Path:
@@ -125,10 +137,8 @@ def synthetic_provenance(out: Path) -> None:
             token += int(tokens.sum())
 
 
-def time_queries(out: Path) -> None:
+def time_queries(out: Path, seen_steps: str) -> None:
     """Each query command in its own process: wall time and the peak RSS of that process."""
-    from memory import run_sampled
-
     t0 = time.perf_counter()
     synthetic_provenance(out)
     print(f"\nsynthetic provenance.parquet ready in {time.perf_counter() - t0:.1f} s")
@@ -137,11 +147,48 @@ def time_queries(out: Path) -> None:
                  ["batch-at", d, "--step", "3001"],
                  ["where", d, "--doc", "07.jsonl.zst:123456"],
                  ["seen", d, "--steps", "3000:3010"],
+                 ["seen", d, "--steps", seen_steps],
+                 ["plot", d, "--steps", seen_steps, "--output", str(out / "mix.png")],
                  ["export", d, "--steps", "3000:3001", "--format", "parquet", "--output", str(out / "e.parquet")],
                  ["verify", d]):
-        elapsed, peaks = run_sampled(args, quiet_output=True)
-        peak = max(p for _, p in peaks.values())
-        print(f"{' '.join(args[:1] + args[2:3])}: {elapsed:.1f} s, peak RSS {peak / (1 << 30):.2f} GiB")
+        if args[0] == "export":
+            (out / "e.parquet").unlink(missing_ok=True)
+        print(f"{' '.join(args[:1] + args[2:4])}: {_timed(args)}")
+
+
+def _timed(args: list[str]) -> str:
+    from memory import run_sampled
+
+    elapsed, peaks = run_sampled(args, quiet_output=True)
+    peak = max(p for _, p in peaks.values())
+    return f"{elapsed:.2f} s, peak RSS {peak / (1 << 30):.2f} GiB"
+
+
+def evict(root: Path) -> int:
+    """Drop every file under ``root`` from the page cache (clean pages only, which is all a
+    query leaves): the next read of them goes to the disk. Returns the files evicted."""
+    n = 0
+    for path in root.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+            n += 1
+    return n
+
+
+def time_cold_batch(out: Path) -> None:
+    """``batch-at`` on a cold page cache (the workdir's files evicted just before), then warm.
+    Wall time includes Python's start-up; the start-up alone (``pileprep --help``) is
+    printed for reference."""
+    print(f"\nstart-up alone (pileprep --help): {_timed(['--help'])}")
+    for step in ("5000", "7000"):
+        args = ["batch-at", str(out), "--step", step]
+        files = evict(out)
+        print(f"batch-at --step {step} cold ({files} files evicted): {_timed(args)}")
+        print(f"batch-at --step {step} warm: {_timed(args)}")
 
 
 if __name__ == "__main__":

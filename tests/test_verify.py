@@ -14,9 +14,12 @@ from pileprep.outputs import verify as verify_mod
 from pileprep.training import schedule_files
 
 
-@pytest.fixture(params=[7, 1 << 22], ids=["tiny-chunks", "default-chunks"])
+@pytest.fixture(params=[(7, 13), (1 << 22, 1 << 23)], ids=["tiny-chunks", "default-chunks"])
 def chunk(request, monkeypatch):
-    monkeypatch.setattr(verify_mod, "_CHUNK", request.param)
+    """Chunks of index entries, and of doc_idx for the walk (sizes gathered in blocks of the
+    first): tiny ones put every boundary inside the test's arrays."""
+    monkeypatch.setattr(verify_mod, "_CHUNK", request.param[0])
+    monkeypatch.setattr(verify_mod, "_WALK", request.param[1])
     return request.param
 
 
@@ -41,6 +44,9 @@ def _rewrite(path, change):
     ("doc", lambda a: a.__setitem__(3, a[4]), "doc_idx is not"),
     ("sample", lambda a: a.__setitem__((17, 1), a[17, 1] + 1), "sample_idx is not a monotone walk"),
     ("sample", lambda a: a.__setitem__((5, 0), a[5, 0] + 1), "sample_idx is not a monotone walk"),
+    # a document index past the end of doc_idx: outside every chunk of the walk
+    ("sample", lambda a: a.__setitem__((9, 0), a[-1, 0] + 5), "sample_idx is not a monotone walk"),
+    ("sample", lambda a: a.__setitem__((9, 0), -1), "sample_idx is not a monotone walk"),
     ("shuffle", lambda a: a.__setitem__(0, a[1]), "shuffle_idx is not a permutation"),
 ])
 def test_damaged_schedules_are_found(scheduled_build, tmp_path, chunk, kind, change, message):

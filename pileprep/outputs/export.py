@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from pileprep.core import atomic
 from pileprep.core.errors import ConfigError
+from pileprep.formats import indexed
 from pileprep.training.order import TrainingOrder, group_by_sample
 
 FORMATS = ("parquet", "jsonl", "hf", "memorization")
@@ -171,19 +172,36 @@ def _export_hf(order: TrainingOrder, first_step: int, end_step: int, target: Pat
 
 
 def write_seen(order: TrainingOrder, seen, target: str | Path) -> None:
-    """One row per document seen in a step range (``pileprep seen --output``): parquet or csv."""
+    """One row per document seen in a step range (``pileprep seen --output``): parquet or csv,
+    written a chunk of documents at a time (a range may have seen every document)."""
     import pyarrow.csv as pcsv
 
     target = str(target)
     if not target.endswith((".parquet", ".csv")):
         raise ConfigError(f"--output must end in .parquet or .csv, not {target!r}")
-    source, line, subset = order.provenance().get(seen.docs)
-    table = pa.table({"doc": seen.docs, "source": pa.array(source, pa.string()),
-                      "line": pa.array(np.where(line >= 0, line, 0), mask=line < 0),
-                      "pile_set_name": pa.array(subset, pa.string()),
-                      "tokens_seen": seen.tokens_seen, "first_step": seen.first_step})
     with atomic.atomic_path(target) as tmp:
-        if target.endswith(".parquet"):
-            pq.write_table(table, tmp, compression="zstd")
-        else:
-            pcsv.write_csv(table, tmp)
+        writer = None
+        try:
+            for lo in range(0, max(len(seen.docs), 1), _SEEN_ROWS):
+                table = _seen_rows(order, seen, lo, min(lo + _SEEN_ROWS, len(seen.docs)))
+                if writer is None:
+                    writer = (pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                              if target.endswith(".parquet") else pcsv.CSVWriter(tmp, table.schema))
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+_SEEN_ROWS = 1 << 22
+
+
+def _seen_rows(order: TrainingOrder, seen, lo: int, hi: int) -> pa.Table:
+    # indexed.rows: a map of just these rows when the arrays are maps of whole files
+    docs = indexed.rows(seen.docs, lo, hi).astype(np.int64)
+    source, line, subset = order.provenance().get(docs)
+    return pa.table({"doc": docs, "source": pa.array(source, pa.string()),
+                     "line": pa.array(np.where(line >= 0, line, 0), mask=line < 0),
+                     "pile_set_name": pa.array(subset, pa.string()),
+                     "tokens_seen": indexed.rows(seen.tokens_seen, lo, hi).astype(np.int64),
+                     "first_step": indexed.rows(seen.first_step, lo, hi).astype(np.int64)})

@@ -47,7 +47,10 @@ class Verdict:
         self.checked.append(what)
 
 
-_CHUNK = 1 << 24  # index entries checked at once: memory stays flat at Pile scale
+_CHUNK = 1 << 22  # index entries checked at once (32 MiB of int64): memory stays flat at Pile scale
+# doc_idx entries walked at once: each walk chunk reads every block of ``sizes`` once (its
+# documents are spread over all of them), so it is larger than _CHUNK to make fewer passes.
+_WALK = 1 << 23
 
 
 def _first_bad_pointer(index: indexed.Index) -> int | None:
@@ -122,7 +125,10 @@ def check_provenance(out: Path, sizes, v: Verdict) -> None:
         v.bad(f"{PROVENANCE}: {pf.metadata.num_rows} rows for {len(sizes)} sequences in the .idx")
         return
     row, token, wrong = 0, 0, {"doc": 0, "tokens": 0, "token_start": 0}
-    for batch in pf.iter_batches(batch_size=_CHUNK, columns=["doc", "tokens", "token_start"]):
+    # A row group at a time (pileprep writes them of a fixed 2^20 rows): iter_batches reads
+    # ahead and held 1.4 GiB at Pile scale.
+    for g in range(pf.metadata.num_row_groups):
+        batch = pf.read_row_group(g, columns=["doc", "tokens", "token_start"])
         n = batch.num_rows
         want = indexed.rows(sizes, row, row + n).astype(np.int64)
         tokens = batch.column("tokens").to_numpy().astype(np.int64)
@@ -140,18 +146,26 @@ def check_provenance(out: Path, sizes, v: Verdict) -> None:
     v.ok(f"{PROVENANCE}: {row:,} rows match the index")
 
 
-def _fingerprint(values, chunk: int = _CHUNK) -> int:
+def _fingerprint(values, chunk: int | None = None) -> int:
     """A multiset hash (sum of mixed values mod 2^64): equal for equal multisets, and two
     different ones collide with probability ~2^-64. Lets a permutation be checked a chunk at
     a time, without counting every value at once."""
     total = np.uint64(0)
     with np.errstate(over="ignore"):
-        for _, part in indexed.chunks(values, chunk):
-            x = part.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-            x = (x ^ (x >> np.uint64(31))) * np.uint64(0xBF58476D1CE4E5B9)
-            x = (x ^ (x >> np.uint64(29))) * np.uint64(0x94D049BB133111EB)
-            total += (x ^ (x >> np.uint64(32))).sum(dtype=np.uint64)
+        for _, part in indexed.chunks(values, chunk or _CHUNK):
+            total += _mix(part.astype(np.uint64)).sum(dtype=np.uint64)
     return int(total)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, in place (one temporary at a time: a chunk's memory, not five)."""
+    x += np.uint64(0x9E3779B97F4A7C15)
+    x ^= x >> np.uint64(31)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(29)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(32)
+    return x
 
 
 def _is_permutation(values, n: int, times: int = 1) -> bool:
@@ -179,28 +193,43 @@ class _Range:
 
 def _walks_the_stream(doc_idx, sample_idx, sizes, seq_length: int) -> bool:
     """Every sample starts ``seq_length`` tokens after the one before, inside its document,
-    with a monotone document index: checked by walking doc_idx a chunk at a time."""
+    with a monotone document index: checked by walking doc_idx a chunk at a time, the sizes
+    of each chunk's documents gathered a block of ``sizes`` at a time (``indexed.gather``)."""
     if sample_idx.ndim != 2 or sample_idx.shape[1] != 2 or not len(sample_idx):
         return False
+    bisect = indexed.FileArray.of(sample_idx)  # a few rows per chunk: read, not mapped
     k, base, prev = 0, 0, None
-    for lo, docs in indexed.chunks(doc_idx, _CHUNK):
-        lengths = np.asarray(sizes[docs], np.int64)
-        starts = np.cumsum(lengths) - lengths + base
+    for lo, docs in indexed.chunks(doc_idx, _WALK):
+        lengths = indexed.gather(sizes, docs, _CHUNK).astype(np.int64)
+        del docs
+        starts = np.cumsum(lengths)
+        starts -= lengths
+        starts += base
         # The samples starting in this chunk: a run, since the first column is monotone (where
         # it is not, a sample lands in the wrong chunk and its position check fails).
-        end = max(k, last_at_most(sample_idx, lo + len(docs) - 1) + 1) if k < len(sample_idx) else k
-        block = indexed.rows(sample_idx, k, end).astype(np.int64)
-        if len(block):
-            local = block[:, 0] - lo
-            if (local < 0).any() or (block[:, 1] < 0).any() or (block[:, 1] >= lengths[local]).any():
+        end = max(k, last_at_most(bisect, lo + len(lengths) - 1) + 1) if k < len(sample_idx) else k
+        if end > k:
+            prev = _last_step(indexed.rows(sample_idx, k, end), lo, lengths, starts, prev, seq_length)
+            if prev is None:
                 return False
-            pos = starts[local] + block[:, 1]
-            steps = np.diff(np.concatenate([[prev], pos]) if prev is not None else pos)
-            if (steps != seq_length).any():
-                return False
-            prev, k = int(pos[-1]), k + len(block)
-        base = int(starts[-1] + lengths[-1]) if len(docs) else base
+        k = end
+        base = int(starts[-1] + lengths[-1]) if len(lengths) else base
     return k == len(sample_idx)
+
+
+def _last_step(block: np.ndarray, lo: int, lengths: np.ndarray, starts: np.ndarray,
+               prev: int | None, seq_length: int) -> int | None:
+    """The stream position of the last sample of ``block`` (rows of sample_idx whose documents
+    are doc_idx entries from ``lo``) if every sample lies inside its document and starts
+    ``seq_length`` after the one before (the first after position ``prev``); None if not."""
+    block = np.asarray(block, np.int64)
+    local, offset = block[:, 0] - lo, block[:, 1]
+    if (local < 0).any() or (local >= len(lengths)).any() or (offset < 0).any() \
+            or (offset >= lengths[local]).any():
+        return None
+    pos = starts[local] + offset
+    steps = np.diff(pos, prepend=prev) if prev is not None else np.diff(pos)
+    return None if (steps != seq_length).any() else int(pos[-1])
 
 
 def check_schedule(prefix: Path, cfg: ScheduleConfig, sizes, v: Verdict) -> None:

@@ -44,8 +44,8 @@ def expand(schedule: Schedule, sizes: np.ndarray, samples) -> Pieces:
     n = np.asarray(samples, dtype=np.int64)
     k = np.asarray(schedule.shuffle_idx[n] if len(n) else n[:0], dtype=np.int64)
     sample_idx = schedule.sample_idx
-    start = np.asarray(sample_idx[k], dtype=np.int64).reshape(-1, 2)
-    end = np.asarray(sample_idx[k + 1], dtype=np.int64).reshape(-1, 2)
+    # Both ends in one request: on disk that is one pass over sample_idx, not two.
+    start, end = np.asarray(sample_idx[np.concatenate([k, k + 1])], dtype=np.int64).reshape(2, -1, 2)
     count = end[:, 0] - start[:, 0] + 1  # doc_idx entries each sample touches
     owner = np.repeat(np.arange(len(n)), count)
     first_of = np.cumsum(count) - count
