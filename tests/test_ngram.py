@@ -30,12 +30,12 @@ from pileprep.build.index import build_index
 from pileprep.build.pipeline import build
 from pileprep.cli.main import main
 from pileprep.core.config import ClusterConfig, ScheduleConfig
-from pileprep.core.errors import ConfigError, NotFoundError
+from pileprep.core.errors import ConfigError, IntegrityError, NotFoundError
 from pileprep.core.files import NGRAM_META, dataset_prefix
 from pileprep.formats import suffix
 from pileprep.outputs.export import memorization_tables
 from pileprep.sources.synth import SynthConfig, generate
-from pileprep.training import schedule_files
+from pileprep.training import schedule_files, streammap
 from pileprep.training.lookups import docs_by_text
 from pileprep.training.ngram import Counter
 from pileprep.training.order import TrainingOrder
@@ -115,8 +115,14 @@ def pick_queries(ref, cfg: dict, rng) -> list[list[int]]:
     return [q for q in out if q]
 
 
-@pytest.mark.parametrize("which,steps,bins", [(0, None, 4), (0, (37, 251), 3), (1, (0, 1), 1),
-                                              (1, None, 7)])
+# The first case holds every kind of query (inside documents, across document and sample
+# boundaries, repeated documents: asserted below) and stays in the fast set; the other schedule,
+# partial step ranges and other bins are slow (each re-runs the brute force, ~1.5 s).
+@pytest.mark.parametrize("which,steps,bins", [
+    (0, None, 4),
+    pytest.param(0, (37, 251), 3, marks=pytest.mark.slow),
+    pytest.param(1, (0, 1), 1, marks=pytest.mark.slow),
+    pytest.param(1, None, 7, marks=pytest.mark.slow)])
 def test_count_equals_a_brute_force_over_every_trained_sample(ngram_build, which, steps, bins):
     cfg = SCHEDULES[which]
     order = TrainingOrder(ngram_build, ScheduleConfig(**cfg))
@@ -138,6 +144,74 @@ def test_count_equals_a_brute_force_over_every_trained_sample(ngram_build, which
         assert any(s > 0 and c == 0 for s, c in zip(samples.sum(axis=1), got.corpus))
         assert (samples.sum(axis=1) == 0).any()
         assert (occurrences > samples).any()  # a sample holding a query twice counts once
+
+
+def stream_of(ref) -> tuple[list[int], list[int]]:
+    """The training stream's tokens and each doc_idx entry's first position in it."""
+    docs, doc_idx = ref[0], ref[1]
+    starts = np.concatenate([[0], np.cumsum([len(docs[d]) for d in doc_idx])]).tolist()
+    return [t for d in doc_idx for t in docs[d]], starts
+
+
+def test_stream_map_equals_the_schedule_read_entry_by_entry(ngram_build):
+    cfg = SCHEDULES[1]
+    order = TrainingOrder(ngram_build, ScheduleConfig(**cfg))
+    ref = reference(order, cfg)
+    _, starts = stream_of(ref)
+    doc_idx, shuffle_idx = ref[1], ref[3]
+    m = streammap.open_map(order, ngram_build)
+    # every copy of every document: (document, entry in doc_idx, stream start), by document
+    want = sorted((int(d), i, starts[i]) for i, d in enumerate(doc_idx))
+    rows = m.copies_of(np.arange(len(order.data))).reshape(-1)
+    got = [(i // m.epochs, int(e), int(a)) for i, (a, e) in enumerate(rows.tolist())]
+    assert got == want
+    inverse = {int(k): n for n, k in enumerate(shuffle_idx)}
+    assert m.trained_at(np.arange(len(shuffle_idx))).tolist() == [inverse[k] for k in range(len(shuffle_idx))]
+    # a rebuilt schedule (other modification time) is mapped again, not read from the old map
+    names = ngram_build / "ngram" / "stream-maps"
+    trained = next(names.glob(f"{schedule_files.label(order.prefix, order.cfg)}_trained_at.npy"))
+    np.save(trained, np.zeros(len(shuffle_idx), np.int64))
+    os.utime(schedule_files.find(order.prefix, order.cfg)["shuffle"])
+    again = streammap.open_map(TrainingOrder(ngram_build, ScheduleConfig(**cfg)), ngram_build)
+    assert again.trained_at(np.arange(len(shuffle_idx))).tolist() == [inverse[k] for k in range(len(shuffle_idx))]
+
+
+def test_stream_map_refuses_a_schedule_that_is_not_whole_epochs_of_a_permutation(tmp_path):
+    sizes = np.array([3, 5, 2], np.int32)
+    streammap.build_copies(np.array([2, 0, 1, 1, 0, 2]), sizes, 2, tmp_path / "ok.npy")
+    # the stream: doc 2 at 0, doc 0 at 2, doc 1 at 5 and 10, doc 0 at 15, doc 2 at 18
+    ok = np.load(tmp_path / "ok.npy")
+    assert ok["start"].tolist() == [2, 15, 5, 10, 0, 18] and ok["entry"].tolist() == [1, 4, 2, 3, 0, 5]
+    with pytest.raises(IntegrityError, match="document 1 more than 2 times"):
+        streammap.build_copies(np.array([1, 0, 1, 1, 0, 2]), sizes, 2, tmp_path / "c.npy")
+    with pytest.raises(IntegrityError, match="outside"):
+        streammap.build_copies(np.array([1, 0, 1, 3, 0, 2]), sizes, 2, tmp_path / "c.npy")
+    with pytest.raises(IntegrityError, match="not a permutation"):
+        streammap.build_trained(np.array([2, 0, 2, 1]), tmp_path / "t.npy")
+    assert not (tmp_path / "c.npy").exists() and not (tmp_path / "t.npy").exists()
+
+
+def test_a_query_across_several_documents_is_followed_document_by_document(ngram_build):
+    """Across a boundary the stream after a copy is compared with the rest of the query; when
+    the next document is shorter than that rest, the comparison walks on into the ones after."""
+    cfg = SCHEDULES[0]
+    order = TrainingOrder(ngram_build, ScheduleConfig(**cfg))
+    ref = reference(order, cfg)
+    stream, starts = stream_of(ref)
+    index = suffix.SuffixIndex(ngram_build, order.data)
+    counter = Counter(order, index, 0, cfg["train_iters"])
+    short = min(range(len(ref[1]) - 2), key=lambda i: len(ref[0][ref[1][i]]))  # entry of a short doc
+    entries = np.array([short, short + 1, 0, len(ref[1]) - 1, len(ref[1])])
+    for length in (1, 3, len(ref[0][ref[1][short]]) + 5):
+        rest = [stream[starts[e]:starts[e] + length] for e in entries.tolist()]
+        for e, r in zip(entries.tolist(), rest):
+            assert counter._starts_with(np.array([e]), r).tolist() == [len(r) == length]
+            if r:
+                wrong = r[:-1] + [r[-1] + 1]
+                assert counter._starts_with(np.array([e]), wrong).tolist() == [False]
+        same = [r for r in rest if len(r) == length][0]
+        want = [stream[starts[e]:starts[e] + length] == same for e in entries.tolist()]
+        assert counter._starts_with(entries, same).tolist() == want
 
 
 def test_index_finds_every_position(ngram_build):

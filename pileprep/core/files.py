@@ -71,3 +71,14 @@ NGRAM_WORK = ".work"  # inside NGRAM_DIR: the shard tasks' completion records
 
 def ngram_shard(i: int) -> str:
     return f"shard-{i:05d}.sa"
+
+
+# Per schedule, made by the first `pileprep count` over it (training.streammap): where every copy
+# of every document starts in the training stream, and at which training sample every stream
+# sample was consumed; the record naming the schedule files they came from is written last.
+STREAM_MAP_DIR = "stream-maps"  # inside NGRAM_DIR
+
+
+def stream_map_files(schedule_label: str) -> dict[str, str]:
+    return {"copies": f"{schedule_label}_copies.npy", "trained": f"{schedule_label}_trained_at.npy",
+            "meta": f"{schedule_label}.json"}

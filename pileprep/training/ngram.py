@@ -16,10 +16,11 @@ k trained as training sample n where ``shuffle_idx[n] = k``. An occurrence in th
 A stream occurrence at position P is inside sample k when ``k*L <= P`` and ``P+m-1 <= k*L+L``
 (one k, or two when m = 1 and P is a shared token); a sequence cut by a sample boundary is in
 no sample. ``samples`` counts the trained samples of the step range holding q at least once,
-``occurrences`` every (sample, position). Work goes in units of at most ``UNIT`` index
-positions: a unit costs one chunked pass over ``doc_idx`` (the copies' stream positions) and
-one over ``shuffle_idx`` up to the range's end (:func:`.lookups.where_in`), so memory is
-bounded by the unit, not by the corpus, and a batch of rare queries shares its passes.
+``occurrences`` every (sample, position). Hits go in units of at most ``UNIT`` document copies,
+so memory is bounded by the unit, not by the corpus. A hit maps to its copies' stream positions
+and a stream sample to its training sample through the schedule's stream map
+(:mod:`.streammap`, made once per schedule): a few gathers per unit, no pass over ``doc_idx`` or
+``shuffle_idx``, so a term with 10^8 occurrences costs what its hits cost.
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ from typing import Iterator
 import numpy as np
 
 from pileprep.core.errors import ConfigError
-from pileprep.formats import indexed
 from pileprep.formats.suffix import SuffixIndex
-from pileprep.training.lookups import where_in
 from pileprep.training.order import TrainingOrder
 from pileprep.training.pieces import Pieces
+from pileprep.training.streammap import open_map
 
-UNIT = 1 << 20  # index positions per unit of work (bounds every temporary array)
-_CHUNK = 1 << 22  # doc_idx entries per chunk of the copies pass
+UNIT = 1 << 20  # document copies per unit of work (bounds every temporary array)
 
 
 @dataclass
@@ -89,13 +88,16 @@ class _Unit:
 
 
 class Counter:
-    """Counts queries over a step range of one training order, with an index of its dataset."""
+    """Counts queries over a step range of one training order, with an index of its dataset.
+    The schedule's stream map is made on first use (``quiet=False``: with progress)."""
 
     def __init__(self, order: TrainingOrder, index: SuffixIndex, first_step: int, end_step: int,
-                 bins: int = 1, unit: int = UNIT):
+                 bins: int = 1, unit: int = UNIT, quiet: bool = True):
         order.check_steps(first_step, end_step)
-        self.order, self.index, self.unit = order, index, unit
+        self.order, self.index = order, index
         self.edges = bin_edges(first_step, end_step, bins)
+        self.map = open_map(order, order.out_dir, quiet)
+        self.unit = max(1, unit // self.map.epochs)  # hits per unit: each has `epochs` copies
         self._item = order.data.dtype.itemsize
 
     def count(self, queries: list[list[int]], progress=None) -> Counts:
@@ -106,16 +108,17 @@ class Counter:
         out = Counts([list(map(int, q)) for q in queries], self.edges, np.zeros(Q, np.int64),
                      np.zeros((Q, bins), np.int64), np.zeros((Q, bins), np.int64))
         span = self.edges[-1] * self.order.cfg.batch_size  # training samples below the range's end
-        open_query, seen = -1, np.zeros(0, np.int64)  # a query split over units: its samples
+        open_query, seen = -1, _Seen(span)  # a query split over units: its samples so far
         for unit, going_on in self._units(out):
             q, n = self._trained(queries, *unit.arrays())
             pairs = np.unique(q * span + n)  # each (query, sample) once
             uq, un = pairs // span, pairs % span
-            new = ~((uq == open_query) & np.isin(un, seen))  # not counted in an earlier unit
+            new = ~((uq == open_query) & seen.has(un))  # not counted in an earlier unit
             np.add.at(out.samples, (uq[new], self._bin(un[new])), 1)
-            if going_on >= 0:  # its samples so far, for the next unit
-                earlier = seen if going_on == open_query else np.zeros(0, np.int64)
-                seen = np.union1d(earlier, un[uq == going_on])
+            if going_on >= 0:
+                if going_on != open_query:
+                    seen.clear()
+                seen.add(un[uq == going_on])
             open_query = going_on
             np.add.at(out.occurrences, (q, self._bin(n)), 1)
             if progress is not None:
@@ -136,17 +139,18 @@ class Counter:
             for doc, offset, j in self._hits(q):
                 if j == 0:
                     out.corpus[qi] += len(doc)
-                unit.add(qi, doc, offset, j)
-                if unit.size >= self.unit:
-                    yield unit, qi
-                    unit = _Unit()
+                for a in range(0, len(doc), self.unit):  # a shard's run of hits, cut to size
+                    unit.add(qi, doc[a:a + self.unit], offset[a:a + self.unit], j)
+                    if unit.size >= self.unit:
+                        yield unit, qi
+                        unit = _Unit()
         if unit.size:
             yield unit, -1
 
     def _hits(self, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         m = len(q)
         for pos in self.index.positions(q):
-            doc, offset = self._locate(pos)
+            doc, offset = self._locate(np.sort(pos))  # in suffix order: sorted, every later gather is in file order
             inside = offset + m <= np.asarray(self.order.data.sizes[doc], np.int64)
             yield doc[inside], offset[inside], 0
         last = self.index.last_token
@@ -154,7 +158,7 @@ class Counter:
             if last is not None and q[j - 1] != last:
                 continue  # no document ends with q[:j]
             for pos in self.index.positions(q[:j]):
-                doc, offset = self._locate(pos)
+                doc, offset = self._locate(np.sort(pos))
                 ends = offset + j == np.asarray(self.order.data.sizes[doc], np.int64)
                 yield doc[ends], offset[ends], j
 
@@ -170,19 +174,15 @@ class Counter:
     def _trained(self, queries, qidx, doc, offset, j) -> tuple[np.ndarray, np.ndarray]:
         """``(query, training sample)`` of every stream occurrence of the unit's hits inside a
         trained sample of the step range."""
-        cdoc, cpos, cstart = copies(self.order, np.unique(doc))
-        left = np.searchsorted(cdoc, doc, side="left")
-        per = np.searchsorted(cdoc, doc, side="right") - left
-        hit = np.repeat(np.arange(len(doc)), per)
-        copy = left[hit] + np.arange(len(hit)) - np.repeat(np.cumsum(per) - per, per)
-        qi, P, jj, pos = qidx[hit], cstart[copy] + offset[hit], j[hit], cpos[copy]
-        ok = np.ones(len(hit), bool)
-        for t in np.flatnonzero(jj > 0).tolist():  # across a boundary: read what follows
-            ok[t] = self._continues(int(pos[t]) + 1, queries[qi[t]][jj[t]:])
+        E = self.map.epochs
+        rec = self.map.copies_of(doc)  # (hits, E): every epoch's copy of the hit's document
+        P = (rec["start"] + offset[:, None]).reshape(-1)
+        qi, jj = np.repeat(qidx, E), np.repeat(j, E)
+        ok = self._continued(queries, qi, jj, rec["entry"].reshape(-1))
         qi, P = qi[ok], P[ok]
         m = np.array([len(q) for q in queries], np.int64)[qi]
         L = self.order.cfg.seq_length
-        M = len(self.order.schedule.sample_idx) - 1
+        M = len(self.map.trained)  # stream samples
         k_hi = np.minimum(P // L, M - 1)
         k_lo = np.maximum(0, -((L - (P + m - 1)) // L))  # ceil((P + m - 1 - L) / L)
         two = k_hi - 1 >= k_lo  # m = 1 on a token two samples share
@@ -190,6 +190,44 @@ class Counter:
         qk = np.concatenate([qi[k_hi >= k_lo], qi[two]])
         n = self._training_sample(k)
         return qk[n >= 0], n[n >= 0]
+
+    def _continued(self, queries, qi, jj, entry) -> np.ndarray:
+        """False for copies across a boundary (j > 0) whose stream, after the copy at doc_idx
+        ``entry``, does not go on with the rest of the query; True for the others."""
+        ok = np.ones(len(qi), bool)
+        across = np.flatnonzero(jj > 0)
+        if not len(across):
+            return ok
+        width = int(jj.max()) + 1
+        key = qi[across] * width + jj[across]
+        for g in np.unique(key).tolist():  # one (query, j) at a time: one `rest` to compare
+            sel = across[key == g]
+            ok[sel] = self._starts_with(entry[sel] + 1, queries[g // width][g % width:])
+        return ok
+
+    def _starts_with(self, entries: np.ndarray, rest: list[int]) -> np.ndarray:
+        """Whether the stream from each ``doc_idx[entries]``'s first token on starts with
+        ``rest``: the next document's first tokens compared at once, a walk over several
+        documents only when the next one is shorter than ``rest``."""
+        doc_idx, sizes = self.order.schedule.doc_idx, self.order.data.sizes
+        out = np.zeros(len(entries), bool)
+        where = np.flatnonzero(entries < len(doc_idx))  # the stream's last copy: nothing follows
+        nxt = np.asarray(doc_idx[entries[where]] if len(where) else where, np.int64)
+        long = np.asarray(sizes[nxt], np.int64) >= len(rest)
+        out[where[long]] = (self._heads(nxt[long], len(rest)) == np.asarray(rest)).all(axis=1)
+        for t in where[~long].tolist():
+            out[t] = self._continues(int(entries[t]), rest)
+        return out
+
+    def _heads(self, docs: np.ndarray, length: int) -> np.ndarray:
+        """The first ``length`` tokens of each document, ``(len(docs), length)``."""
+        tokens = self.order.data.tokens
+        if isinstance(tokens, np.ndarray):  # one .bin: a gather
+            first = np.asarray(self.order.data.pointers[docs], np.int64) // self._item
+            return np.asarray(tokens[first[:, None] + np.arange(length)]).reshape(len(docs), length)
+        zero = np.zeros(len(docs), np.int64)  # a .bin in pieces: read piece by piece
+        got = self.order.tokens_of(Pieces(zero, docs, zero, np.full(len(docs), length), zero))
+        return got.reshape(len(docs), length)
 
     def _continues(self, i: int, rest: list[int]) -> bool:
         """The stream from ``doc_idx[i]``'s first token on starts with ``rest``."""
@@ -199,44 +237,36 @@ class Counter:
                 return False
             d = int(doc_idx[i])
             take = min(len(rest), int(sizes[d]))
-            got = self.order.tokens_of(Pieces(*(np.array([v], np.int64) for v in (0, d, 0, take, 0))))
-            if got.tolist() != rest[:take]:
+            if self._heads(np.array([d]), take)[0].tolist() != rest[:take]:
                 return False
             rest, i = rest[take:], i + 1
         return True
 
     def _training_sample(self, k: np.ndarray) -> np.ndarray:
         """The training sample n of stream samples k, or -1 when not trained in the range."""
-        B, (first, end) = self.order.cfg.batch_size, (self.edges[0], self.edges[-1])
-        shuffle = self.order.schedule.shuffle_idx
-        uk = np.unique(k)
-        ns = where_in(shuffle, uk, stop=end * B) if len(uk) else np.zeros(0, np.int64)
-        ns = ns[ns >= first * B]
-        ks = np.asarray(shuffle[ns] if len(ns) else ns, np.int64)
-        by_k = np.argsort(ks)
-        ks, ns = ks[by_k], ns[by_k]
-        at = np.minimum(np.searchsorted(ks, k), max(len(ks) - 1, 0))
-        found = (ks[at] == k) if len(ks) else np.zeros(len(k), bool)
-        return np.where(found, ns[at] if len(ns) else -1, -1)
+        B = self.order.cfg.batch_size
+        n = self.map.trained_at(k)
+        return np.where((n >= self.edges[0] * B) & (n < self.edges[-1] * B), n, -1)
 
 
-def copies(order: TrainingOrder, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every copy of the (sorted, unique) documents ``docs`` in ``doc_idx``: document, position
-    in ``doc_idx`` and the stream position of its first token, sorted by document then position.
+class _Seen:
+    """A set of training samples below ``span`` as a bitmap (span/8 bytes: 18 MB for Pythia's
+    147 M samples), for a query whose hits fill several units: testing a unit's samples costs
+    the unit, not the samples gathered so far."""
 
-    One pass over ``doc_idx`` in chunks, keeping the running token count (the stream position),
-    which a membership scan alone (:func:`.lookups.where_in`) does not give.
-    """
-    found, base = [], 0
-    for lo, part in indexed.chunks(order.schedule.doc_idx, _CHUNK):
-        part = part.astype(np.int64)
-        size = np.asarray(order.data.sizes[part], np.int64)
-        ends = np.cumsum(size) + base
-        at = np.minimum(np.searchsorted(docs, part), max(len(docs) - 1, 0))
-        hit = np.flatnonzero(docs[at] == part) if len(docs) else np.zeros(0, np.int64)
-        found.append((part[hit], hit + lo, ends[hit] - size[hit]))
-        base = int(ends[-1]) if len(ends) else base
-    doc, pos, start = (np.concatenate([f[i] for f in found]) if found else np.zeros(0, np.int64)
-                       for i in range(3))
-    by = np.lexsort((pos, doc))
-    return doc[by], pos[by], start[by]
+    def __init__(self, span: int):
+        self.span, self.bits = span, None
+
+    def has(self, n: np.ndarray) -> np.ndarray:
+        if self.bits is None:
+            return np.zeros(len(n), bool)
+        return ((self.bits[n >> 3] >> (n & 7).astype(np.uint8)) & 1).astype(bool)
+
+    def add(self, n: np.ndarray) -> None:
+        if self.bits is None:
+            self.bits = np.zeros((self.span + 7) // 8, np.uint8)
+        np.bitwise_or.at(self.bits, n >> 3, (1 << (n & 7)).astype(np.uint8))
+
+    def clear(self) -> None:
+        if self.bits is not None:
+            self.bits[:] = 0
