@@ -86,7 +86,8 @@ def _outputs(d):
 
 @pytest.mark.parametrize("scheduler,workers,partition_bytes", [
     pytest.param(None, 1, 1_000_000, marks=pytest.mark.slow),
-    pytest.param(None, 2, 65_536, marks=pytest.mark.slow), ("synchronous", 1, 10_000_000)])
+    # 20 kB partitions: ~15 per shard, more than READ_AHEAD, so reads pause for their readers
+    pytest.param(None, 2, 20_000, marks=pytest.mark.slow), ("synchronous", 1, 10_000_000)])
 def test_same_bytes_whatever_workers_partitions_and_scheduler(
         dirty_corpus, dirty_build, tokenizer_spec, tmp_path, scheduler, workers, partition_bytes):
     cfg = make_config([dirty_corpus], tmp_path, tokenizer_spec, scheduler=scheduler,
@@ -287,3 +288,19 @@ def test_report_has_per_stage_rates(dirty_build):
     assert {"ingest", "tokenize", "pack", "end_to_end"} <= rates.keys()
     assert rates["tokenize"]["bytes"] > 0 and rates["tokenize"]["MB_per_s_per_core"] > 0
     assert rates["pack"]["bytes"] == (dirty_build / "pile_text_document.bin").stat().st_size
+
+
+def test_a_read_pauses_while_its_partitions_wait_for_readers(tmp_path):
+    import threading
+
+    from pileprep.build import ingest
+
+    paths = [tmp_path / f"p{i}" for i in range(3)]
+    for p in paths:
+        p.write_bytes(b"x")
+    ingest._wait_for_readers([str(p) for p in paths], 4)  # under the limit: no wait
+    deleter = threading.Timer(0.2, paths[0].unlink)  # a reader finishing, as the driver sees it
+    deleter.start()
+    ingest._wait_for_readers([str(p) for p in paths], 3)  # at the limit: waits for a deletion
+    deleter.join()
+    assert not paths[0].exists() and paths[1].exists()

@@ -28,6 +28,10 @@ from pileprep.sources import BadRecord, Shard, ShardError, records
 
 _DETAIL_CHARS = 300
 PROGRESS_SECONDS = 2.0  # how often a shard being read says how far it got
+# Partitions of one shard that may wait for their readers before its read pauses: a shard is
+# read faster than it is tokenized, and on a node with as many cores as shards every shard's
+# text would otherwise land on scratch disk before much of it is tokenized.
+READ_AHEAD = 8
 
 
 def announcement(workdir: Path, file_stem: str, index: int) -> Path:
@@ -50,9 +54,10 @@ class _PartitionWriter:
 
     ROW_GROUP_BYTES = 4 << 20
 
-    def __init__(self, workdir: Path, source: str, stem: str, shard_index: int, limit: int):
+    def __init__(self, workdir: Path, source: str, stem: str, shard_index: int, limit: int,
+                 read_ahead: int = 0):
         self.workdir, self.source, self.stem = workdir, source, stem
-        self.shard_index, self.limit = shard_index, limit
+        self.shard_index, self.limit, self.read_ahead = shard_index, limit, read_ahead
         self.done: list[Partition] = []
         self._file = self._writer = None
         self._rows = self._bytes = 0
@@ -84,8 +89,10 @@ class _PartitionWriter:
             path = self._path(len(self.done))
             self._file = atomic.atomic_path(path)
             tmp = self._file.__enter__()
-            self._writer = pq.ParquetWriter(tmp, PARTITION_SCHEMA, compression="zstd",
-                                            compression_level=1, use_dictionary=["pile_set_name"])
+            # LZ4: the text is written once and read once or twice (tokenize, MinHash) within
+            # minutes; zstd's smaller files cost 2x the CPU to read back (benchmarks.md).
+            self._writer = pq.ParquetWriter(tmp, PARTITION_SCHEMA, compression="lz4",
+                                            use_dictionary=["pile_set_name"])
         table = pa.table([self.lines, self.texts, self.subsets], schema=PARTITION_SCHEMA)
         self._writer.write_table(table)
         self._rows += len(self.lines)
@@ -106,6 +113,8 @@ class _PartitionWriter:
                          self._first_line, self._rows, self._bytes)
         self.done.append(part)
         atomic.write_json(announcement(self.workdir, self.stem, index), asdict(part))
+        if self.read_ahead:
+            _wait_for_readers([p.path for p in self.done], self.read_ahead)
         self._file = self._writer = None
         self._rows = self._bytes = 0
 
@@ -116,11 +125,16 @@ class _PartitionWriter:
             self._file = self._writer = None
 
 
-def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig) -> ShardResult:
-    """Read one shard into partitions; return what was read, kept and rejected."""
+def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig,
+                 read_ahead: int = 0) -> ShardResult:
+    """Read one shard into partitions; return what was read, kept and rejected.
+
+    ``read_ahead`` > 0: pause while that many of the shard's partitions are still on disk (the
+    driver deletes each once its readers finished); 0 reads on regardless (kept work files)."""
     work = Path(workdir)
     source = shard.name
-    writer = _PartitionWriter(work, source, shard.file_stem, shard_index, cfg.partition_bytes)
+    writer = _PartitionWriter(work, source, shard.file_stem, shard_index, cfg.partition_bytes,
+                              read_ahead)
     stream = records(shard, cfg.text_column)
     rejected: dict[str, int] = {}
     rejects = work / f"{shard.file_stem}.rejects.jsonl"
@@ -178,3 +192,31 @@ class _ReadProgress:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+def _wait_for_readers(paths: list[str], limit: int) -> None:
+    """Wait until fewer than ``limit`` of these partitions remain. On a Dask worker the task
+    first leaves the worker's thread pool (``secede``), so the worker runs the tokenize tasks
+    that consume them meanwhile; the read goes on once the worker has a free thread again."""
+    def waiting() -> int:
+        return sum(os.path.exists(p) for p in paths[-2 * limit:])
+
+    if waiting() < limit:
+        return
+    seceded = _secede()
+    while waiting() >= limit:
+        time.sleep(0.1)
+    if seceded:
+        from distributed import rejoin
+        rejoin()
+
+
+def _secede() -> bool:
+    """Leave the Dask worker's thread pool; False outside a distributed worker."""
+    try:
+        from distributed import get_worker, secede
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    secede()
+    return True

@@ -18,9 +18,9 @@ from typing import Sequence
 
 from pileprep.build import dedup as dedup_stage, report as reporting
 from pileprep.build.ingest import ingest_shard
-from pileprep.build.ingest import announcement, reading_record
+from pileprep.build.ingest import READ_AHEAD, announcement, reading_record
 from pileprep.build.pack import Appender, concat_text_files, pack
-from pileprep.build.runner import Runner
+from pileprep.build.runner import SYNCHRONOUS, Runner
 from pileprep.build.tasks import Task
 from pileprep.build.tokenize import tokenize_partition
 from pileprep.core import atomic, faults
@@ -60,9 +60,12 @@ def shard_key(shard: Shard) -> str:
 
 
 def ingest_task(shard: Shard, index: int, workdir: Path, cfg: BuildConfig) -> Task:
+    # Bounded read-ahead needs partitions to be deleted as consumed, and readers running
+    # meanwhile: not with --keep-work, nor on the synchronous scheduler (one task at a time).
+    bounded = not cfg.keep_work and cfg.cluster.scheduler != SYNCHRONOUS
     return Task(f"ingest {shard.name}", "ingest", ingest_shard,
-                (shard, index, str(workdir), cfg.read), workdir / f"{shard.file_stem}.done.json",
-                shard.identity(), ShardResult, shard.size)
+                (shard, index, str(workdir), cfg.read, READ_AHEAD if bounded else 0),
+                workdir / f"{shard.file_stem}.done.json", shard.identity(), ShardResult, shard.size)
 
 
 def tokenize_task(part: Partition, key: str, workdir: Path, cfg: BuildConfig,

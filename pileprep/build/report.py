@@ -70,7 +70,7 @@ def make_report(shards: Sequence[ShardResult], parts: Sequence[TokenPart],
 def stage_rates(shards: Sequence[ShardResult], timings: dict, busy: dict[str, float],
                 bin_bytes: int) -> dict:
     """Bytes per second of each stage: over the wall time of its phase (ingest and tokenize
-    overlap, so they share one), and per second of its tasks' own time (per busy core)."""
+    overlap, so they share one), and per CPU second of its tasks (per busy core)."""
     read = sum(s.size for s in shards)  # the input files as stored (compressed)
     lines = sum(p.text_bytes for s in shards for p in s.partitions)  # accepted JSON lines
     phase = timings.get("ingest_and_tokenize", 0.0)
@@ -79,7 +79,7 @@ def stage_rates(shards: Sequence[ShardResult], timings: dict, busy: dict[str, fl
         out = {"bytes": nbytes, "wall_seconds": round(wall, 3),
                "MB_per_s": round(nbytes / wall / 1e6, 2) if wall else None}
         if task_seconds is not None:
-            out["task_seconds"] = round(task_seconds, 3)
+            out["task_cpu_seconds"] = round(task_seconds, 3)
             out["MB_per_s_per_core"] = round(nbytes / task_seconds / 1e6, 2) if task_seconds else None
         return out
 

@@ -44,7 +44,7 @@ class Runner:
     def __init__(self, cfg: ClusterConfig, quiet: bool = False):
         self.cfg, self.quiet = cfg, quiet
         self.client = self.cluster = None
-        self.busy: dict[str, float] = {}  # seconds spent in each stage's task functions
+        self.busy: dict[str, float] = {}  # CPU seconds of each stage's task functions
         if cfg.scheduler == SYNCHRONOUS:
             log("dask: synchronous scheduler (one process, one task at a time)", quiet)
             return
