@@ -38,7 +38,7 @@ DTYPE_CODES: dict[int, type] = {
     6: np.float32, 7: np.float64, 8: np.uint16,
 }
 _CHUNK = 1 << 20
-_PREFETCH_RUNS = 1 << 13  # scattered reads hinted before reading (see FileArray._prefetch)
+_PREFETCH_RUNS = 1 << 13  # scattered reads hinted before reading (see FileArray.will_need)
 # A FileArray reads a request of more than one row per _DENSE_BYTES of file in blocks of
 # _BLOCK_BYTES (see gather): a pread per row costs ~7 us of Python, a block ~0.5 ns a byte.
 _DENSE_BYTES = 1 << 14
@@ -119,22 +119,23 @@ class FileArray:
         # Runs of consecutive rows: one read each.
         heads = np.flatnonzero(np.r_[True, np.diff(unique) != 1]).tolist() if len(unique) else []
         runs = list(zip(heads, heads[1:] + [len(unique)]))
-        if 1 < len(runs) <= _PREFETCH_RUNS:
-            self._prefetch(unique, runs)
+        if len(runs) > 1:
+            self.will_need(unique[[a for a, _ in runs]], [b - a for a, b in runs])
         for a, b in runs:
             out[a:b] = self._read(int(unique[a]), int(unique[b - 1]) + 1)
         return out[back.reshape(-1)].reshape(*idx.shape, *self.shape[1:])
 
-    def _prefetch(self, unique: np.ndarray, runs: list[tuple[int, int]]) -> None:
-        """Ask the kernel for every run's pages at once before reading any: on a cold page
-        cache the reads then wait on the disk together (a deep queue), not one after another,
-        which is what makes a batch's few thousand scattered rows cost milliseconds, not
-        seconds. Only for requests of a batch's size: on pages already cached each hint costs
-        as much as the read itself, and long scans (step ranges) run warm."""
-        for a, b in runs:
-            lo = self.offset + int(unique[a]) * self._row
-            _advise(self._fd, lo, (int(unique[b - 1]) + 1) * self._row + self.offset - lo,
-                    "POSIX_FADV_WILLNEED")
+    def will_need(self, starts, counts) -> None:
+        """Hint that rows ``start .. start+count-1`` of each range are about to be read: the
+        kernel asks the disk for all of them at once, so on a cold page cache the reads that
+        follow wait on the disk together (a deep queue), not one after another; that is what
+        makes a batch's few thousand scattered rows cost milliseconds, not seconds. Only for
+        requests of a batch's size: on pages already cached each hint costs as much as the read
+        itself, and long scans (step ranges) run warm."""
+        if len(starts) > _PREFETCH_RUNS:
+            return
+        for start, count in zip(np.asarray(starts).tolist(), np.asarray(counts).tolist()):
+            _advise(self._fd, self.offset + start * self._row, count * self._row, "POSIX_FADV_WILLNEED")
 
 
 def _advise(fd: int, offset: int, length: int, advice: str) -> None:

@@ -109,6 +109,8 @@ class TrainingOrder:
     def tokens_of(self, p: Pieces) -> np.ndarray:
         """The tokens of the pieces, back to back (a sample's L+1 tokens for its pieces)."""
         starts = np.asarray(self._pointers[p.doc]) // self.data.dtype.itemsize + p.offset
+        if hasattr(self._tokens, "will_need"):  # one wait on a cold disk, not one per piece
+            self._tokens.will_need(starts, p.tokens)
         return np.concatenate([self._tokens[a:a + n] for a, n in zip(starts.tolist(), p.tokens.tolist())]
                               or [np.zeros(0, self.data.dtype)])
 

@@ -96,8 +96,9 @@ class SubsetTable:
         return table, names
 
 
-# Distinct documents a step-range summary holds in memory before spilling them to disk (~200 MB).
-SPILL_DOCS = 1 << 23
+# Distinct documents a step-range summary holds in memory before spilling them to disk: ~100 MB
+# of totals, several times that while two runs merge, next to a chunk of pieces.
+SPILL_DOCS = 1 << 22
 _RUN = np.dtype([("doc", "<i8"), ("tokens", "<i8"), ("first", "<i8")])
 
 
