@@ -2,10 +2,11 @@
 
 For each build (``pileprep build --workers W``, in a subprocess) it prints the wall time, the
 per-stage rates from ``report.json``, the peak RSS of the driver and of each worker (sampled
-every 50 ms), and the peak disk under OUT (``du`` sampled every 0.5 s) against the final
-outputs. On the same corpus, in the same run, it measures the fast engine alone on one core
-and GPT-NeoX's way (``preprocess_data.py``: one ``encode`` per document, one process per core)
-on W cores, so the ratios compare like with like. Then the queries on the deduplicated build
+every 50 ms), the CPU seconds of all its processes, and the peak disk under OUT (``du``
+sampled every 0.5 s) against the final outputs. On the same corpus, in the same run, it
+measures the fast engine alone on one core and GPT-NeoX's way (``preprocess_data.py``: one
+``encode`` per document, one process per core) in MB per CPU second, so that other users of a
+shared machine slow the build's wall time but not the baselines: the ratios are conservative. Then the queries on the deduplicated build
 (``schedule`` with Pythia's settings first, then ``verify``, ``batch-at``, ``where --doc``,
 ``seen``) with their time and peak RSS, and the
 projection for the Pile (825 GiB of text) on one 64-core node and on 10 such nodes.
@@ -28,10 +29,11 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dedup import PILE_TEXT_BYTES  # noqa: E402
+from dedup import PILE_TEXT_BYTES, texts_of  # noqa: E402
 from engines import _fast_share, _neox_share, pool_rate  # noqa: E402
 from memory import machine, run_sampled  # noqa: E402
 
@@ -41,6 +43,7 @@ TARGET_ENGINE_SHARE = 0.60  # end to end >= 60 % of (engine rate x cores)
 TARGET_VS_NEOX = 8.0  # >= 8x GPT-NeoX preprocess_data.py at equal cores
 TARGET_SCRATCH = 1.5  # peak bytes under OUT <= 1.5x the final outputs
 NODE_CORES, NODES = 64, 10
+NEOX_SAMPLE = 40_000_000  # GPT-NeoX's way runs at ~1 MB/s per core: time it on 40 MB
 PILE_SHARDS = 30
 MB = 1e6
 
@@ -115,21 +118,58 @@ def text_bytes(src: Path) -> int:
     return total
 
 
+def cpu_rate(spec: str, src: Path, limit: int, way: str) -> float:
+    """Bytes of text per CPU second of one process encoding ``src`` (up to ``limit`` bytes):
+    ``fast`` is pileprep's engine in batches of 512, ``neox`` one ``encode`` per document. CPU
+    time, not wall: on a shared machine the wall time also counts other users' processes."""
+    import numpy as np
+
+    texts = texts_of(src, limit)
+    nbytes = sum(len(t.encode()) for t in texts)
+    if way == "fast":
+        from pileprep.tokenizer.fast import fast_encoder
+
+        enc = fast_encoder(spec)
+        enc.encode_batch(texts[:20])  # tables and compiled code loaded, as in a warm worker
+        start = time.process_time()
+        for i in range(0, len(texts), 512):
+            enc.encode_batch(texts[i:i + 512], 0, np.uint16)
+    else:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        from pileprep.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(spec)
+        start = time.process_time()
+        for text in texts:
+            tok.encode(text)
+    return nbytes / (time.process_time() - start)
+
+
 def build(shards: Path, out: Path, workers: int, extra: list[str]) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     args = ["build", "--input", str(shards), "--output", str(out), "--workers", str(workers),
             "--quiet", *extra]
     before = load()
+    cpu0 = children_cpu()
     with DiskSampler(out) as disk:
         elapsed, peaks = run_sampled(args)
+    cpu = children_cpu() - cpu0  # driver, nannies and workers: every process of the build
     report = json.loads((out / "report.json").read_text())
     final = disk_usage(out)
     inodes = {p.stat().st_ino: p.stat().st_size for p in out.iterdir() if p.is_file()}
     dataset = sum(inodes.values())  # hard-linked names once
     return {"elapsed": elapsed, "peaks": peaks, "report": report, "peak_disk": disk.peak,
             "final_disk": final, "dataset_bytes": dataset, "load": f"{before} -> {load()}",
-            "args": args}
+            "args": args, "cpu": cpu}
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's finished descendants."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def rss_line(peaks: dict) -> str:
@@ -161,6 +201,12 @@ def print_build(name: str, run: dict, engine_mbs: float, neox_mbs: float, worker
     print(f"   end to end (the command's wall time) {e2e:.2f} MB/s of text = {share:.0%} of the "
           f"engine x {workers} cores ({engine_mbs * workers:.2f} MB/s); "
           f"{e2e / neox_mbs:.1f}x GPT-NeoX's way on {workers} cores ({neox_mbs:.2f} MB/s)")
+    busy = sum(r.get("task_cpu_seconds", 0) for r in rep.get("rates", {}).values())
+    engine_cpu = text / MB / engine_mbs
+    print(f"   CPU: {run['cpu']:.1f} s in all the build's processes ({busy:.1f} s in tasks) of the "
+          f"{run['elapsed'] * workers:.1f} core-seconds the wall time offered; the engine's own "
+          f"work is {engine_cpu:.1f} s of it = {engine_cpu / run['cpu']:.0%} (the ratio above, "
+          "had the build had the cores to itself and kept them busy)")
     print(f"   {rss_line(run['peaks'])}")
     print(f"   disk under OUT: peak {run['peak_disk'] / MB:,.0f} MB, final {run['final_disk'] / MB:,.0f}"
           f" MB (dataset files {run['dataset_bytes'] / MB:,.0f} MB): peak = {ratio:.2f}x final")
@@ -180,7 +226,7 @@ def some_document(out: Path) -> str:
 
 
 def queries(out: Path) -> list[str]:
-    elapsed, peaks = run_sampled(["schedule", str(out), "--quiet"])
+    elapsed, peaks = run_sampled(["schedule", str(out), "--quiet"], quiet_output=True)
     lines = [f"   {'schedule (Pythia: 143,000 steps x 1024 x 2049)':32s} {elapsed:6.2f} s  "
              f"peak RSS {max(p for _, p in peaks.values()) / (1 << 20):,.0f} MiB   ({load()})"]
     for args in (["verify", str(out)], ["batch-at", str(out), "--step", "3000"],
@@ -228,6 +274,8 @@ def main() -> None:
     ap.add_argument("--workdir", default="bench-out/scale")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", action="store_true", help="repeat shards to reach the size asked")
+    ap.add_argument("--neox-wall", action="store_true",
+                    help="also time GPT-NeoX's way on the whole shard with one process per core")
     args = ap.parse_args()
     args.megabytes = args.megabytes or args.gigabytes * 1000
     work = Path(args.workdir)
@@ -244,12 +292,20 @@ def main() -> None:
     sample_dir.mkdir()
     os.symlink(sample.resolve(), sample_dir / sample.name)
     nbytes = text_bytes(sample_dir)
+    engine_cpu = cpu_rate(spec, sample_dir, 1 << 62, "fast")
     engine, _, _ = pool_rate(spec, sample_dir, nbytes, 1, _fast_share)
-    print(f"fast engine, 1 core, shard {sample.name} ({nbytes / MB:.0f} MB): {engine / MB:.2f} MB/s"
-          f" ({load()})")
-    neox, _, _ = pool_rate(spec, sample_dir, nbytes, args.workers, _neox_share)
-    print(f"GPT-NeoX's way (encode per document), {args.workers} processes, same shard: "
-          f"{neox / MB:.2f} MB/s ({load()})")
+    print(f"fast engine, 1 core, shard {sample.name} ({nbytes / MB:.0f} MB): "
+          f"{engine_cpu / MB:.2f} MB per CPU second; {engine / MB:.2f} MB/s wall ({load()})")
+    neox_cpu = cpu_rate(spec, sample_dir, NEOX_SAMPLE, "neox")
+    neox, _, _ = pool_rate(spec, sample_dir, nbytes, args.workers, _neox_share) if args.neox_wall \
+        else (0.0, 0, 0)
+    print(f"GPT-NeoX's way (encode per document), first {NEOX_SAMPLE / MB:.0f} MB of the shard: "
+          f"{neox_cpu / MB:.2f} MB per CPU second, so {neox_cpu * args.workers / MB:.2f} MB/s on "
+          f"{args.workers} cores" + (f"; {neox / MB:.2f} MB/s wall with {args.workers} processes"
+                                     if neox else "") + f" ({load()})")
+    # The ratios use CPU-second rates for the baselines (what a core does when it is not shared)
+    # and the build's wall time (which any other load on the machine slows): conservative.
+    engine, neox = engine_cpu, neox_cpu * args.workers
 
     plain = build(shards, work / "plain", args.workers, ["--no-schedule"])
     p = print_build("plain", plain, engine / MB, neox / MB, args.workers)
