@@ -210,7 +210,7 @@ def print_build(name: str, run: dict, engine_mbs: float, neox_mbs: float, worker
     print(f"   {rss_line(run['peaks'])}")
     print(f"   disk under OUT: peak {run['peak_disk'] / MB:,.0f} MB, final {run['final_disk'] / MB:,.0f}"
           f" MB (dataset files {run['dataset_bytes'] / MB:,.0f} MB): peak = {ratio:.2f}x final")
-    return {"e2e": e2e, "share": share, "vs_neox": e2e / neox_mbs, "scratch": ratio,
+    return {"cpu": run["cpu"], "e2e": e2e, "share": share, "vs_neox": e2e / neox_mbs, "scratch": ratio,
             "out_per_text": run["final_disk"] / text, "busy": rep.get("rates", {}),
             "timings": timings, "text": text}
 
@@ -248,14 +248,17 @@ def projection(result: dict, workers: int) -> list[str]:
     ingest = busy.get("ingest", {})
     read_per_core = (result["text"] / ingest["task_cpu_seconds"]) if ingest.get("task_cpu_seconds") else 0
     shard_read = (PILE_TEXT_BYTES / PILE_SHARDS) / read_per_core if read_per_core else 0
+    per_cpu = result["text"] / result["cpu"]  # text per CPU second of all the build's processes
     lines = []
     for label, cores in ((f"one {NODE_CORES}-core node", NODE_CORES),
                          (f"{NODES} nodes x {NODE_CORES} cores", NODES * NODE_CORES)):
         compute = PILE_TEXT_BYTES / (per_core * cores)
+        dedicated = PILE_TEXT_BYTES / (per_cpu * cores)
         total = max(compute, shard_read)
         bound = "reading the largest shard" if shard_read > compute else "compute"
-        lines.append(f"   {label}: {total / 3600:.1f} h ({bound}-bound; compute {compute / 3600:.1f} h, "
-                     f"one shard read {shard_read / 3600:.1f} h)")
+        lines.append(f"   {label}: {total / 3600:.2f} h at this run's wall rate per core ({bound}-"
+                     f"bound; one shard read {shard_read / 3600:.2f} h); "
+                     f"{max(dedicated, shard_read) / 3600:.2f} h at its CPU cost with every core busy")
     out = PILE_TEXT_BYTES * result["out_per_text"]
     lines.append(f"   outputs ~{out / (1 << 30):,.0f} GiB; peak disk under OUT at this build's ratio "
                  f"{result['scratch']:.2f}x: ~{out * result['scratch'] / (1 << 30):,.0f} GiB")

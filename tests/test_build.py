@@ -267,7 +267,7 @@ def test_ingest_writes_read_progress_while_reading(dirty_corpus, tmp_path, monke
     result = ingest.ingest_shard(shard, 0, str(tmp_path), ReadConfig(partition_bytes=50_000))
     reads = [r["read"] for r in records]
     assert len(reads) > 2 and reads == sorted(reads) and reads[0] < result.size
-    assert all(r["size"] == shard.size for r in records)
+    assert all(r["size"] == shard.size and r["seconds"] >= 0 for r in records)
     assert not ingest.reading_record(tmp_path, shard.file_stem).exists()  # gone when read
 
 
@@ -276,11 +276,12 @@ def test_progress_lines_name_the_shard_being_read(tmp_path, capsys):
 
     bars = _Bars(quiet=False, ingest=[], minhash_on=False)
     bars.bars["ingest"].interval = 0.0
-    bars.read({"00.jsonl.zst": (10_000_000, 40_000_000)})
-    bars.read({"00.jsonl.zst": (20_000_000, 40_000_000)})
+    bars.read({"00.jsonl.zst": (10_000_000, 40_000_000, 2.0)})
+    bars.read({"00.jsonl.zst": (20_000_000, 40_000_000, 4.0), "01.jsonl.zst": (0, 9, 0.0)})
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("[read] 00.jsonl.zst 10.0/40.0 MB read")
-    assert err[1].startswith("[read] 00.jsonl.zst 20.0/40.0 MB read") and "ETA 0:" in err[1]
+    assert err[0] == "[read] 00.jsonl.zst 10.0/40.0 MB read  5.00 MB/s  ETA 0:00:06"
+    assert err[1] == "[read] 00.jsonl.zst 20.0/40.0 MB read  5.00 MB/s  ETA 0:00:04"
+    assert err[2] == "[read] 01.jsonl.zst 0.0/0.0 MB read  0.00 MB/s  ETA ?"
 
 
 def test_report_has_per_stage_rates(dirty_build):

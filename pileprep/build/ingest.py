@@ -176,7 +176,7 @@ class _ReadProgress:
 
     def __init__(self, path: Path, stream, size: int):
         self.path, self.stream, self.size = path, stream, size
-        self.last = time.monotonic()
+        self.start = self.last = time.monotonic()
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -185,7 +185,8 @@ class _ReadProgress:
         self.last = now
         read = getattr(self.stream, "bytes_read", None)  # kinds that can tell, as they read
         if read is not None:
-            atomic.write_json(self.path, {"read": read, "size": self.size})
+            atomic.write_json(self.path, {"read": read, "size": self.size,
+                                          "seconds": round(now - self.start, 3)})
 
     def close(self) -> None:
         try:

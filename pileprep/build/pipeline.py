@@ -84,7 +84,6 @@ class _Bars:
         self.bars = {"ingest": Progress("ingest", sum(t.weight for t in ingest), len(ingest), quiet=quiet),
                      "tokenize": Progress("tokenize", 0, 0, quiet=quiet),
                      "dedup": Progress("minhash", 0, 0, quiet=quiet or not minhash_on)}
-        self.reading: dict[str, tuple[float, int]] = {}  # shard -> (start, bytes at start)
 
     def add(self, task: Task) -> None:
         bar = self.bars[task.stage]
@@ -94,22 +93,20 @@ class _Bars:
     def done(self, task: Task, result) -> None:
         if task.stage == "ingest":  # a streamed source's size is known only now
             self.bars["ingest"].update(nbytes=result.size, items=1, docs=result.accepted)
-            self.reading.pop(result.source, None)
         else:
             self.bars[task.stage].update(nbytes=task.weight, items=1,
                                          docs=getattr(result, "docs", 0))
 
-    def read(self, records: dict[str, tuple[int, int]]) -> None:
-        """Running ingest tasks' records: ``{shard: (bytes read, size)}``; a line for each
-        shard every progress interval, with its rate since its first record."""
+    def read(self, records: dict[str, tuple[int, int, float]]) -> None:
+        """Running ingest tasks' records: ``{shard: (bytes read, size, seconds reading)}``; a
+        line for each shard every progress interval, with its rate and ETA."""
         now = time.monotonic()
         bar = self.bars["ingest"]
         if self.quiet or not records or now - bar.last < bar.interval:
             return
         bar.last = now
-        for shard, (nbytes, size) in records.items():
-            t0, b0 = self.reading.setdefault(shard, (now, nbytes))
-            rate = (nbytes - b0) / (now - t0) if now > t0 else 0.0
+        for shard, (nbytes, size, seconds) in records.items():
+            rate = nbytes / seconds if seconds > 0 else 0.0
             eta = (size - nbytes) / rate if rate > 0 else float("inf")
             log(f"[read] {shard} {nbytes / 1e6:,.1f}/{size / 1e6:,.1f} MB read  "
                 f"{rate / 1e6:.2f} MB/s  ETA {fmt_eta(eta)}")
@@ -248,7 +245,7 @@ class _Graph:
                 rec = atomic.read_json(reading_record(self.ingest_dir, stem))
             except (FileNotFoundError, PilePrepError):
                 continue
-            reading[self.shards[i].name] = (rec["read"], rec["size"])
+            reading[self.shards[i].name] = (rec["read"], rec["size"], rec["seconds"])
         self.bars.read(reading)
         return jobs
 
