@@ -96,9 +96,10 @@ class SubsetTable:
         return table, names
 
 
-# Distinct documents a step-range summary holds in memory before spilling them to disk: ~100 MB
-# of totals, several times that while two runs merge, next to a chunk of pieces.
-SPILL_DOCS = 1 << 22
+# Distinct documents a step-range summary holds in memory before spilling them to disk: ~50 MB
+# of totals, several times that while runs merge, next to a chunk of pieces (at 2^22, `seen`
+# over Pythia's whole run peaked at 1.06 GiB).
+SPILL_DOCS = 1 << 21
 _RUN = np.dtype([("doc", "<i8"), ("tokens", "<i8"), ("first", "<i8")])
 
 
@@ -141,11 +142,12 @@ class DocumentTotals:
             self._tmp = Path(tempfile.mkdtemp(prefix="pileprep-seen-"))
             # Removed with this object, unless a result maps its files (then with the result).
             self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
+        self.runs = []
         rec = np.empty(len(run[0]), _RUN)
         rec["doc"], rec["tokens"], rec["first"] = run
+        del run
         self.files.append(self._tmp / f"run-{len(self.files)}.bin")
         rec.tofile(self.files[-1])
-        self.runs = []
 
     def _merge_files(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The spilled runs merged, a range of SPILL_DOCS / 4 document ids at a time (each run
