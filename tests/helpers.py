@@ -48,3 +48,17 @@ API_SCHEDULE = dict(seq_length=128, batch_size=8, train_iters=200, seed=1234)
 
 def shard_files(corpus: Path) -> list[Path]:
     return sorted(p for p in corpus.iterdir() if p.name.endswith((".jsonl.zst", ".jsonl")))
+
+
+def tiny_build(root: Path, tokenizer_spec: str, schedule: dict) -> Path:
+    """~40 generated documents (~25k tokens) built under ``root/out`` with ``schedule`` (a dict
+    of ScheduleConfig fields): several epochs for a small step count, in a second."""
+    from pileprep.build.pipeline import build
+    from pileprep.core.config import ScheduleConfig
+    from pileprep.sources.synth import SynthConfig, generate
+
+    generate(SynthConfig(root / "shards", shards=2, megabytes=0.035, seed=4, max_doc_words=600))
+    out = root / "out"
+    build(make_config([root / "shards"], out, tokenizer_spec, partition_bytes=20_000,
+                      schedule_cfg=ScheduleConfig(**schedule)))
+    return out

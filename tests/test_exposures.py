@@ -16,12 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import make_config
-from pileprep.build.pipeline import build
-from pileprep.core.config import ScheduleConfig
+import helpers
 from pileprep.core.errors import ConfigError
 from pileprep.formats import provenance
-from pileprep.sources.synth import SynthConfig, generate
 from pileprep.training import exposures
 from pileprep.training.order import TrainingOrder
 
@@ -31,12 +28,7 @@ SCHEDULE = {"seq_length": 32, "batch_size": 4, "train_iters": 400, "seed": 3}
 @pytest.fixture(scope="module")
 def tiny_build(tokenizer_spec, tmp_path_factory) -> Path:
     """~40 documents, ~25k tokens, trained for about 3 epochs (checked by the tests)."""
-    root = tmp_path_factory.mktemp("exposures")
-    generate(SynthConfig(root / "shards", shards=2, megabytes=0.035, seed=4, max_doc_words=600))
-    out = root / "out"
-    build(make_config([root / "shards"], out, tokenizer_spec, partition_bytes=20_000,
-                      schedule_cfg=ScheduleConfig(**SCHEDULE)))
-    return out
+    return helpers.tiny_build(tmp_path_factory.mktemp("exposures"), tokenizer_spec, SCHEDULE)
 
 
 @pytest.fixture(scope="module")

@@ -25,16 +25,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import schedule_ref
-from helpers import make_config
+from helpers import tiny_build
 from pileprep.build.index import build_index
-from pileprep.build.pipeline import build
 from pileprep.cli.main import main
 from pileprep.core.config import ClusterConfig, ScheduleConfig
 from pileprep.core.errors import ConfigError, IntegrityError, NotFoundError
 from pileprep.core.files import NGRAM_META, dataset_prefix
 from pileprep.formats import suffix
 from pileprep.outputs.export import memorization_tables
-from pileprep.sources.synth import SynthConfig, generate
 from pileprep.training import schedule_files, streammap
 from pileprep.training.lookups import docs_by_text
 from pileprep.training.ngram import Counter
@@ -48,11 +46,7 @@ SYNC = ClusterConfig(workers=1, scheduler="synchronous")
 @pytest.fixture(scope="module")
 def ngram_build(tokenizer_spec, tmp_path_factory) -> Path:
     """~40 documents, ~25k tokens, two schedules of several epochs, an index of 6 shards."""
-    root = tmp_path_factory.mktemp("ngram")
-    generate(SynthConfig(root / "shards", shards=2, megabytes=0.035, seed=4, max_doc_words=600))
-    out = root / "out"
-    build(make_config([root / "shards"], out, tokenizer_spec, partition_bytes=20_000,
-                      schedule_cfg=ScheduleConfig(**SCHEDULES[0])))
+    out = tiny_build(tmp_path_factory.mktemp("ngram"), tokenizer_spec, SCHEDULES[0])
     schedule_files.build_for_dataset(out, dataset_prefix(out, "pile"), ScheduleConfig(**SCHEDULES[1]),
                                      quiet=True)
     meta = build_index(out, SYNC, shard_tokens=5000, quiet=True)
