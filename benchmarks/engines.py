@@ -172,7 +172,7 @@ def main() -> None:
           f"({neox / ref:.2f}x reference)")
     one, words, new = pool_rate(spec, src, nbytes, 1)
     print(f"fast engine (1 process):           {one / 1e6:.2f} MB/s; {words:,} items (pre-tokens), "
-          f"{new:,} distinct (BPE runs for those only)")
+          f"{new:,} BPE runs (new words; the memo keeps the most used)")
     fast, _, _ = pool_rate(spec, src, nbytes, args.cores)
     print(f"fast engine ({args.cores} processes):          {fast / 1e6:.2f} MB/s  -> {fast / ref:.2f}x reference")
     run = measure(src, work / "out", args.cores, ("--tokenizer-engine", "fast"))
