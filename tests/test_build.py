@@ -177,6 +177,14 @@ def test_broken_shards_are_reported_and_accounted(tmp_path, tokenizer_spec):
     cut = report["shards"][1]
     assert 0 < cut["kept"] < len(list(megatron_ref.iter_shard_texts(src / "01.jsonl.zst")))
     assert report["shards"][0]["kept"] == len(good)
+    # The console says it too, not only report.json.
+    from pileprep.build.report import shard_warnings
+
+    lines = shard_warnings(report)
+    assert any(ln.startswith("warning: 01.jsonl.zst stopped after line") and "truncated_zstd" in ln
+               for ln in lines)
+    assert any(ln.startswith("warning: 02.jsonl.zst") and "not_zstd" in ln for ln in lines)
+    assert lines[-1] == "note: 1 shard(s) held no lines: 03.jsonl.zst"
 
 
 def _snapshots(monkeypatch, out):

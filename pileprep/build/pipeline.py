@@ -439,6 +439,8 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     if not cfg.keep_work:
         shutil.rmtree(out / WORK_DIR, ignore_errors=True)
     log(reporting.done_line(rep), cfg.quiet)
+    for line in reporting.shard_warnings(rep):
+        log(line, False)
     return rep
 
 

@@ -106,6 +106,19 @@ def done_line(rep: dict) -> str:
             f"{rep['rejected_total']:,} rejected ({rejected})")
 
 
+def shard_warnings(rep: dict) -> list[str]:
+    """Lines for shards that ended early (their unread lines cannot be counted, so they are
+    said on the console, even with --quiet, not only in report.json) or held no lines."""
+    out = [f"warning: {err['source']} stopped after line {err['after_lines']:,}: "
+           f"{err['reason']} ({err['detail']})" for err in rep.get("shard_errors", [])]
+    broken = {err["source"] for err in rep.get("shard_errors", [])}
+    empty = [name for name in rep.get("empty_shards", []) if name not in broken]
+    if empty:
+        out.append(f"note: {len(empty)} shard(s) held no lines: " + ", ".join(empty[:5])
+                   + (" ..." if len(empty) > 5 else ""))
+    return out
+
+
 def make_manifest(shards: Sequence[ShardResult], settings: dict, info: TokenizerInfo,
                   tokenizer_sha256: str, outputs: dict[str, dict]) -> dict:
     return {
