@@ -496,11 +496,11 @@ def cmd_count(args) -> int:
 
     if args.output and not args.output.endswith(".parquet"):
         raise ConfigError(f"--output must end in .parquet, not {args.output!r}")
+    queries = _queries(args)  # bad queries are refused before any work
     order = _order(args)
     first, end = _step_range(args.steps) if args.steps else (0, order.cfg.train_iters)
     # quiet=False: the first count over a schedule makes its stream map, with progress on stderr
     counter = Counter(order, SuffixIndex(args.out_dir, order.data), first, end, args.bins, quiet=False)
-    queries = _queries(args)
     labels = [label for label, _ in queries]
     c = counter.count([ids for _, ids in queries])
     total = c.samples.sum(axis=1)
