@@ -9,10 +9,12 @@ This engine does the same steps, organised for throughput. A batch of documents 
 (Python's NFC where it provably equals the reference's, the reference's own normalizer
 elsewhere), joined into one array of code points, and scanned by one compiled pass
 (:func:`_scan`) that splits off the space runs, pre-tokenizes (:mod:`pileprep.tokenizer.pretokenize`) and
-looks every pre-token up in a memo (:mod:`pileprep.tokenizer.wordcache`). Only pre-tokens never seen
-before reach BPE, and BPE is the reference's own model (``Tokenizer.model.tokenize``), so the ids
-of a word are the reference's by construction. A second compiled pass (:func:`_emit`) writes the
-documents' ids, each followed by the end-of-document id, in the dataset's dtype.
+looks every pre-token up in a memo (:mod:`pileprep.tokenizer.wordcache`), except ASCII words of
+one or two characters, whose ids come from a table. Only pre-tokens the memo does not hold reach
+BPE, compiled over the file's merge table (:mod:`pileprep.tokenizer.bpe`, the reference model's
+rule; words of 512 code points and more go to the reference's own model). A second compiled pass
+(:func:`_emit`) writes the documents' ids, each followed by the end-of-document id, in the
+dataset's dtype.
 
 What this relies on is checked when the engine is built (:func:`unsupported`); a file that
 breaks an assumption is refused and the reference engine is used.

@@ -2,13 +2,14 @@
 
 Text repeats its words (Zipf), so BPE, the costly step, is needed once per distinct pre-token.
 The memo is an open-addressing hash table in numpy arrays: compiled code (:func:`find_or_add`)
-looks a pre-token's code points up and, when absent, appends it as a *pending* entry; Python
-then computes the pending entries' ids with the reference's own BPE model (:meth:`resolve`).
+looks a pre-token's code points up and, when absent, appends it as a *pending* entry; the
+pending entries' ids are then computed by the compiled BPE of :mod:`.bpe` (:meth:`resolve`).
 Entries are numbered in insertion order, so both the code points and the ids of all entries
 live in two flat arrays addressed by prefix offsets.
 
-The memo only changes speed, never ids: it is cleared when it outgrows its limits (between
-batches), and an entry is trusted only after its code points compare equal, not on its hash.
+The memo only changes speed, never ids: it is pruned to its most used words when it outgrows
+its limits (between batches), and an entry is trusted only after its code points compare
+equal, not on its hash.
 """
 
 from __future__ import annotations
@@ -99,16 +100,22 @@ def find_or_add(cps, a, b, hot, slots, cp_off, cp_arena, state):
     return e
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _place(slots, h, value):
+    """Put a row ``(h, value)`` in the first free slot of ``h``'s probe sequence."""
+    mask = len(slots) - 1
+    slot = np.int64(h >> np.uint64(16)) & mask
+    while slots[slot, 1] != 0:
+        slot = (slot + 1) & mask
+    slots[slot, 0] = h
+    slots[slot, 1] = value
+
+
 @numba.njit(cache=True, nogil=True)
 def _rehash(old, new):
-    mask = len(new) - 1
     for row in range(len(old)):
         if old[row, 1] != 0:
-            slot = np.int64(old[row, 0] >> np.uint64(16)) & mask
-            while new[slot, 1] != 0:
-                slot = (slot + 1) & mask
-            new[slot, 0] = old[row, 0]
-            new[slot, 1] = old[row, 1]
+            _place(new, old[row, 0], old[row, 1])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -139,19 +146,14 @@ def _compact(keep, slots, cp_off, cp_arena, id_off, id_arena, new_slots, new_cp_
         c = new_id_off[i]
         new_id_arena[c:c + b - a] = id_arena[a:b]
         new_id_off[i + 1] = c + b - a
-    mask = len(new_slots) - 1
     for row in range(len(slots)):
         stored = slots[row, 1]
         if stored == 0:
             continue
         i = new_index[np.int64(stored & _ENTRY_MASK) - 1]
-        if i < 0:
-            continue
-        slot = np.int64(slots[row, 0] >> np.uint64(16)) & mask
-        while new_slots[slot, 1] != 0:
-            slot = (slot + 1) & mask
-        new_slots[slot, 0] = slots[row, 0]
-        new_slots[slot, 1] = np.uint64(i + 1) | ((stored >> np.uint64(33)) << np.uint64(32))
+        if i >= 0:
+            _place(new_slots, slots[row, 0],
+                   np.uint64(i + 1) | ((stored >> np.uint64(33)) << np.uint64(32)))
 
 
 def _resized(arr: np.ndarray, size: int) -> np.ndarray:
@@ -164,9 +166,11 @@ class WordCache:
     """The memo's arrays, their growth and the reset policy (see the module docstring).
 
     The memo is kept small: with BPE compiled, a dropped word is cheap to redo, and memos of
-    2^16 to 2^22 words measured the same speed on real text (docs/tokenizer.md). When it outgrows ``max_entries`` or ``max_code_points`` it keeps its
-    ``keep`` most used words (by hits since they were added, halved at each pruning) and
-    drops the rest; Zipf's law makes those few words most of the text.
+    2^16 to 2^22 words measured the same speed on real text (docs/tokenizer.md). When it
+    outgrows ``max_entries`` or ``max_code_points`` it keeps its ``keep`` most used words (by
+    hits counted in the main table, halved at each pruning; a word found in the hot table is
+    not counted again, but it reached it with 8 hits) and drops the rest; Zipf's law makes
+    those few words most of the text.
     """
 
     def __init__(self, max_entries: int = 1 << 18, max_code_points: int = 1 << 21,
