@@ -170,14 +170,17 @@ def pack(parts: Sequence[TokenPart], appender: Appender, out_dir: str | Path, na
 
 
 def link_or_copy(src: Path, target: Path) -> None:
-    """A hard link (no second copy on disk); a copy where the file system has none."""
-    target.unlink(missing_ok=True)
+    """A hard link (no second copy on disk); a copy where the file system has none (not
+    :func:`atomic.link`'s symlink: ``src`` is in the work directory, deleted after the build).
+    Either way ``target`` is replaced atomically: a crash leaves the old file or the new one."""
+    tmp = atomic.tmp_path(target)
+    tmp.unlink(missing_ok=True)
     try:
-        os.link(src, target)
+        os.link(src, tmp)
     except OSError:
-        with atomic.atomic_path(target) as tmp, open(tmp, "wb") as f, open(src, "rb") as inp:
-            while block := inp.read(_CHUNK):
-                f.write(block)
+        with open(tmp, "wb") as f:
+            indexed.copy_concat([src], f)
+    os.replace(tmp, target)
 
 
 def concat_text_files(sources: Sequence[str | Path], target: str | Path) -> str:

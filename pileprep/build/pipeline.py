@@ -9,6 +9,7 @@ and the ones after it, never the ones before.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import time
@@ -188,7 +189,7 @@ class _Graph:
     def _forget_announcements(self, i: int) -> None:
         """Announcements left by a killed read of this shard: the rerun announces again."""
         stem = self.shards[i].file_stem
-        for path in self.ingest_dir.glob(f"{glob_escape(stem)}.*.part.json"):
+        for path in self.ingest_dir.glob(f"{glob.escape(stem)}.*.part.json"):
             path.unlink(missing_ok=True)
 
     def _announce(self, part: Partition) -> list[Task]:
@@ -252,10 +253,6 @@ class _Graph:
     def _delete(self, path: str) -> None:
         if not self.cfg.keep_work:
             Path(path).unlink(missing_ok=True)
-
-
-def glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir: Path,

@@ -58,14 +58,10 @@ class Task:
         return self.result_type.from_json(obj) if self.result_type is not None else obj
 
 
-def execute(task: Task) -> Any:
-    """Run the task (on a worker), then write its completion record; return the result."""
-    return execute_timed(task)[0]
-
-
 def execute_timed(task: Task) -> tuple[Any, float]:
-    """:func:`execute`, and the CPU seconds of the task's function (per-stage rates per core:
-    on a shared machine wall time would count the other users' processes too)."""
+    """Run the task (on a worker), then write its completion record; return the result and
+    the CPU seconds of the task's function (per-stage rates per core: on a shared machine wall
+    time would count the other users' processes too)."""
     start = time.process_time()
     result = task.fn(*task.args)
     seconds = time.process_time() - start

@@ -81,8 +81,12 @@ def index_dir(out_dir: str | Path) -> Path:
 def data_identity(prefix: str | Path) -> dict:
     """What an index is built from: the data files' sizes and modification times (a rebuilt
     dataset has other ones; hashing a Pile-sized ``.bin`` would take longer than indexing it)."""
-    files = [index_path(prefix), *data_files(prefix)]
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+    return files_identity([index_path(prefix), *data_files(prefix)])
+
+
+def files_identity(files) -> dict:
+    """``{name: [size, mtime_ns]}``: what tells a file derived from these is still current."""
+    return {Path(p).name: [Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in files}
 
 
 @dataclass

@@ -31,6 +31,7 @@ from pileprep.core.errors import IntegrityError
 from pileprep.core.files import NGRAM_DIR, STREAM_MAP_DIR, index_path, stream_map_files
 from pileprep.core.progress import Progress
 from pileprep.formats import indexed
+from pileprep.formats.suffix import files_identity
 from pileprep.training import schedule_files
 from pileprep.training.order import TrainingOrder
 
@@ -73,7 +74,7 @@ def _take(array: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def identity(order: TrainingOrder) -> dict:
     """What the table is made from: the ``.idx`` and the schedule's three files."""
     files = [index_path(order.prefix), *schedule_files.find(order.prefix, order.cfg).values()]
-    return {"version": VERSION, "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
+    return {"version": VERSION, "files": files_identity(files)}
 
 
 def open_map(order: TrainingOrder, out_dir: str | Path, quiet: bool = True) -> StreamMap:
