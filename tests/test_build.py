@@ -215,9 +215,63 @@ def _done_then_absent(seen, finished_by, name):
     return all(name not in files for _, files in seen[after + 1:])
 
 
+def _written(monkeypatch):
+    """Every partition written for tokenize (and MinHash) tasks, as an ingest task does when the
+    hand-off flag is up; never consumed inline."""
+    from pileprep.build import pipeline
+
+    monkeypatch.setattr(pipeline._Graph, "_inline", lambda self: None)
+
+
+@pytest.mark.parametrize("mode", ["inline", "written", "mixed"])
+def test_inline_written_or_mixed_partitions_give_the_same_outputs(
+        dirty_corpus, dirty_build, tokenizer_spec, tmp_path, monkeypatch, mode):
+    """Who consumes a partition (its ingest task, from memory, or a tokenize task, from its
+    file) never changes a byte; the spy shows which way each partition went."""
+    import itertools
+
+    from pileprep.build import consumers
+
+    ways = []
+    real = consumers.tokenize_partition
+
+    def spy(*args):
+        ways.append("inline" if len(args) == 6 else "written")  # records: the 6th argument
+        return real(*args)
+
+    monkeypatch.setattr(consumers, "tokenize_partition", spy)
+    if mode == "written":
+        _written(monkeypatch)
+    elif mode == "mixed":
+        turns = itertools.cycle([True, False])
+        monkeypatch.setattr(consumers.Inline, "now", lambda self: next(turns))
+    cfg = make_config([dirty_corpus], tmp_path, tokenizer_spec, partition_bytes=50_000)
+    report = build(cfg)
+    assert len(ways) > 6
+    assert set(ways) == ({"inline", "written"} if mode == "mixed" else {mode})
+    assert _outputs(tmp_path) == _outputs(dirty_build)
+    assert report["rates"]["tokenize"]["task_cpu_seconds"] > 0  # inline time counted there
+
+
+def test_the_handoff_flag_is_up_while_a_worker_would_have_nothing_to_do(tmp_path):
+    from pileprep.build import consumers, pipeline
+
+    graph = object.__new__(pipeline._Graph)  # only the flag's rule is tried here
+    graph.workers, graph.flag = 2, tmp_path / "handoff"
+    inline = consumers.Inline(None, str(graph.flag), None)
+    graph.handoff(5)  # both workers busy, three tasks waiting
+    assert inline.now() and not graph.flag.exists()
+    graph.handoff(2)  # both busy, nothing waiting: the first to finish would idle
+    assert graph.flag.exists() and not inline.now()
+    graph.handoff(3)
+    assert inline.now()
+    assert consumers.Inline(None, None, None).now()  # one worker: always inline
+
+
 @pytest.mark.parametrize("dedup", [False, True])
 def test_scratch_files_are_deleted_once_consumed(dirty_corpus, dirty_build, tokenizer_spec,
                                                  tmp_path, monkeypatch, dedup):
+    _written(monkeypatch)
     seen = _snapshots(monkeypatch, tmp_path)
     cfg = make_config([dirty_corpus], tmp_path, tokenizer_spec, partition_bytes=50_000)
     cfg.dedup.enabled = dedup
@@ -249,6 +303,7 @@ def test_keep_work_keeps_every_intermediate(dirty_corpus, dirty_build, tokenizer
 
 def test_a_read_partition_is_tokenized_before_the_next_shard_is_read(
         dirty_corpus, tokenizer_spec, tmp_path, monkeypatch):
+    _written(monkeypatch)  # inline, it is tokenized by the reading task itself
     seen = _snapshots(monkeypatch, tmp_path)
     build(make_config([dirty_corpus], tmp_path, tokenizer_spec, partition_bytes=50_000))
     stages = [name.split()[0] for name, _ in seen]

@@ -65,8 +65,10 @@ def test_kill_9_anywhere_then_resume_gives_identical_bytes(dirty_corpus, referen
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _files(tmp_path) == _files(reference)
     stage = point.split(":")[0]
-    if stage in ("tokenize", "dedup"):  # a read shard's partitions go before the next shard
-        assert "ingest: reusing" in resumed.stderr
+    if point == "dedup:40":  # after every shard was read, tokenized and signed
+        assert "ingest: reusing 3 of 3 shards" in resumed.stderr
+    if point == "tokenize:5":  # consumed inline as the shards were read: the first four are done
+        assert "tokenize: reusing 4 of" in resumed.stderr
     if stage in ("pack", "schedule"):
         assert "ingest: reusing 3 of 3 shards" in resumed.stderr
     if stage in ("dedup", "pack", "schedule"):
@@ -104,6 +106,28 @@ def test_resume_after_consumed_intermediates_were_deleted(dirty_corpus, referenc
         assert _cli(*[a if a != str(tmp_path / "out") else str(plain) for a in args]).returncode == 0
         assert _files(tmp_path / "out") == _files(plain)
     assert verify(tmp_path / "out").problems == []
+
+
+def test_resume_after_partitions_handed_off_to_other_workers(dirty_corpus, tmp_path):
+    """One shard, two workers: the reading worker writes partitions for the other one (the
+    hand-off flag is up), and a build killed after three appends resumes to the same bytes."""
+    import json
+
+    shard = sorted(dirty_corpus.iterdir())[0]
+    args = ["build", "-i", str(shard), "-o", str(tmp_path / "out"), "--partition-bytes", "8000",
+            "--workers", "2", "--no-schedule"]
+    killed = _cli(*args, env={faults.KILL_AT: "append:3"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    work = tmp_path / "out" / ".pileprep-work"
+    announced = [json.loads(p.read_text()) for p in work.glob("ingest-*/*.part.json")]
+    assert any(not part["inline"] for part in announced)  # written for another worker
+    resumed = _cli(*args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "tokenize: reusing" in resumed.stderr
+    plain = tmp_path / "plain"
+    assert _cli(*[a if a != str(tmp_path / "out") else str(plain) for a in args],
+                "--scheduler", "synchronous").returncode == 0
+    assert _files(tmp_path / "out") == _files(plain)
 
 
 def test_a_killed_worker_is_replaced_and_the_output_unchanged(dirty_corpus, reference, tmp_path):

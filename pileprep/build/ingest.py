@@ -20,10 +20,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pileprep.build.consumers import Inline
 from pileprep.core import atomic
 from pileprep.core.config import ReadConfig
 from pileprep.core.errors import BadRecordError
-from pileprep.formats.parts import PARTITION_SCHEMA, Partition, ShardResult
+from pileprep.formats.parts import PARTITION_SCHEMA, Partition, Records, ShardResult
 from pileprep.sources import BadRecord, Shard, ShardError, records
 
 _DETAIL_CHARS = 300
@@ -46,18 +47,23 @@ def reading_record(workdir: Path, file_stem: str) -> Path:
 
 
 class _PartitionWriter:
-    """Append records to the current partition, one small row group at a time.
+    """Append records to the current partition, one small row group at a time; or, when the
+    partition is consumed inline, hold them until it is complete and hand them to its consumers.
 
-    Memory is bounded by ``ROW_GROUP_BYTES`` whatever the partition size: records are buffered
-    only until a row group is full, then written to the open partition file.
+    Memory is bounded by ``ROW_GROUP_BYTES`` whatever the partition size for a written
+    partition: records are buffered only until a row group is full, then written to the open
+    partition file. An inline partition holds its ``partition_bytes`` of text in memory.
     """
 
     ROW_GROUP_BYTES = 4 << 20
 
     def __init__(self, workdir: Path, source: str, stem: str, shard_index: int, limit: int,
-                 read_ahead: int = 0):
+                 read_ahead: int = 0, inline: Inline | None = None):
         self.workdir, self.source, self.stem = workdir, source, stem
         self.shard_index, self.limit, self.read_ahead = shard_index, limit, read_ahead
+        self.inline, self.held = inline, False
+        self.inline_cpu: dict[str, float] = {}  # by stage: consumers run inline
+        self.inline_reused: dict[str, int] = {}  # by stage: found finished by an earlier run
         self.done: list[Partition] = []
         self._file = self._writer = None
         self._rows = self._bytes = 0
@@ -73,10 +79,15 @@ class _PartitionWriter:
     def add(self, line: int, text: str, subset: str, raw_len: int) -> None:
         if self._rows == 0 and not self.lines:
             self._first_line = line
+            self.held = self.inline is not None and self.inline.now()
         self.lines.append(line)
         self.texts.append(text)
         self.subsets.append(subset)
         self.buffered += raw_len
+        if self.held:
+            if self.buffered >= self.limit:
+                self.close_partition()
+            return
         if self.buffered >= min(self.ROW_GROUP_BYTES, self.limit):
             self._write_group()
         if self._bytes >= self.limit:
@@ -103,20 +114,35 @@ class _PartitionWriter:
         return self.workdir / f"{self.stem}.{index:05d}.parquet"
 
     def close_partition(self) -> None:
+        if self.held:
+            self._consume_held()
+            return
         self._write_group()
         if self._writer is None:
             return
         self._writer.close()
         self._file.__exit__(None, None, None)
-        index = len(self.done)
-        part = Partition(str(self._path(index)), self.source, self.shard_index, index,
-                         self._first_line, self._rows, self._bytes)
-        self.done.append(part)
-        atomic.write_json(announcement(self.workdir, self.stem, index), asdict(part))
+        self._announce(Partition(str(self._path(len(self.done))), self.source, self.shard_index,
+                                 len(self.done), self._first_line, self._rows, self._bytes))
         if self.read_ahead:
             _wait_for_readers([p.path for p in self.done], self.read_ahead)
         self._file = self._writer = None
         self._rows = self._bytes = 0
+
+    def _consume_held(self) -> None:
+        if not self.lines:
+            return
+        part = Partition(str(self._path(len(self.done))), self.source, self.shard_index,
+                         len(self.done), self._first_line, len(self.lines), self.buffered,
+                         inline=True)
+        records = Records(self.lines, self.texts, self.subsets)
+        self._reset_buffer()
+        self.inline.run(part, records, self.inline_cpu, self.inline_reused)
+        self._announce(part)
+
+    def _announce(self, part: Partition) -> None:
+        self.done.append(part)
+        atomic.write_json(announcement(self.workdir, self.stem, part.index), asdict(part))
 
     def abort(self) -> None:
         if self._writer is not None:
@@ -126,15 +152,17 @@ class _PartitionWriter:
 
 
 def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig,
-                 read_ahead: int = 0) -> ShardResult:
+                 read_ahead: int = 0, inline: Inline | None = None) -> ShardResult:
     """Read one shard into partitions; return what was read, kept and rejected.
 
     ``read_ahead`` > 0: pause while that many of the shard's partitions are still on disk (the
-    driver deletes each once its readers finished); 0 reads on regardless (kept work files)."""
+    driver deletes each once its readers finished); 0 reads on regardless (kept work files).
+    ``inline``: consume partitions here instead of writing them, unless its hand-off flag is up
+    (:mod:`pileprep.build.consumers`)."""
     work = Path(workdir)
     source = shard.name
     writer = _PartitionWriter(work, source, shard.file_stem, shard_index, cfg.partition_bytes,
-                              read_ahead)
+                              read_ahead, inline)
     stream = records(shard, cfg.text_column)
     rejected: dict[str, int] = {}
     rejects = work / f"{shard.file_stem}.rejects.jsonl"
@@ -166,7 +194,8 @@ def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig,
     progress.close()
     accepted = sum(p.rows for p in writer.done)
     return ShardResult(source, shard.location, stream.size, stream.sha256, stream.lines, accepted,
-                       dict(sorted(rejected.items())), str(rejects), writer.done, shard_error)
+                       dict(sorted(rejected.items())), str(rejects), writer.done, shard_error,
+                       writer.inline_cpu, writer.inline_reused)
 
 
 

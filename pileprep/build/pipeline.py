@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Sequence
 
 
-from pileprep.build import dedup as dedup_stage, report as reporting
+from pileprep.build import consumers, dedup as dedup_stage, report as reporting
+from pileprep.build.consumers import Consumers, Inline
 from pileprep.build.ingest import ingest_shard
 from pileprep.build.ingest import READ_AHEAD, announcement, reading_record
 from pileprep.build.pack import Appender, concat_text_files, pack
 from pileprep.build.runner import SYNCHRONOUS, Runner
 from pileprep.build.tasks import Task
-from pileprep.build.tokenize import tokenize_partition
 from pileprep.core import atomic, faults
 from pileprep.core.config import BuildConfig, fingerprint
 from pileprep.core.errors import ConfigError, PilePrepError
@@ -40,6 +40,10 @@ from pileprep.training import schedule_files
 # Bump when the reader's accept/reject rules or partition layout change: old work is then stale.
 INGEST_FORMAT = 1
 TOKENS_FORMAT = 1
+# While fewer tasks than workers + this wait, ingest tasks hand partitions off (consumers.py):
+# a few queued partitions keep a worker that frees up busy between the driver's polls.
+HANDOFF_QUEUE = 1
+HANDOFF_FLAG = "handoff"
 
 
 def validate(cfg: BuildConfig) -> tuple[int, int] | None:
@@ -60,20 +64,14 @@ def shard_key(shard: Shard) -> str:
     return fingerprint(shard.name, shard.identity())
 
 
-def ingest_task(shard: Shard, index: int, workdir: Path, cfg: BuildConfig) -> Task:
+def ingest_task(shard: Shard, index: int, workdir: Path, cfg: BuildConfig,
+                inline: Inline | None = None) -> Task:
     # Bounded read-ahead needs partitions to be deleted as consumed, and readers running
     # meanwhile: not with --keep-work, nor on the synchronous scheduler (one task at a time).
     bounded = not cfg.keep_work and cfg.cluster.scheduler != SYNCHRONOUS
     return Task(f"ingest {shard.name}", "ingest", ingest_shard,
-                (shard, index, str(workdir), cfg.read, READ_AHEAD if bounded else 0),
+                (shard, index, str(workdir), cfg.read, READ_AHEAD if bounded else 0, inline),
                 workdir / f"{shard.file_stem}.done.json", shard.identity(), ShardResult, shard.size)
-
-
-def tokenize_task(part: Partition, key: str, workdir: Path, cfg: BuildConfig,
-                  info: TokenizerInfo) -> Task:
-    return Task(f"tokenize {part.stem}", "tokenize", tokenize_partition,
-                (part, str(workdir), cfg.tokenize, info, key),
-                workdir / f"{part.stem}.done.json", [key, part.rows], TokenPart, part.text_bytes)
 
 
 class _Bars:
@@ -121,21 +119,26 @@ class _Bars:
 class _Graph:
     """The overlapped ingest -> tokenize (-> minhash) work, and the scratch files it consumes.
 
-    A partition is announced by its ingest task as soon as it is cut, and its consumers
-    (tokenize; minhash with ``sig_dir``) are queued then. Once every consumer has finished
-    (its completion record written), the partition file is deleted unless ``keep_work``;
-    without dedup a token part goes to the ``appender`` (which deletes its ``.bin`` once
-    appended). On a rerun, a deleted file counts as present when its consumers' records say so.
+    A partition is announced by its ingest task as soon as it is cut. Its consumers (tokenize;
+    minhash with ``sig_dir``) ran already when the ingest task consumed it inline; else they are
+    queued then, and once every one has finished (its completion record written) the partition
+    file is deleted unless ``keep_work``. Without dedup a token part goes to the ``appender``
+    (which deletes its ``.bin`` once appended). On a rerun, a deleted file counts as present
+    when its consumers' records say so.
     """
 
-    def __init__(self, shards, ingest_dir, tokens_dir, cfg, info, sig_dir, appender):
+    def __init__(self, shards, ingest_dir, tokens_dir, cfg, info, sig_dir, appender, workers):
         self.shards, self.ingest_dir, self.tokens_dir = shards, ingest_dir, tokens_dir
         self.cfg, self.info, self.sig_dir, self.appender = cfg, info, sig_dir, appender
         # With dedup, token parts wait for the duplicates to be known; the appender's record
         # still says which of them a killed run had appended (and deleted) already.
         self.append = appender is not None and info is not None and sig_dir is None
         self.keys = [shard_key(s) for s in shards]
-        self.ingest = [ingest_task(s, i, ingest_dir, cfg) for i, s in enumerate(shards)]
+        self.spec = Consumers(tuple(self.keys), cfg, info, tokens_dir, sig_dir)
+        self.workers = workers
+        self.flag = ingest_dir / HANDOFF_FLAG
+        inline = self._inline()
+        self.ingest = [ingest_task(s, i, ingest_dir, cfg, inline) for i, s in enumerate(shards)]
         self.results: list[ShardResult | None] = [None] * len(shards)
         self.seen: list[int] = [0] * len(shards)  # partitions announced per shard
         self.running: set[int] = set()
@@ -143,23 +146,33 @@ class _Graph:
         self.announced: dict[str, Partition] = {}
         self.tokens: dict[tuple[int, int], TokenPart] = {}
         self.reused = {"tokenize": 0, "minhash": 0}
+        self.inline_cpu: dict[str, float] = {}  # consumers' CPU inside this run's ingest tasks
         self.bars: _Bars | None = None
 
+    def _inline(self) -> Inline | None:
+        """How ingest tasks consume partitions inline: always with one worker (nobody else
+        would), never with --keep-work (the partitions are kept for reuse), else while the
+        hand-off flag is down."""
+        if self.cfg.keep_work:
+            return None
+        appended = self.appender.last if self.appender is not None else None
+        return Inline(self.spec, str(self.flag) if self.workers > 1 else None, appended)
+
+    def handoff(self, outstanding: int) -> None:
+        """Raise the hand-off flag while fewer than ``workers + HANDOFF_QUEUE`` tasks are
+        unfinished (a worker is, or soon will be, without work), lower it otherwise."""
+        if outstanding < self.workers + HANDOFF_QUEUE:
+            if not self.flag.exists():
+                self.flag.touch()
+        else:
+            self.flag.unlink(missing_ok=True)
+
     def consumers(self, part: Partition) -> list[Task]:
-        key = self.keys[part.shard_index]
-        tasks = []
-        if self.info is not None:
-            tasks.append(tokenize_task(part, key, self.tokens_dir, self.cfg, self.info))
-        if self.sig_dir is not None:
-            tasks += dedup_stage.signature_tasks([part], [key], self.sig_dir, self.cfg.dedup)
-        return tasks
+        return self.spec.of(part)
 
     def _finished(self, task: Task, part: Partition):
-        """A consumer's earlier result; a token part whose ``.bin`` is in the appended file
-        already counts even when the ``.bin`` is gone."""
-        pos = (part.shard_index, part.index)
-        appended = self.appender is not None and self.appender.claims(pos)
-        return task.finished(consumed=lambda result, path: appended and path == result.bin)
+        appended = self.appender.last if self.appender is not None else None
+        return consumers.finished(task, part, appended)
 
     def consumed(self, shard: ShardResult, path: str) -> bool:
         """Whether a deleted output of an ingest task was consumed: every reader finished."""
@@ -183,7 +196,8 @@ class _Graph:
         jobs = list(todo)
         for i, result in enumerate(self.results):
             if result is not None:
-                jobs += self._shard_read(i, result)
+                jobs += self._shard_read(i, result, fresh=False)
+        self.handoff(len(jobs))  # before any ingest task starts: one shard, two workers
         return jobs
 
     def _forget_announcements(self, i: int) -> None:
@@ -192,14 +206,20 @@ class _Graph:
         for path in self.ingest_dir.glob(f"{glob.escape(stem)}.*.part.json"):
             path.unlink(missing_ok=True)
 
-    def _announce(self, part: Partition) -> list[Task]:
+    def _announce(self, part: Partition, fresh: bool = True) -> list[Task]:
+        """Queue the consumers of a partition cut by an ingest task of this run (``fresh``) or
+        of an earlier one."""
         self.announced[part.path] = part
         jobs = []
         for task in self.consumers(part):
             done = self._finished(task, part)
             if done is None:
-                jobs.append(task)
+                jobs.append(task)  # inline consumers always finished: a lost record fails it
                 self.bars.add(task)
+            elif part.inline and fresh:  # consumed inline just now: progress, not reuse
+                self.bars.add(task)
+                self.bars.done(task, done)
+                self._consumer_done(task, part, done)
             else:
                 self.reused["tokenize" if task.stage == "tokenize" else "minhash"] += 1
                 self._consumer_done(task, part, done)
@@ -209,9 +229,10 @@ class _Graph:
         self.seen[part.shard_index] = part.index + 1
         return jobs
 
-    def _shard_read(self, i: int, result: ShardResult) -> list[Task]:
+    def _shard_read(self, i: int, result: ShardResult, fresh: bool = True) -> list[Task]:
         self.running.discard(i)
-        jobs = [job for part in result.partitions[self.seen[i]:] for job in self._announce(part)]
+        jobs = [job for part in result.partitions[self.seen[i]:]
+                for job in self._announce(part, fresh)]
         if self.append:
             self.appender.shard_done(i, len(result.partitions))
         return jobs
@@ -227,6 +248,10 @@ class _Graph:
     def expand(self, task: Task, result) -> list[Task]:
         if task.stage == "ingest":
             self.results[task.args[1]] = result
+            for stage, seconds in result.inline_cpu.items():
+                self.inline_cpu[stage] = self.inline_cpu.get(stage, 0.0) + seconds
+            for stage, n in result.inline_reused.items():
+                self.reused["tokenize" if stage == "tokenize" else "minhash"] += n
             return self._shard_read(task.args[1], result)
         part = self.announced[task.args[0].path if task.stage == "tokenize" else task.args[0]]
         self._consumer_done(task, part, result)
@@ -235,8 +260,10 @@ class _Graph:
             self._delete(part.path)
         return []
 
-    def poll(self) -> list[Task]:
-        """Partitions announced, and read progress, of the shards being read."""
+    def poll(self, outstanding: int) -> list[Task]:
+        """Partitions announced, and read progress, of the shards being read; the hand-off
+        flag for the ``outstanding`` (submitted, unfinished) tasks."""
+        self.handoff(outstanding)
         jobs, reading = [], {}
         for i in sorted(self.running):
             stem = self.shards[i].file_stem
@@ -265,11 +292,13 @@ def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir:
     ``appender`` token parts are appended to the dataset's ``.bin`` as they are ready."""
     for d in (ingest_dir, tokens_dir):
         d.mkdir(parents=True, exist_ok=True)
-    graph = _Graph(shards, ingest_dir, tokens_dir, cfg, info, sig_dir, appender)
+    graph = _Graph(shards, ingest_dir, tokens_dir, cfg, info, sig_dir, appender, runner.workers)
     initial = graph.start()
     for task, result in runner.run_graph(initial, graph.expand, graph.poll):
         graph.bars.done(task, result)
     graph.bars.close()
+    graph.flag.unlink(missing_ok=True)
+    runner.move_busy("ingest", graph.inline_cpu)  # consumers run inline count for their stage
     total = sum(len(s.partitions) for s in graph.results)
     for stage, n in graph.reused.items():
         if n:
@@ -365,6 +394,13 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     """Build the dataset described by ``cfg``; return the report (also written to disk)."""
     bands_rows = validate(cfg)
     shards = discover(cfg.read.inputs)
+    # The workers spawn while the tokenizer is checked, and shut down while outputs are written.
+    with Runner(cfg.cluster, cfg.quiet) as runner:
+        return _build(cfg, overwrite, bands_rows, shards, runner)
+
+
+def _build(cfg: BuildConfig, overwrite: bool, bands_rows, shards: Sequence[Shard],
+           runner: Runner) -> dict:
     engine, why = resolve_engine(cfg.tokenize.tokenizer, cfg.tokenize.engine)
     info = TokenizerInfo.of(cfg.tokenize.tokenizer, engine)
     log(f"tokenize: {engine} engine ({why})", cfg.quiet)
@@ -383,26 +419,26 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     appender = appender_for(out, tokens_dir, shards, settings, cfg)
-    with Runner(cfg.cluster, cfg.quiet) as runner:
-        sig_dir = None
-        if cfg.dedup.enabled:
-            charts.preload()  # the dedup report's charts are drawn after the last stage
-            sig_dir = dedup_stage.signature_dir(out, ingest_fp, cfg.dedup)
-            sig_dir.mkdir(parents=True, exist_ok=True)
-        shard_results, parts = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir,
-                                                       cfg, info, sig_dir, appender)
-        timings["ingest_and_tokenize"] = round(time.monotonic() - t0, 3)
-        dup = None
-        if cfg.dedup.enabled:
-            t_dedup = time.monotonic()
-            dup = run_dedup(runner, shard_results, out, ingest_fp, cfg, signatures_done=True)
-            timings["dedup"] = round(time.monotonic() - t_dedup, 3)
-            t_drop = time.monotonic()
-            parts, dup.removed_by_subset = drop_duplicates(appender, shard_results, parts, dup, info)
-            timings["drop_duplicates"] = round(time.monotonic() - t_drop, 3)
-        else:
-            parts = appender.parts(len(shard_results))
-        busy = dict(runner.busy)
+    sig_dir = None
+    if cfg.dedup.enabled:
+        charts.preload()  # the dedup report's charts are drawn after the last stage
+        sig_dir = dedup_stage.signature_dir(out, ingest_fp, cfg.dedup)
+        sig_dir.mkdir(parents=True, exist_ok=True)
+    shard_results, parts = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir,
+                                                   cfg, info, sig_dir, appender)
+    timings["ingest_and_tokenize"] = round(time.monotonic() - t0, 3)
+    dup = None
+    if cfg.dedup.enabled:
+        t_dedup = time.monotonic()
+        dup = run_dedup(runner, shard_results, out, ingest_fp, cfg, signatures_done=True)
+        timings["dedup"] = round(time.monotonic() - t_dedup, 3)
+        t_drop = time.monotonic()
+        parts, dup.removed_by_subset = drop_duplicates(appender, shard_results, parts, dup, info)
+        timings["drop_duplicates"] = round(time.monotonic() - t_drop, 3)
+    else:
+        parts = appender.parts(len(shard_results))
+    busy = dict(runner.busy)
+    runner.close(wait=False)
 
     # Every output is written to a staging directory and moved in only when all are complete:
     # a failed or killed build never leaves OUT_DIR holding a mix of two builds.

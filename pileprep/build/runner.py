@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from typing import Any, Callable, Iterator, Sequence
@@ -41,35 +42,72 @@ def priority(task: Task) -> int:
 
 
 class Runner:
+    """Runs tasks on Dask. A local cluster starts in the background from the moment the runner
+    is made, so its workers spawn while the driver still checks its settings and tokenizer;
+    the first use waits for it. ``close(wait=False)`` lets the workers shut down while the
+    driver writes the outputs."""
+
     def __init__(self, cfg: ClusterConfig, quiet: bool = False):
         self.cfg, self.quiet = cfg, quiet
-        self.client = self.cluster = None
+        self._client = self.cluster = None
         self.busy: dict[str, float] = {}  # CPU seconds of each stage's task functions
-        if cfg.scheduler == SYNCHRONOUS:
+        self.synchronous = cfg.scheduler == SYNCHRONOUS
+        self._workers = 1
+        self._error: BaseException | None = None
+        self._starting = self._closing = None
+        if self.synchronous:
             log("dask: synchronous scheduler (one process, one task at a time)", quiet)
             return
         # Each worker runs one task at a time in its own process; a tokenizer that also spawned
         # a thread per core in every worker would oversubscribe the machine.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self._starting = threading.Thread(target=self._start, name="pileprep-cluster-start",
+                                          daemon=True)
+        self._starting.start()
+
+    def _start(self) -> None:
         from distributed import Client, LocalCluster
 
-        if cfg.scheduler:
-            self.client = Client(cfg.scheduler, timeout="30s")
-        else:
+        try:
+            if self.cfg.scheduler:
+                self._client = Client(self.cfg.scheduler, timeout="30s")
+                return
             environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
                        **WORKER_PRE_SPAWN_ENV}
             with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
                 self.cluster = LocalCluster(
-                    n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                    n_workers=self.cfg.workers, threads_per_worker=1, processes=True,
                     # A failed task's exception reaches the driver, which reports it in one
                     # line; the workers' own "Compute Failed" log would repeat it with a traceback.
-                    memory_limit=cfg.memory_limit, silence_logs=logging.CRITICAL,
+                    memory_limit=self.cfg.memory_limit, silence_logs=logging.CRITICAL,
                     # Any free port: two builds (or a user's own cluster) never fight over 8787.
                     dashboard_address=":0")
-            self.client = Client(self.cluster)
-        workers = len(self.client.scheduler_info().get("workers", {}))
-        log(f"dask: scheduler {self.client.scheduler.address}, {workers} workers"
-            + (f", dashboard {self.client.dashboard_link}" if _has_bokeh() else ""), quiet)
+            self._client = Client(self.cluster)
+        except BaseException as exc:  # raised in the driver's thread by ready()
+            self._error = exc
+
+    def ready(self) -> None:
+        """Wait for the cluster (once); raise what starting it raised."""
+        if self._starting is None:
+            return
+        self._starting.join()
+        self._starting = None
+        if self._error is not None:
+            raise self._error
+        self._workers = len(self._client.scheduler_info().get("workers", {}))
+        log(f"dask: scheduler {self._client.scheduler.address}, {self._workers} workers"
+            + (f", dashboard {self._client.dashboard_link}" if _has_bokeh() else ""), self.quiet)
+
+    @property
+    def client(self):
+        """The Dask client, once the cluster is up (None on the synchronous scheduler)."""
+        self.ready()
+        return self._client
+
+    @property
+    def workers(self) -> int:
+        self.ready()
+        return self._workers
 
     def run(self, tasks: Sequence[Task], label: str, progress: Progress | None = None) -> list:
         """Every task's result, in task order: reused when finished, else run on the cluster."""
@@ -93,15 +131,18 @@ class Runner:
 
     def run_graph(self, initial: Sequence[Task],
                   expand: Callable[[Task, Any], Sequence[Task]] = lambda task, result: (),
-                  poll: Callable[[], Sequence[Task]] = lambda: ()) -> Iterator[tuple[Any, Any]]:
+                  poll: Callable[[int], Sequence[Task]] = lambda outstanding: ()
+                  ) -> Iterator[tuple[Any, Any]]:
         """Run tasks; each finished one may add more through ``expand(task, result)``, and
-        ``poll()``, called about every ``POLL_SECONDS`` while tasks run, may add work that
-        running tasks announced (partitions cut from a shard still being read). Yields
+        ``poll(outstanding)``, called about every ``POLL_SECONDS`` while tasks run with the
+        number of submitted, unfinished tasks, may add work that running tasks announced
+        (partitions cut from a shard still being read). Yields
         ``(task, result)`` as tasks finish. Ready work goes by :func:`priority`, so a later
         stage starts on the first results of an earlier one."""
-        if self.client is None:
+        if self.synchronous:
             yield from self._run_synchronous(initial, expand, poll)
             return
+        self.ready()
         from distributed import as_completed
 
         batch = uuid.uuid4().hex[:12]  # unique keys: never reuse a result held by the cluster
@@ -131,7 +172,7 @@ class Runner:
                         pending.add(submit(more))
                 if time.monotonic() - last_poll >= POLL_SECONDS:
                     last_poll = time.monotonic()
-                    for more in poll():
+                    for more in poll(len(jobs)):
                         pending.add(submit(more))
         finally:
             for future in list(pending.futures):
@@ -149,14 +190,32 @@ class Runner:
             self._count(task, seconds)
             yield task, result
             queue.extend(expand(task, result))
-            queue.extend(poll())
+            queue.extend(poll(len(queue)))
 
     def _count(self, task: Task, seconds: float) -> None:
         self.busy[task.stage] = self.busy.get(task.stage, 0.0) + seconds
 
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
+    def move_busy(self, source: str, seconds: dict[str, float]) -> None:
+        """Count CPU seconds spent inside ``source``'s tasks for the stages they belong to."""
+        for stage, s in seconds.items():
+            self.busy[source] = self.busy.get(source, 0.0) - s
+            self.busy[stage] = self.busy.get(stage, 0.0) + s
+
+    def close(self, wait: bool = True) -> None:
+        """Shut the cluster down; with ``wait=False`` in the background (a later ``close()``
+        waits for it). Worker processes take a while to exit."""
+        if self._closing is None:
+            self._closing = threading.Thread(target=self._shut, name="pileprep-cluster-close",
+                                             daemon=True)
+            self._closing.start()
+        if wait:
+            self._closing.join()
+
+    def _shut(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
+        if self._client is not None:
+            self._client.close()
         if self.cluster is not None:
             self.cluster.close()
 

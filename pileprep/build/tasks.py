@@ -61,10 +61,11 @@ class Task:
 def execute_timed(task: Task) -> tuple[Any, float]:
     """Run the task (on a worker), then write its completion record; return the result and
     the CPU seconds of the task's function (per-stage rates per core: on a shared machine wall
-    time would count the other users' processes too)."""
-    start = time.process_time()
+    time would count the other users' processes too). The thread's, not the process's: a
+    worker may run a second task in another thread while a read waits (ingest.READ_AHEAD)."""
+    start = time.thread_time()
     result = task.fn(*task.args)
-    seconds = time.process_time() - start
+    seconds = time.thread_time() - start
     faults.checkpoint(task.stage)
     encoded = result.to_json() if hasattr(result, "to_json") else result
     atomic.write_json(task.done, {"inputs": _as_json(task.inputs), "result": encoded})

@@ -12,48 +12,30 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pileprep.core import atomic
 from pileprep.core.config import TokenizeConfig
 from pileprep.formats import provenance
-from pileprep.formats.parts import Partition, TokenPart
+from pileprep.formats.parts import Partition, Records, TokenPart, partition_batches
 from pileprep.tokenizer import TokenizerInfo, encode
 
 
-def _batches(pf: pq.ParquetFile, cfg: TokenizeConfig):
-    """Record batches of at most ``batch_docs`` documents and about ``batch_bytes`` of text.
-
-    Capping bytes as well as documents keeps a worker's memory flat when long documents
-    (books, code dumps) cluster together.
-    """
-    for batch in pf.iter_batches(batch_size=cfg.batch_docs):
-        lengths = pc.binary_length(batch.column("text")).to_numpy(zero_copy_only=False)
-        ends = np.cumsum(lengths)
-        start = 0
-        while start < batch.num_rows:
-            base = ends[start - 1] if start else 0
-            stop = int(np.searchsorted(ends, base + cfg.batch_bytes, side="right"))
-            stop = max(stop, start + 1)  # a single huge document still forms a batch
-            yield batch.slice(start, stop - start)
-            start = stop
-
-
 def tokenize_partition(part: Partition, out_dir: str, cfg: TokenizeConfig,
-                       info: TokenizerInfo, shard_sha256: str = "") -> TokenPart:
+                       info: TokenizerInfo, shard_sha256: str = "",
+                       records: Records | None = None) -> TokenPart:
+    """Tokenize one partition, read from its file or, inline, from ``records`` in memory."""
     out = Path(out_dir)
     bin_path, prov_path = out / f"{part.stem}.bin", out / f"{part.stem}.prov.parquet"
     lines, subsets, sizes, nbytes = [], [], [], []
-    pf = pq.ParquetFile(part.path)
     with atomic.atomic_path(bin_path) as tmp, open(tmp, "wb") as sink:
-        for batch in _batches(pf, cfg):
-            flat, doc_sizes = encode(info, batch.column("text").to_pylist(), cfg.append_eod)
+        for batch in partition_batches(part.path, records, cfg.batch_docs, cfg.batch_bytes):
+            flat, doc_sizes = encode(info, batch.texts, cfg.append_eod)
             flat.tofile(sink)
             sizes.append(doc_sizes)
-            lines.append(batch.column("line").to_numpy())
-            subsets.extend(batch.column("pile_set_name").to_pylist())
-            nbytes.append(pc.binary_length(batch.column("text")).to_numpy(zero_copy_only=False))
+            lines.append(batch.lines)
+            subsets.extend(batch.subsets)
+            nbytes.append(batch.nbytes)
     size_arr = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
     table = provenance.part_table(part.source, np.concatenate(lines) if lines else size_arr,
                                   subsets, size_arr, np.concatenate(nbytes) if nbytes else size_arr)

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from pileprep.core import atomic
 from pileprep.dedup import minhash, shuffle
+from pileprep.formats.parts import Records, partition_batches
 
 BAND_ROW = np.dtype([("key", "<u8"), ("gid", "<i8")])
 PAIR_ROW = np.dtype([("a", "<i8"), ("b", "<i8")])
@@ -44,19 +45,20 @@ def signature_schema(num_perm: int) -> pa.Schema:
     ])
 
 
-def signature_task(part_path: str, out_path: str, num_perm: int, seed: int, words: int) -> dict:
-    """MinHash every document of one ingest partition into a signature parquet file."""
+def signature_task(part_path: str, out_path: str, num_perm: int, seed: int, words: int,
+                   records: Records | None = None) -> dict:
+    """MinHash every document of one ingest partition (read from its file or, inline, from
+    ``records`` in memory) into a signature parquet file."""
     schema = signature_schema(num_perm)
-    pf = pq.ParquetFile(part_path)
     rows = 0
     with atomic.atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for batch in pf.iter_batches(batch_size=_BATCH_DOCS, columns=["line", "text", "pile_set_name"]):
-            sig, has = minhash.signatures(batch.column("text").to_pylist(), num_perm, seed, words)
+        for batch in partition_batches(part_path, records, _BATCH_DOCS):
+            sig, has = minhash.signatures(batch.texts, num_perm, seed, words)
             writer.write_table(pa.table([
-                batch.column("line"), batch.column("pile_set_name"), pa.array(has),
+                pa.array(batch.lines), pa.array(batch.subsets, pa.string()), pa.array(has),
                 pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm),
             ], schema=schema))
-            rows += batch.num_rows
+            rows += len(batch.texts)
     return {"rows": rows}
 
 

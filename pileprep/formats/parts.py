@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 # An ingest partition: validated records of one shard, in line order.
 PARTITION_SCHEMA = pa.schema([
@@ -29,11 +33,67 @@ class Partition:
     first_line: int
     rows: int
     text_bytes: int
+    # Consumed by the ingest task that cut it, from memory: its file was never written.
+    inline: bool = False
 
     @property
     def stem(self) -> str:
         """The partition's file name without ``.parquet``: names its files in later stages."""
         return Path(self.path).name.removesuffix(".parquet")
+
+
+@dataclass
+class Records:
+    """A partition's documents held in memory by the ingest task that cut it, handed to the
+    partition's consumers (tokenize, MinHash) in the same process instead of through a file."""
+
+    lines: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    subsets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """Consecutive documents of a partition, as a consumer reads them."""
+
+    lines: np.ndarray  # int64: line in the shard
+    texts: list[str]
+    subsets: list[str]
+    nbytes: np.ndarray  # int64: UTF-8 bytes of each text
+
+
+def utf8_lengths(texts: list[str]) -> np.ndarray:
+    # Most real text is ASCII, whose length needs no encoding.
+    return np.fromiter((len(t) if t.isascii() else len(t.encode()) for t in texts), np.int64,
+                       len(texts))
+
+
+def partition_batches(path: str, records: Records | None, max_docs: int,
+                      max_bytes: int = 1 << 62) -> Iterator[Batch]:
+    """A partition's documents in batches of at most ``max_docs`` documents and about
+    ``max_bytes`` of text, from ``records`` when it is held in memory, else from its file.
+
+    Capping bytes as well as documents keeps a consumer's memory flat when long documents
+    (books, code dumps) cluster together; a single huge document still forms a batch."""
+    if records is not None:
+        yield from _cut(np.asarray(records.lines, np.int64), records.texts, records.subsets,
+                        utf8_lengths(records.texts), max_docs, max_bytes)
+        return
+    for b in pq.ParquetFile(path).iter_batches(batch_size=max_docs):
+        nbytes = pc.binary_length(b.column("text")).to_numpy(zero_copy_only=False)
+        yield from _cut(b.column("line").to_numpy(), b.column("text").to_pylist(),
+                        b.column("pile_set_name").to_pylist(), nbytes, max_docs, max_bytes)
+
+
+def _cut(lines, texts, subsets, nbytes, max_docs: int, max_bytes: int) -> Iterator[Batch]:
+    ends = np.cumsum(nbytes)
+    start = 0
+    while start < len(texts):
+        base = ends[start - 1] if start else 0
+        stop = min(int(np.searchsorted(ends, base + max_bytes, side="right")), start + max_docs)
+        stop = max(stop, start + 1)
+        yield Batch(lines[start:stop], texts[start:stop], subsets[start:stop], nbytes[start:stop])
+        start = stop
 
 
 @dataclass
@@ -48,6 +108,10 @@ class ShardResult:
     rejects_path: str
     partitions: list[Partition] = field(default_factory=list)
     shard_error: dict | None = None
+    # CPU seconds of the partitions' consumers run inline, by stage: part of the ingest task's
+    # time, counted for their own stages in the report's rates.
+    inline_cpu: dict[str, float] = field(default_factory=dict)
+    inline_reused: dict[str, int] = field(default_factory=dict)  # consumers an earlier run did
 
     @classmethod
     def from_json(cls, obj: dict) -> "ShardResult":

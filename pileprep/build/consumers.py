@@ -1,0 +1,89 @@
+"""A partition's consumers: the tasks that read an ingest partition (tokenize, and MinHash with
+``--dedup``), described once for the driver, which queues them, and for the ingest task, which
+runs them itself on a partition it holds in memory (*inline*).
+
+Inline, a partition is never written to scratch disk nor read back, and its text stays the
+Python strings the JSON reader made: a partition costs a sixth less CPU (docs/benchmarks.md).
+But one shard is then read and tokenized by one core. So the driver keeps a *hand-off* flag
+file while fewer tasks wait than would keep every worker busy (the last shards of a build, or
+fewer shards than workers); while it exists, ingest tasks write the partitions they cut for any
+worker to consume, as without inline work. Who consumes a partition never changes its outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pileprep.build.tasks import Task, execute_timed
+from pileprep.build.tokenize import tokenize_partition
+from pileprep.core.config import BuildConfig
+from pileprep.formats.parts import Partition, Records, TokenPart
+from pileprep.tokenizer import TokenizerInfo
+
+Position = tuple[int, int]  # (shard index, partition index)
+
+
+def tokenize_task(part: Partition, key: str, workdir: Path, cfg: BuildConfig,
+                  info: TokenizerInfo) -> Task:
+    return Task(f"tokenize {part.stem}", "tokenize", tokenize_partition,
+                (part, str(workdir), cfg.tokenize, info, key),
+                workdir / f"{part.stem}.done.json", [key, part.rows], TokenPart, part.text_bytes)
+
+
+@dataclass(frozen=True)
+class Consumers:
+    """The consumer tasks of any partition of this build: small enough to travel with every
+    ingest task. ``keys`` are the shards' keys (what their parts are made from), by index."""
+
+    keys: tuple[str, ...]
+    cfg: BuildConfig
+    info: TokenizerInfo | None  # None: no tokenizing (``pileprep dedup``)
+    tokens_dir: Path
+    sig_dir: Path | None  # None: no MinHash
+
+    def of(self, part: Partition) -> list[Task]:
+        key = self.keys[part.shard_index]
+        tasks = []
+        if self.info is not None:
+            tasks.append(tokenize_task(part, key, self.tokens_dir, self.cfg, self.info))
+        if self.sig_dir is not None:
+            # Imported here: a worker of a build without --dedup never loads the dedup code.
+            from pileprep.build import dedup as dedup_stage
+
+            tasks += dedup_stage.signature_tasks([part], [key], self.sig_dir, self.cfg.dedup)
+        return tasks
+
+
+def finished(task: Task, part: Partition, appended: Position | None) -> Any | None:
+    """A consumer's earlier result. A token part at or before ``appended`` (the last part in the
+    dataset's ``.bin``) counts even when its ``.bin`` is gone: it was appended, then deleted."""
+    claimed = appended is not None and (part.shard_index, part.index) <= appended
+    return task.finished(consumed=lambda result, path: claimed and path == result.bin)
+
+
+@dataclass(frozen=True)
+class Inline:
+    """What an ingest task needs to consume its partitions itself."""
+
+    consumers: Consumers
+    handoff: str | None  # while this file exists, partitions are written for others instead
+    appended: Position | None  # the dataset's .bin held the parts up to here when the build began
+
+    def now(self) -> bool:
+        """Whether the partition starting now is consumed inline."""
+        return self.handoff is None or not os.path.exists(self.handoff)
+
+    def run(self, part: Partition, records: Records, cpu: dict[str, float],
+            reused: dict[str, int]) -> None:
+        """Run the partition's unfinished consumers on ``records``, each writing its completion
+        record as on a worker; add their CPU seconds, and the finished ones found, by stage."""
+        for task in self.consumers.of(part):
+            if finished(task, part, self.appended) is not None:
+                reused[task.stage] = reused.get(task.stage, 0) + 1
+                continue
+            _, seconds = execute_timed(dataclasses.replace(task, args=(*task.args, records)))
+            cpu[task.stage] = cpu.get(task.stage, 0.0) + seconds
