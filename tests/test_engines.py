@@ -189,6 +189,30 @@ def test_the_shipped_tokenizer_is_supported(tokenizer_spec):
     assert resolve_engine(tokenizer_spec, "auto")[0] == "fast"
 
 
+def test_a_passed_engine_check_is_remembered_for_that_file_and_code(tokenizer_spec, tmp_path,
+                                                                    monkeypatch):
+    """A build's driver checks the engine without building it when this file passed this code's
+    check before; another file (one byte more) is checked anew, and a refusal is not kept."""
+    from pileprep.tokenizer import fast
+
+    monkeypatch.setenv("PILEPREP_CACHE_DIR", str(tmp_path / "cache"))
+    copy = tmp_path / "tok.json"
+    copy.write_bytes(Path(tokenizer_spec).read_bytes())
+    fast.FastEngine().check(str(copy))  # built, probed, remembered
+    remembered = list((tmp_path / "cache" / "engine-checks").iterdir())
+    assert len(remembered) == 1
+
+    def refuse(spec):
+        raise fast.EngineUnavailable("refused")
+
+    monkeypatch.setattr(fast, "fast_encoder", refuse)
+    fast.FastEngine().check(str(copy))  # remembered: nothing built
+    copy.write_bytes(copy.read_bytes() + b" ")
+    with pytest.raises(fast.EngineUnavailable):
+        fast.FastEngine().check(str(copy))
+    assert list((tmp_path / "cache" / "engine-checks").iterdir()) == remembered
+
+
 def test_derived_tables_are_rebuilt_when_damaged_and_kept_when_unwritable(tmp_path, monkeypatch):
     from pileprep.core import tables
 

@@ -4,8 +4,14 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
+from importlib.metadata import version
+from pathlib import Path
 
+from pileprep.core import atomic
+from pileprep.core.tables import cache_dir
 from pileprep.tokenizer.base import EngineUnavailable, load_tokenizer, register
 
 
@@ -25,13 +31,41 @@ def fast_encoder(spec: str):
     return enc
 
 
+# What the fast engine's ids depend on besides the tokenizer file: its own code and the
+# libraries it compiles with or compares against.
+_SOURCES = ("fast.py", "fastbpe.py", "bpe.py", "nfc.py", "pretokenize.py", "wordcache.py")
+_DEPENDS_ON = ("tokenizers", "numba", "numpy")
+
+
+def _verdict_path(spec: str) -> Path | None:
+    """Where a passed check of this tokenizer file by this engine's code is remembered: a build's
+    driver then need not build the encoder (a second each build) only to run the probes, which
+    every worker runs again anyway when it builds its own. None for a hub id."""
+    if not os.path.exists(spec):
+        return None
+    digest = hashlib.sha256(" ".join(map(version, _DEPENDS_ON)).encode())
+    for source in _SOURCES:
+        digest.update((Path(__file__).parent / source).read_bytes())
+    digest.update(Path(spec).read_bytes())
+    return cache_dir() / "engine-checks" / f"fast-{digest.hexdigest()[:32]}.ok"
+
+
 class FastEngine:
     name = "fast"
     preference = 10
     description = "compiled pre-tokenizer and word memo over the tokenizer file's own BPE"
 
     def check(self, spec: str) -> None:
+        verdict = _verdict_path(spec)
+        if verdict is not None and verdict.exists():
+            return
         fast_encoder(spec)
+        if verdict is not None:
+            try:
+                verdict.parent.mkdir(parents=True, exist_ok=True)
+                atomic.write_json(verdict, {"tokenizer": spec})
+            except OSError:
+                pass  # an unwritable cache only costs the check again next time
 
     def encode(self, spec: str, texts: list[str], eod: int, dtype):
         return fast_encoder(spec).encode_batch(texts, eod, dtype)
