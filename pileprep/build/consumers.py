@@ -27,11 +27,17 @@ from pileprep.tokenizer import TokenizerInfo
 Position = tuple[int, int]  # (shard index, partition index)
 
 
+def order(part: Partition) -> int:
+    """The partition's place in the dataset, as a task order: earlier parts are consumed first."""
+    return (part.shard_index << 24) + min(part.index, (1 << 24) - 1)
+
+
 def tokenize_task(part: Partition, key: str, workdir: Path, cfg: BuildConfig,
                   info: TokenizerInfo) -> Task:
     return Task(f"tokenize {part.stem}", "tokenize", tokenize_partition,
                 (part, str(workdir), cfg.tokenize, info, key),
-                workdir / f"{part.stem}.done.json", [key, part.rows], TokenPart, part.text_bytes)
+                workdir / f"{part.stem}.done.json", [key, part.rows], TokenPart, part.text_bytes,
+                order(part))
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,8 @@ class Consumers:
             # Imported here: a worker of a build without --dedup never loads the dedup code.
             from pileprep.build import dedup as dedup_stage
 
-            tasks += dedup_stage.signature_tasks([part], [key], self.sig_dir, self.cfg.dedup)
+            tasks += [dataclasses.replace(t, order=order(part)) for t in
+                      dedup_stage.signature_tasks([part], [key], self.sig_dir, self.cfg.dedup)]
         return tasks
 
 

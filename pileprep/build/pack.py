@@ -83,33 +83,45 @@ class Appender:
         self._drain()
 
     def _drain(self) -> None:
+        """Append every part that is next in order, in one write, one fsync and one record."""
+        ready = []
         while True:
             s, k = self.next
             if s in self.counts and k >= self.counts[s]:
                 self.next = (s + 1, 0)
             elif self.next in self.waiting:
-                self._append(self.next, self.waiting.pop(self.next))
+                ready.append((self.next, self.waiting.pop(self.next)))
                 self.next = (s, k + 1)
             else:
-                return
+                break
+        if ready:
+            self._append(ready)
 
-    def _append(self, pos: Position, part: TokenPart) -> None:
-        if self.claims(pos):  # appended by an earlier run
-            _, self.packed[pos] = self.select(part, pos, False)
-        else:
-            data, self.packed[pos] = self.select(part, pos, True)
-            with open(self.path, "ab") as f:
+    def _append(self, ready: list[tuple[Position, TokenPart]]) -> None:
+        """Parts one after the other (one in memory at a time), then one fsync and one record."""
+        appended = 0
+        with open(self.path, "ab") as f:
+            for pos, part in ready:
+                if self.claims(pos):  # appended by an earlier run
+                    _, self.packed[pos] = self.select(part, pos, False)
+                    continue
+                data, self.packed[pos] = self.select(part, pos, True)
                 append_bytes(f, data)
+                self.sha.update(data)
+                self.nbytes += len(data)
+                self.last = pos
+                appended += 1
+            if appended:
                 f.flush()
                 os.fsync(f.fileno())  # the record below must never claim bytes not on disk
-            self.sha.update(data)
-            self.nbytes += len(data)
-            self.last = pos
-            atomic.write_json(self.record, {"identity": self.identity, "last": list(pos),
+        if appended:
+            atomic.write_json(self.record, {"identity": self.identity, "last": list(self.last),
                                             "bytes": self.nbytes})
-            faults.checkpoint("append")  # appended and recorded; the part's .bin not yet gone
+            for _ in range(appended):  # appended and recorded; the parts' .bin not yet gone
+                faults.checkpoint("append")
         if not self.keep_work:
-            Path(part.bin).unlink(missing_ok=True)
+            for _, part in ready:
+                Path(part.bin).unlink(missing_ok=True)
 
     def parts(self, shards: int) -> list[TokenPart]:
         """Every part as packed, in order, once all ``shards`` are read and appended."""

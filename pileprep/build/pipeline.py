@@ -32,7 +32,7 @@ from pileprep.core.progress import Progress, fmt_eta, log
 from pileprep.dedup import apply as dedup_apply, minhash, report as dedup_report
 from pileprep.dedup.result import DedupResult
 from pileprep.formats import charts, neox
-from pileprep.formats.parts import Partition, ShardResult, TokenPart
+from pileprep.formats.parts import Partition, ShardResult, TokenPart, preload_arrow
 from pileprep.sources import Shard, discover
 from pileprep.tokenizer import TokenizerInfo, resolve_engine
 from pileprep.training import schedule_files
@@ -71,7 +71,8 @@ def ingest_task(shard: Shard, index: int, workdir: Path, cfg: BuildConfig,
     bounded = not cfg.keep_work and cfg.cluster.scheduler != SYNCHRONOUS
     return Task(f"ingest {shard.name}", "ingest", ingest_shard,
                 (shard, index, str(workdir), cfg.read, READ_AHEAD if bounded else 0, inline),
-                workdir / f"{shard.file_stem}.done.json", shard.identity(), ShardResult, shard.size)
+                workdir / f"{shard.file_stem}.done.json", shard.identity(), ShardResult, shard.size,
+                index)
 
 
 class _Bars:
@@ -294,6 +295,7 @@ def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir:
         d.mkdir(parents=True, exist_ok=True)
     graph = _Graph(shards, ingest_dir, tokens_dir, cfg, info, sig_dir, appender, runner.workers)
     initial = graph.start()
+    preload_arrow()
     for task, result in runner.run_graph(initial, graph.expand, graph.poll):
         graph.bars.done(task, result)
     graph.bars.close()

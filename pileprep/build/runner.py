@@ -34,11 +34,14 @@ WORKER_PRE_SPAWN_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
 # starts as soon as partitions exist, and scratch disk holds few unconsumed files.
 STAGE_PRIORITY = {"ingest": 0}
 OTHER_PRIORITY = 1
+_ORDERS = 1 << 48  # orders within a stage
 POLL_SECONDS = 0.5  # how often the driver looks for work announced by running tasks
 
 
 def priority(task: Task) -> int:
-    return STAGE_PRIORITY.get(task.stage, OTHER_PRIORITY)
+    """Dask's priority (higher runs first): by stage, then by ``task.order``. In the order the
+    dataset's ``.bin`` is appended, a part does not wait long for an earlier one."""
+    return STAGE_PRIORITY.get(task.stage, OTHER_PRIORITY) * _ORDERS - min(task.order, _ORDERS - 1)
 
 
 class Runner:

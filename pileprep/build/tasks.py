@@ -34,6 +34,7 @@ class Task:
     inputs: Any = None  # what the outputs are made from; a record with other inputs is redone
     result_type: type | None = None  # has from_json/to_json/outputs; else the result is JSON
     weight: int = 0  # bytes of input, for progress lines (0: counted in tasks)
+    order: int = 0  # within its stage, lower runs first (the parts' place in the dataset)
 
     def finished(self, consumed: Callable[[Any, str], bool] | None = None) -> Any | None:
         """The result of an earlier run of this task that is still valid, or None.

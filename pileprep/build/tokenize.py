@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from pileprep.core import atomic
 from pileprep.core.config import TokenizeConfig
 from pileprep.formats import provenance
-from pileprep.formats.parts import Partition, Records, TokenPart, partition_batches
+from pileprep.formats.parts import Partition, Records, TokenPart, numpy_of, partition_batches
 from pileprep.tokenizer import TokenizerInfo, encode
 
 
@@ -42,4 +42,4 @@ def tokenize_partition(part: Partition, out_dir: str, cfg: TokenizeConfig,
     with atomic.atomic_path(prov_path) as tmp:
         pq.write_table(table, tmp)
     return TokenPart(str(bin_path), str(prov_path), len(size_arr), int(size_arr.sum()),
-                     int(table.column("bytes").to_numpy().sum()), shard_sha256, provenance.subset_totals(table))
+                     int(numpy_of(table.column("bytes")).sum()), shard_sha256, provenance.subset_totals(table))

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from pileprep.core import atomic
 from pileprep.formats import provenance
 from pileprep.core.files import DUPLICATES
-from pileprep.formats.parts import Partition, TokenPart
+from pileprep.formats.parts import Partition, TokenPart, numpy_of, read_parquet
 from pileprep.dedup import stages
 
 TABLE = DUPLICATES
@@ -38,9 +38,9 @@ def _lookup(gids: np.ndarray, offsets: np.ndarray, parts: Sequence[Partition],
     subsets = [""] * len(gids)
     for i in np.unique(part):
         sel = np.flatnonzero(part == i)
-        t = pq.read_table(sig_paths[i], columns=["line", "pile_set_name"])
+        t = read_parquet(sig_paths[i], ["line", "pile_set_name"])
         local = gids[sel] - offsets[i]
-        lines[sel] = t.column("line").to_numpy()[local]
+        lines[sel] = numpy_of(t.column("line"))[local]
         names = t.column("pile_set_name").to_pylist()
         for j, k in zip(sel, local):
             subsets[j] = names[k]
@@ -71,8 +71,8 @@ def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str, dtype: str,
     removed per subset. The kept documents' tokens are unchanged and in order.
     """
     stem = Path(part.bin).name.removesuffix(".bin")
-    prov = pq.read_table(part.prov, schema=provenance.PART_SCHEMA)
-    sizes = prov.column("tokens").to_numpy().astype(np.int64)
+    prov = read_parquet(part.prov)
+    sizes = numpy_of(prov.column("tokens")).astype(np.int64)
     keep = np.ones(len(sizes), bool)
     keep[np.asarray(drop, np.int64)] = False
     kept_prov = prov.filter(pa.array(keep))
@@ -85,7 +85,7 @@ def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str, dtype: str,
         data = memoryview(np.ascontiguousarray(kept)).cast("B")
     kept_sizes = sizes[keep]
     new = TokenPart(part.bin, str(prov_path), int(keep.sum()), int(kept_sizes.sum()),
-                    int(kept_prov.column("bytes").to_numpy().sum()), part.shard_sha256,
+                    int(numpy_of(kept_prov.column("bytes")).sum()), part.shard_sha256,
                     provenance.subset_totals(kept_prov))
     return data, new, provenance.subset_totals(prov.filter(pa.array(~keep)))
 
@@ -96,7 +96,7 @@ def subset_counts(sig_paths: Sequence[Path], removed: np.ndarray,
     drops = rows_by_partition(removed, offsets)
     out: dict[str, dict[str, int]] = {}
     for path, drop in zip(sig_paths, drops):
-        names = pq.read_table(path, columns=["pile_set_name"]).column("pile_set_name").to_numpy(
+        names = read_parquet(path, ["pile_set_name"]).column("pile_set_name").to_numpy(
             zero_copy_only=False)
         gone = np.zeros(len(names), bool)
         gone[drop] = True

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from pileprep.core import atomic
 from pileprep.dedup import minhash, shuffle
-from pileprep.formats.parts import Records, partition_batches
+from pileprep.formats.parts import Records, partition_batches, read_parquet
 
 BAND_ROW = np.dtype([("key", "<u8"), ("gid", "<i8")])
 PAIR_ROW = np.dtype([("a", "<i8"), ("b", "<i8")])
@@ -64,7 +64,7 @@ def signature_task(part_path: str, out_path: str, num_perm: int, seed: int, word
 
 def load_signatures(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(signatures (rows, num_perm) uint32, has_shingles bool)`` of one partition."""
-    t = pq.read_table(path, columns=["has_shingles", "signature"])
+    t = read_parquet(path, ["has_shingles", "signature"])
     col = t.column("signature").combine_chunks()
     num_perm = col.type.list_size
     sig = col.flatten().to_numpy().reshape(-1, num_perm)

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from pileprep.core import atomic, tables
 from pileprep.core.errors import NotFoundError
 from pileprep.formats.indexed import FileArray
+from pileprep.formats.parts import numpy_of, read_parquet
 from pileprep.core.files import PROVENANCE
 
 PART_SCHEMA = pa.schema([
@@ -67,8 +68,8 @@ def merge(parts: Iterable[str | Path], out_path: str | Path, row_group: int = RO
     pending: list[pa.Table] = []
     with pq.ParquetWriter(out_path, SCHEMA, compression="zstd") as writer:
         for part in parts:
-            t = pq.read_table(part, schema=PART_SCHEMA)
-            sizes = t.column("tokens").to_numpy().astype(np.int64)
+            t = read_parquet(part)
+            sizes = numpy_of(t.column("tokens")).astype(np.int64)
             starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) + token
             pending.append(pa.table({
                 "doc": pa.array(np.arange(doc, doc + t.num_rows, dtype=np.int64)),
@@ -97,7 +98,7 @@ def write_full_groups(writer, pending: list[pa.Table], row_group: int, final: bo
 
 
 def part_sizes(part: str | Path) -> np.ndarray:
-    return pq.read_table(part, columns=["tokens"]).column("tokens").to_numpy()
+    return numpy_of(read_parquet(part, ["tokens"]).column("tokens"))
 
 
 class ByDocument:
