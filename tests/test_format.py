@@ -66,3 +66,33 @@ def test_reader_rejects_corrupt_index(clean_build, tmp_path):
     bad.with_suffix(".idx").write_bytes(data[:-8])
     with pytest.raises(indexed.FormatError, match="header .* implies"):
         indexed.IndexedDataset(bad)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_part_tables_built_from_buffers_equal_arrow_built_ones(seed):
+    """A provenance part table is wrapped from numpy buffers and its per-subset totals counted
+    with numpy (pyarrow's own ways import pandas); both equal what Arrow itself builds."""
+    import pyarrow as pa
+
+    from pileprep.formats import provenance
+    from pileprep.formats.parts import numpy_of
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 50))
+    names = ["Pile-CC", "Github", "", "ArXiv", "Ubuntu IRC", "数据"]
+    subsets = [names[i] for i in rng.integers(0, len(names), n)]
+    lines, tokens, nbytes = rng.integers(0, 1 << 40, n), rng.integers(1, 1 << 20, n), rng.integers(1, 1 << 40, n)
+    ours = provenance.part_table("07.jsonl.zst", lines, subsets, tokens, nbytes)
+    arrow = pa.table({
+        "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), ["07.jsonl.zst"]),
+        "line": pa.array(lines, pa.int64()), "pile_set_name": pa.array(subsets, pa.string()).dictionary_encode(),
+        "tokens": pa.array(tokens, pa.int32()), "bytes": pa.array(nbytes, pa.int64())},
+        schema=provenance.PART_SCHEMA)
+    assert ours.equals(arrow)
+    expected = {}
+    for name, t, b in zip(subsets, tokens.tolist(), nbytes.tolist()):
+        acc = expected.setdefault(name, [0, 0, 0])
+        acc[0], acc[1], acc[2] = acc[0] + 1, acc[1] + t, acc[2] + b
+    halves = pa.concat_tables([ours.slice(0, n // 2), ours.slice(n // 2)])  # two chunks
+    assert provenance.subset_totals(halves) == expected
+    assert numpy_of(halves.column("line")).tolist() == lines.tolist()

@@ -52,14 +52,37 @@ ALIGNED_SCHEMA = pa.schema(list(SCHEMA) + [("match", pa.string()), ("candidates"
 
 
 def part_table(source: str, lines, subsets: list[str], tokens, nbytes) -> pa.Table:
+    # Arrays are wrapped from their buffers, not made by pa.array: pyarrow checks every input
+    # of pa.array against pandas types, importing pandas (0.4 s) in each worker to do so.
     n = len(lines)
     return pa.table({
-        "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [source]),
-        "line": pa.array(np.asarray(lines, np.int64)),
-        "pile_set_name": pa.array(subsets, pa.string()).dictionary_encode(),
-        "tokens": pa.array(np.asarray(tokens, np.int32)),
-        "bytes": pa.array(np.asarray(nbytes, np.int64)),
+        "source": _dictionary([source], np.zeros(n, np.int32)),
+        "line": _wrap(lines, pa.int64()),
+        "pile_set_name": _dictionary(*_codes(subsets)),
+        "tokens": _wrap(tokens, pa.int32()),
+        "bytes": _wrap(nbytes, pa.int64()),
     }, schema=PART_SCHEMA)
+
+
+def _wrap(values, type_: pa.DataType) -> pa.Array:
+    values = np.ascontiguousarray(values, type_.to_pandas_dtype())
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
+def _codes(strings: list[str]) -> tuple[list[str], np.ndarray]:
+    """Distinct strings in order of first appearance, and each string's index among them."""
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(s, len(index)) for s in strings), np.int32, len(strings))
+    return list(index), codes
+
+
+def _dictionary(names: list[str], codes: np.ndarray) -> pa.DictionaryArray:
+    encoded = [name.encode() for name in names]
+    offsets = np.zeros(len(encoded) + 1, np.int32)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    strings = pa.Array.from_buffers(pa.string(), len(names), [
+        None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+    return pa.DictionaryArray.from_arrays(_wrap(codes, pa.int32()), strings)
 
 
 def merge(parts: Iterable[str | Path], out_path: str | Path, row_group: int = ROW_GROUP) -> str:
@@ -307,13 +330,28 @@ def read(out_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
 
 
 def subset_totals(table) -> dict[str, list[int]]:
-    """Documents, tokens and text bytes per ``pile_set_name`` in a provenance table."""
-    grouped = table.group_by("pile_set_name").aggregate(
-        [("tokens", "count"), ("tokens", "sum"), ("bytes", "sum")])
-    names = grouped.column("pile_set_name").cast("string").to_pylist()
-    rows = zip(grouped.column("tokens_count").to_pylist(), grouped.column("tokens_sum").to_pylist(),
-               grouped.column("bytes_sum").to_pylist())
-    return {name: [int(a), int(b), int(c)] for name, (a, b, c) in zip(names, rows)}
+    """Documents, tokens and text bytes per ``pile_set_name`` in a provenance part table.
+    Counted with numpy: Arrow's group_by loads pyarrow.dataset and pandas, 0.7 s in a worker."""
+    tokens = numpy_of(table.column("tokens")).astype(np.int64)
+    nbytes = numpy_of(table.column("bytes")).astype(np.int64)
+    out: dict[str, list[int]] = {}
+    start = 0
+    for chunk in table.column("pile_set_name").chunks:
+        if pa.types.is_dictionary(chunk.type):
+            names, codes = chunk.dictionary.to_pylist(), numpy_of(chunk.indices)
+        else:
+            names, codes = _codes(chunk.to_pylist())
+        stop = start + len(chunk)
+        sums = np.zeros((len(names), 3), np.int64)
+        np.add.at(sums, codes, np.stack([np.ones(len(codes), np.int64), tokens[start:stop],
+                                         nbytes[start:stop]], axis=1))
+        for name, row in zip(names, sums.tolist()):
+            if row[0]:
+                acc = out.setdefault(name, [0, 0, 0])
+                for i, v in enumerate(row):
+                    acc[i] += v
+        start = stop
+    return out
 
 
 def aligned_chunk(first_doc: int, first_token: int, sizes: np.ndarray, source=None, line=None,
