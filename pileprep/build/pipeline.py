@@ -14,10 +14,9 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-
-from pileprep.build import consumers, dedup as dedup_stage, report as reporting
+from pileprep.build import consumers, report as reporting
 from pileprep.build.consumers import Consumers, Inline
 from pileprep.build.ingest import ingest_shard
 from pileprep.build.ingest import READ_AHEAD, announcement, reading_record
@@ -29,13 +28,16 @@ from pileprep.core.config import BuildConfig, fingerprint
 from pileprep.core.errors import ConfigError, PilePrepError
 from pileprep.core.files import DEDUP_SUMMARY, MANIFEST, REJECTS, REPORT, WORK_DIR, dataset_prefix
 from pileprep.core.progress import Progress, fmt_eta, log
-from pileprep.dedup import apply as dedup_apply, minhash, report as dedup_report
-from pileprep.dedup.result import DedupResult
 from pileprep.formats import charts, neox
 from pileprep.formats.parts import Partition, ShardResult, TokenPart, preload_arrow
 from pileprep.sources import Shard, discover
 from pileprep.tokenizer import TokenizerInfo, resolve_engine
 from pileprep.training import schedule_files
+
+if TYPE_CHECKING:
+    from pileprep.dedup.result import DedupResult
+# The dedup code (numba) is imported where it is used: a plain build's driver never loads it,
+# and its workers start sooner.
 
 # Bump when the reader's accept/reject rules or partition layout change: old work is then stale.
 INGEST_FORMAT = 1
@@ -50,7 +52,11 @@ def validate(cfg: BuildConfig) -> tuple[int, int] | None:
     """Check every setting before any work starts, including those only a lower layer can
     judge (the LSH banding); return the banding a dedup build will use."""
     cfg.validate()
-    return minhash.banding(cfg.dedup) if cfg.dedup.enabled else None
+    if not cfg.dedup.enabled:
+        return None
+    from pileprep.dedup import minhash
+
+    return minhash.banding(cfg.dedup)
 
 
 def tokenizer_identity(spec: str) -> str:
@@ -310,6 +316,14 @@ def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir:
     return graph.results, parts  # type: ignore[return-value]
 
 
+def _signature_dir(out: Path, ingest_fp: str, cfg: BuildConfig) -> Path:
+    from pileprep.build import dedup as dedup_stage
+
+    sig_dir = dedup_stage.signature_dir(out, ingest_fp, cfg.dedup)
+    sig_dir.mkdir(parents=True, exist_ok=True)
+    return sig_dir
+
+
 def _partitions(shard_results: Sequence[ShardResult]) -> tuple[list[Partition], list[str]]:
     parts = [p for s in shard_results for p in s.partitions]
     return parts, [s.sha256 for s in shard_results for _ in s.partitions]
@@ -317,8 +331,10 @@ def _partitions(shard_results: Sequence[ShardResult]) -> tuple[list[Partition], 
 
 def run_dedup(runner: Runner, shard_results: Sequence[ShardResult], out: Path, ingest_fp: str,
               cfg: BuildConfig, signatures_done: bool = False) -> DedupResult:
+    from pileprep.build import dedup as dedup_stage
+
     parts, shas = _partitions(shard_results)
-    sig_dir = dedup_stage.signature_dir(out, ingest_fp, cfg.dedup)
+    sig_dir = _signature_dir(out, ingest_fp, cfg)
     return dedup_stage.dedup(runner, parts, shas, sig_dir, out / WORK_DIR, cfg.dedup,
                              signatures_done, cfg.keep_work)
 
@@ -338,6 +354,8 @@ def drop_duplicates(appender: Appender, shard_results: Sequence[ShardResult],
                     parts: Sequence[TokenPart], dup: DedupResult, info: TokenizerInfo):
     """Append the token parts without the removed documents; the parts as packed, and what was
     removed per subset."""
+    from pileprep.dedup import apply as dedup_apply
+
     positions = [(i, p.index) for i, s in enumerate(shard_results) for p in s.partitions]
     drops = dict(zip(positions, dedup_apply.rows_by_partition(dup.removed, dup.offsets)))
     removed = []
@@ -359,6 +377,8 @@ def drop_duplicates(appender: Appender, shard_results: Sequence[ShardResult],
 
 def write_dedup_outputs(out: Path, dup: DedupResult, summary: dict) -> dict[str, str]:
     """The removed-documents table and the human-readable dedup report; ``{name: sha256}``."""
+    from pileprep.dedup import apply as dedup_apply, report as dedup_report
+
     hashes = {dedup_apply.TABLE: dedup_apply.write_table(
         dup.removed, dup.offsets, dup.partitions, dup.signature_paths, out / dedup_apply.TABLE)}
     hashes.update(dedup_report.write(out, dup, summary))
@@ -424,8 +444,7 @@ def _build(cfg: BuildConfig, overwrite: bool, bands_rows, shards: Sequence[Shard
     sig_dir = None
     if cfg.dedup.enabled:
         charts.preload()  # the dedup report's charts are drawn after the last stage
-        sig_dir = dedup_stage.signature_dir(out, ingest_fp, cfg.dedup)
-        sig_dir.mkdir(parents=True, exist_ok=True)
+        sig_dir = _signature_dir(out, ingest_fp, cfg)
     shard_results, parts = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir,
                                                    cfg, info, sig_dir, appender)
     timings["ingest_and_tokenize"] = round(time.monotonic() - t0, 3)
@@ -460,6 +479,8 @@ def _build(cfg: BuildConfig, overwrite: bool, bands_rows, shards: Sequence[Shard
                                 duplicates=len(dup.removed) if dup else 0)
     rep["rates"] = reporting.stage_rates(shard_results, timings, busy, appender.nbytes)
     if dup is not None:
+        from pileprep.dedup import report as dedup_report
+
         rep["dedup"] = dedup_report.summary(dup, rep["subsets"])
         hashes.update(write_dedup_outputs(stage, dup, rep["dedup"]))
     outputs = {n: {"bytes": (stage / n).stat().st_size, "sha256": sha}
@@ -482,6 +503,8 @@ def _build(cfg: BuildConfig, overwrite: bool, bands_rows, shards: Sequence[Shard
 def dedup_only(cfg: BuildConfig) -> dict:
     """Ingest and find near-duplicates only: ``duplicates.parquet``, ``dedup.json`` and the
     Markdown report. No tokens, so removal is counted in documents and text bytes."""
+    from pileprep.dedup import apply as dedup_apply, report as dedup_report
+
     cfg.dedup.enabled = True
     validate(cfg)
     shards = discover(cfg.read.inputs)
@@ -489,8 +512,7 @@ def dedup_only(cfg: BuildConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     finish_interrupted(out, cfg.quiet)
     ingest_fp, ingest_dir, tokens_dir = _work_dirs(out, cfg, {})
-    sig_dir = dedup_stage.signature_dir(out, ingest_fp, cfg.dedup)
-    sig_dir.mkdir(parents=True, exist_ok=True)
+    sig_dir = _signature_dir(out, ingest_fp, cfg)
     with Runner(cfg.cluster, cfg.quiet) as runner:
         shard_results, _ = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir, cfg,
                                                    None, sig_dir)
