@@ -12,6 +12,7 @@ import megatron_ref
 from helpers import BAD_LINES, BAD_REASONS, make_config, shard_files
 from pileprep.formats import indexed, provenance
 from pileprep.core.errors import ConfigError
+from pileprep.build import pipeline
 from pileprep.build.pipeline import build
 
 OUTPUTS = ["pile_text_document.bin", "pile_text_document.idx", "provenance.parquet",
@@ -218,43 +219,58 @@ def _done_then_absent(seen, finished_by, name):
 def _written(monkeypatch):
     """Every partition written for tokenize (and MinHash) tasks, as an ingest task does when the
     hand-off flag is up; never consumed inline."""
-    from pileprep.build import pipeline
-
-    monkeypatch.setattr(pipeline._Graph, "_inline", lambda self: None)
+    monkeypatch.setattr(pipeline._Graph, "_inline", lambda self, shard: None)
 
 
-@pytest.mark.parametrize("mode", ["inline", "written", "mixed"])
-def test_inline_written_or_mixed_partitions_give_the_same_outputs(
-        dirty_corpus, dirty_build, tokenizer_spec, tmp_path, monkeypatch, mode):
-    """Who consumes a partition (its ingest task, from memory, or a tokenize task, from its
-    file) never changes a byte; the spy shows which way each partition went."""
+def _cut_and_build(corpus, out, tokenizer_spec, monkeypatch, mode):
+    """Build with partitions consumed ``mode`` (inline, written, mixed); return how each
+    partition was consumed and where the shards were cut."""
     import itertools
 
     from pileprep.build import consumers
 
-    ways = []
+    seen = []
     real = consumers.tokenize_partition
 
     def spy(*args):
-        ways.append("inline" if len(args) == 6 else "written")  # records: the 6th argument
+        part = args[0]
+        seen.append(("inline" if len(args) == 6 else "written",  # records: the 6th argument
+                     (part.shard_index, part.index, part.first_line, part.rows, part.text_bytes)))
         return real(*args)
 
-    monkeypatch.setattr(consumers, "tokenize_partition", spy)
-    if mode == "written":
-        _written(monkeypatch)
-    elif mode == "mixed":
-        turns = itertools.cycle([True, False])
-        monkeypatch.setattr(consumers.Inline, "now", lambda self: next(turns))
-    cfg = make_config([dirty_corpus], tmp_path, tokenizer_spec, partition_bytes=50_000)
-    report = build(cfg)
-    assert len(ways) > 6
-    assert set(ways) == ({"inline", "written"} if mode == "mixed" else {mode})
-    assert _outputs(tmp_path) == _outputs(dirty_build)
+    with monkeypatch.context() as m:
+        m.setattr(consumers, "tokenize_partition", spy)
+        if mode == "written":
+            m.setattr(pipeline._Graph, "_inline", lambda self, shard: None)
+        elif mode == "mixed":
+            turns = itertools.cycle([True, False])
+            m.setattr(consumers.Inline, "now", lambda self: next(turns))
+        report = build(make_config([corpus], out, tokenizer_spec, partition_bytes=50_000))
+    return [way for way, _ in seen], sorted(cut for _, cut in seen), report
+
+
+@pytest.mark.parametrize("mode", ["written", "mixed"])
+def test_inline_written_or_mixed_partitions_give_the_same_cuts_and_bytes(
+        dirty_corpus, tokenizer_spec, tmp_path, monkeypatch, mode):
+    """Who consumes a partition (its ingest task, from memory, or a tokenize task, from its
+    file) changes neither where the shard is cut (a rerun reuses records of partitions cut
+    alike) nor a byte of the outputs. Row groups are smaller than partitions, as by default."""
+    from pileprep.build import ingest
+
+    monkeypatch.setattr(ingest._PartitionWriter, "ROW_GROUP_BYTES", 8_000)
+    ways, cuts, _ = _cut_and_build(dirty_corpus, tmp_path / "inline", tokenizer_spec, monkeypatch,
+                                   "inline")
+    assert set(ways) == {"inline"} and len(cuts) > 6
+    ways, other_cuts, report = _cut_and_build(dirty_corpus, tmp_path / mode, tokenizer_spec,
+                                              monkeypatch, mode)
+    assert set(ways) == ({"inline", "written"} if mode == "mixed" else {"written"})
+    assert other_cuts == cuts
+    assert _outputs(tmp_path / mode) == _outputs(tmp_path / "inline")
     assert report["rates"]["tokenize"]["task_cpu_seconds"] > 0  # inline time counted there
 
 
 def test_the_handoff_flag_is_up_while_a_worker_would_have_nothing_to_do(tmp_path):
-    from pileprep.build import consumers, pipeline
+    from pileprep.build import consumers
 
     graph = object.__new__(pipeline._Graph)  # only the flag's rule is tried here
     graph.workers, graph.flag = 2, tmp_path / "handoff"

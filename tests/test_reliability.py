@@ -110,13 +110,13 @@ def test_resume_after_consumed_intermediates_were_deleted(dirty_corpus, referenc
 
 def test_resume_after_partitions_handed_off_to_other_workers(dirty_corpus, tmp_path):
     """One shard, two workers: the reading worker writes partitions for the other one (the
-    hand-off flag is up), and a build killed after three appends resumes to the same bytes."""
+    hand-off flag is up), and a build killed while tokenizing resumes to the same bytes."""
     import json
 
     shard = sorted(dirty_corpus.iterdir())[0]
-    args = ["build", "-i", str(shard), "-o", str(tmp_path / "out"), "--partition-bytes", "8000",
+    args = ["build", "-i", str(shard), "-o", str(tmp_path / "out"), "--partition-bytes", "1024",
             "--workers", "2", "--no-schedule"]
-    killed = _cli(*args, env={faults.KILL_AT: "append:3"})
+    killed = _cli(*args, env={faults.KILL_AT: "tokenize:4"})
     assert killed.returncode == -9, killed.stderr[-2000:]
     work = tmp_path / "out" / ".pileprep-work"
     announced = [json.loads(p.read_text()) for p in work.glob("ingest-*/*.part.json")]
@@ -251,6 +251,7 @@ def test_verify_unfinished_commit(broken):
     (["-i", "IN", "-o", "OUT", "--seq-length", "0"], "--seq-length must be positive"),
     (["-i", "IN", "-o", "OUT", "--train-iters", "-1"], "--train-iters must be positive"),
     (["-i", "IN", "-o", "OUT", "--on-bad-record", "stop", "--partition-bytes", "10"], "--partition-bytes"),
+    (["-i", "IN", "-o", "OUT", "--partition-bytes", "2GiB"], "--partition-bytes must be at most 1 GiB"),
 ])
 def test_setting_errors_before_any_work(tmp_path, args, message, capsys):
     (tmp_path / "IN").mkdir()

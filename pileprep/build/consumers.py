@@ -3,11 +3,12 @@
 runs them itself on a partition it holds in memory (*inline*).
 
 Inline, a partition is never written to scratch disk nor read back, and its text stays the
-Python strings the JSON reader made: a partition costs a sixth less CPU (docs/benchmarks.md).
+Python strings the JSON reader made (docs/benchmarks.md has what that saves).
 But one shard is then read and tokenized by one core. So the driver keeps a *hand-off* flag
 file while fewer tasks wait than would keep every worker busy (the last shards of a build, or
 fewer shards than workers); while it exists, ingest tasks write the partitions they cut for any
-worker to consume, as without inline work. Who consumes a partition never changes its outputs.
+worker to consume, as without inline work. Who consumes a partition changes neither where the
+shard is cut (ingest.py) nor its outputs.
 """
 
 from __future__ import annotations
@@ -42,17 +43,17 @@ def tokenize_task(part: Partition, key: str, workdir: Path, cfg: BuildConfig,
 
 @dataclass(frozen=True)
 class Consumers:
-    """The consumer tasks of any partition of this build: small enough to travel with every
-    ingest task. ``keys`` are the shards' keys (what their parts are made from), by index."""
+    """The consumer tasks of the partitions of one shard, whose ``key`` says what its parts are
+    made from: small enough to travel with the shard's ingest task."""
 
-    keys: tuple[str, ...]
+    key: str
     cfg: BuildConfig
     info: TokenizerInfo | None  # None: no tokenizing (``pileprep dedup``)
     tokens_dir: Path
     sig_dir: Path | None  # None: no MinHash
 
     def of(self, part: Partition) -> list[Task]:
-        key = self.keys[part.shard_index]
+        key = self.key
         tasks = []
         if self.info is not None:
             tasks.append(tokenize_task(part, key, self.tokens_dir, self.cfg, self.info))

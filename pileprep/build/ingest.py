@@ -84,14 +84,14 @@ class _PartitionWriter:
         self.texts.append(text)
         self.subsets.append(subset)
         self.buffered += raw_len
-        if self.held:
-            if self.buffered >= self.limit:
-                self.close_partition()
-            return
-        if self.buffered >= min(self.ROW_GROUP_BYTES, self.limit):
-            self._write_group()
-        if self._bytes >= self.limit:
+        # One rule for held and written partitions: a partition ends with the record that
+        # brings it to ``limit`` bytes. Where it ends must not depend on who consumes it: a
+        # rerun (or a retried task) may cut the shard in the other way, and reuses the records
+        # of the partitions it cuts alike.
+        if self._bytes + self.buffered >= self.limit:
             self.close_partition()
+        elif not self.held and self.buffered >= self.ROW_GROUP_BYTES:
+            self._write_group()
 
     def _write_group(self) -> None:
         if not self.lines:
@@ -125,7 +125,7 @@ class _PartitionWriter:
         self._announce(Partition(str(self._path(len(self.done))), self.source, self.shard_index,
                                  len(self.done), self._first_line, self._rows, self._bytes))
         if self.read_ahead:
-            _wait_for_readers([p.path for p in self.done], self.read_ahead)
+            _wait_for_readers([p.path for p in self.done if not p.inline], self.read_ahead)
         self._file = self._writer = None
         self._rows = self._bytes = 0
 

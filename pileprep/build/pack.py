@@ -2,8 +2,9 @@
 
 Parts are already in the dataset dtype, so the ``.bin`` is a byte concatenation. It is made by an
 :class:`Appender` while the build runs: each part is appended as soon as it and every part
-before it are ready, and its ``.bin`` is deleted then (scratch disk holds only the parts that
-wait for an earlier one). A record after each append makes it resumable. At the end the
+before it are ready, and its ``.bin`` is deleted once recorded (scratch disk holds only the
+parts that wait for an earlier one). A record after the parts ready together (at most about
+``SYNC_BYTES``) makes it resumable. At the end the
 appended file is linked into the staged outputs, the ``.idx`` is written from the parts' sizes
 in two streaming passes, and the provenance table is concatenated with global ``doc`` and
 ``token_start`` columns. Each output is written to a temporary name and renamed only when
@@ -28,6 +29,7 @@ from pileprep.formats.parts import TokenPart
 
 Position = tuple[int, int]  # (shard index, partition index): the global order of parts
 _CHUNK = 8 << 20
+SYNC_BYTES = 256 << 20  # appended between two fsyncs and records at most (about)
 
 
 class Appender:
@@ -98,29 +100,38 @@ class Appender:
             self._append(ready)
 
     def _append(self, ready: list[tuple[Position, TokenPart]]) -> None:
-        """Parts one after the other (one in memory at a time), then one fsync and one record."""
-        appended = 0
+        """Parts one after the other (one in memory at a time); an fsync and a record, then the
+        parts' deletion, after each ``SYNC_BYTES`` and at the end: a shard that waited for an
+        earlier one is appended in a few syncs, yet never sits on disk twice whole."""
+        done: list[TokenPart] = []  # appended (or found appended), not yet recorded
+        pending = 0  # bytes written since the last sync
         with open(self.path, "ab") as f:
             for pos, part in ready:
                 if self.claims(pos):  # appended by an earlier run
                     _, self.packed[pos] = self.select(part, pos, False)
-                    continue
-                data, self.packed[pos] = self.select(part, pos, True)
-                append_bytes(f, data)
-                self.sha.update(data)
-                self.nbytes += len(data)
-                self.last = pos
-                appended += 1
-            if appended:
-                f.flush()
-                os.fsync(f.fileno())  # the record below must never claim bytes not on disk
-        if appended:
+                else:
+                    data, self.packed[pos] = self.select(part, pos, True)
+                    append_bytes(f, data)
+                    self.sha.update(data)
+                    self.nbytes += len(data)
+                    pending += len(data)
+                    self.last = pos
+                    del data
+                done.append(part)
+                if pending >= SYNC_BYTES:
+                    self._sync(f, done, pending)
+                    done, pending = [], 0
+            self._sync(f, done, pending)
+
+    def _sync(self, f, parts: list[TokenPart], written: int) -> None:
+        if written:
+            f.flush()
+            os.fsync(f.fileno())  # the record below must never claim bytes not on disk
             atomic.write_json(self.record, {"identity": self.identity, "last": list(self.last),
                                             "bytes": self.nbytes})
-            for _ in range(appended):  # appended and recorded; the parts' .bin not yet gone
-                faults.checkpoint("append")
+            faults.checkpoint("append")  # appended and recorded; the parts' .bin not yet gone
         if not self.keep_work:
-            for _, part in ready:
+            for part in parts:
                 Path(part.bin).unlink(missing_ok=True)
 
     def parts(self, shards: int) -> list[TokenPart]:

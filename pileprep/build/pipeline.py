@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 # and its workers start sooner.
 
 # Bump when the reader's accept/reject rules or partition layout change: old work is then stale.
-INGEST_FORMAT = 1
+INGEST_FORMAT = 2  # 2: a partition ends where its bytes reach the limit, not a row group later
 TOKENS_FORMAT = 1
 # While fewer tasks than workers + this wait, ingest tasks hand partitions off (consumers.py):
 # a few queued partitions keep a worker that frees up busy between the driver's polls.
@@ -140,12 +140,11 @@ class _Graph:
         # With dedup, token parts wait for the duplicates to be known; the appender's record
         # still says which of them a killed run had appended (and deleted) already.
         self.append = appender is not None and info is not None and sig_dir is None
-        self.keys = [shard_key(s) for s in shards]
-        self.spec = Consumers(tuple(self.keys), cfg, info, tokens_dir, sig_dir)
+        self.specs = [Consumers(shard_key(s), cfg, info, tokens_dir, sig_dir) for s in shards]
         self.workers = workers
         self.flag = ingest_dir / HANDOFF_FLAG
-        inline = self._inline()
-        self.ingest = [ingest_task(s, i, ingest_dir, cfg, inline) for i, s in enumerate(shards)]
+        self.ingest = [ingest_task(s, i, ingest_dir, cfg, self._inline(i))
+                       for i, s in enumerate(shards)]
         self.results: list[ShardResult | None] = [None] * len(shards)
         self.seen: list[int] = [0] * len(shards)  # partitions announced per shard
         self.running: set[int] = set()
@@ -156,14 +155,14 @@ class _Graph:
         self.inline_cpu: dict[str, float] = {}  # consumers' CPU inside this run's ingest tasks
         self.bars: _Bars | None = None
 
-    def _inline(self) -> Inline | None:
-        """How ingest tasks consume partitions inline: always with one worker (nobody else
-        would), never with --keep-work (the partitions are kept for reuse), else while the
-        hand-off flag is down."""
+    def _inline(self, shard: int) -> Inline | None:
+        """How the shard's ingest task consumes partitions inline: always with one worker
+        (nobody else would), never with --keep-work (the partitions are kept for reuse), else
+        while the hand-off flag is down."""
         if self.cfg.keep_work:
             return None
         appended = self.appender.last if self.appender is not None else None
-        return Inline(self.spec, str(self.flag) if self.workers > 1 else None, appended)
+        return Inline(self.specs[shard], str(self.flag) if self.workers > 1 else None, appended)
 
     def handoff(self, outstanding: int) -> None:
         """Raise the hand-off flag while fewer than ``workers + HANDOFF_QUEUE`` tasks are
@@ -175,7 +174,7 @@ class _Graph:
             self.flag.unlink(missing_ok=True)
 
     def consumers(self, part: Partition) -> list[Task]:
-        return self.spec.of(part)
+        return self.specs[part.shard_index].of(part)
 
     def _finished(self, task: Task, part: Partition):
         appended = self.appender.last if self.appender is not None else None
@@ -416,13 +415,6 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     """Build the dataset described by ``cfg``; return the report (also written to disk)."""
     bands_rows = validate(cfg)
     shards = discover(cfg.read.inputs)
-    # The workers spawn while the tokenizer is checked, and shut down while outputs are written.
-    with Runner(cfg.cluster, cfg.quiet) as runner:
-        return _build(cfg, overwrite, bands_rows, shards, runner)
-
-
-def _build(cfg: BuildConfig, overwrite: bool, bands_rows, shards: Sequence[Shard],
-           runner: Runner) -> dict:
     engine, why = resolve_engine(cfg.tokenize.tokenizer, cfg.tokenize.engine)
     info = TokenizerInfo.of(cfg.tokenize.tokenizer, engine)
     log(f"tokenize: {engine} engine ({why})", cfg.quiet)
@@ -433,6 +425,15 @@ def _build(cfg: BuildConfig, overwrite: bool, bands_rows, shards: Sequence[Shard
     settings["tokenize"]["tokenizer"] = tok_id
     finish_interrupted(out, cfg.quiet)
     _check_output_dir(out, settings, shards, overwrite)
+    # Every setting checked: the workers spawn while the driver prepares the work, and shut
+    # down while it writes the outputs.
+    with Runner(cfg.cluster, cfg.quiet) as runner:
+        return _build(cfg, shards, info, tok_id, settings, runner)
+
+
+def _build(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, tok_id: str,
+           settings: dict, runner: Runner) -> dict:
+    out = Path(cfg.pack.output)
     ingest_fp, ingest_dir, tokens_dir = _work_dirs(out, cfg, settings["tokenize"])
     name = cfg.dataset_name
     log(f"pileprep: {len(shards)} shards -> {dataset_prefix(out, name)}.bin/.idx "

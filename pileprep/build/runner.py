@@ -57,21 +57,23 @@ class Runner:
         self.synchronous = cfg.scheduler == SYNCHRONOUS
         self._workers = 1
         self._error: BaseException | None = None
+        self._shut_error: BaseException | None = None
         self._starting = self._closing = None
+        # Each worker runs one task at a time in its own process; a tokenizer that also spawned
+        # a thread per core in every worker would oversubscribe the machine (and its time would
+        # not be counted on the task's thread).
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         if self.synchronous:
             log("dask: synchronous scheduler (one process, one task at a time)", quiet)
             return
-        # Each worker runs one task at a time in its own process; a tokenizer that also spawned
-        # a thread per core in every worker would oversubscribe the machine.
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self._starting = threading.Thread(target=self._start, name="pileprep-cluster-start",
                                           daemon=True)
         self._starting.start()
 
     def _start(self) -> None:
-        from distributed import Client, LocalCluster
-
         try:
+            from distributed import Client, LocalCluster
+
             if self.cfg.scheduler:
                 self._client = Client(self.cfg.scheduler, timeout="30s")
                 return
@@ -90,7 +92,9 @@ class Runner:
             self._error = exc
 
     def ready(self) -> None:
-        """Wait for the cluster (once); raise what starting it raised."""
+        """Wait for the cluster; raise what starting it raised (every time)."""
+        if self._error is not None:
+            raise self._error
         if self._starting is None:
             return
         self._starting.join()
@@ -206,21 +210,32 @@ class Runner:
 
     def close(self, wait: bool = True) -> None:
         """Shut the cluster down; with ``wait=False`` in the background (a later ``close()``
-        waits for it). Worker processes take a while to exit."""
+        waits for it, and raises what shutting down raised). Worker processes take a while to
+        exit."""
         if self._closing is None:
             self._closing = threading.Thread(target=self._shut, name="pileprep-cluster-close",
                                              daemon=True)
             self._closing.start()
         if wait:
             self._closing.join()
+            if self._shut_error is not None:
+                error, self._shut_error = self._shut_error, None
+                raise error
 
     def _shut(self) -> None:
         if self._starting is not None:
             self._starting.join()
-        if self._client is not None:
-            self._client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        try:
+            if self._client is not None:
+                self._client.close()
+        except BaseException as exc:  # raised by close() in the driver's thread
+            self._shut_error = exc
+        finally:
+            try:
+                if self.cluster is not None:
+                    self.cluster.close()
+            except BaseException as exc:
+                self._shut_error = self._shut_error or exc
 
     def __enter__(self) -> "Runner":
         return self

@@ -52,7 +52,7 @@ def _add_build(sub) -> None:
     p.add_argument("--scheduler", help="address of a running dask.distributed scheduler, "
                    "or 'synchronous' to run in this process")
     p.add_argument("--partition-bytes", type=parse_size,
-                   help="approximate JSON bytes per partition (default 32MiB)")
+                   help="approximate JSON bytes per partition (default 32MiB, at most 1GiB)")
     p.add_argument("--strict", action="store_true", default=None,
                    help="stop at the first bad record (exit 2) instead of counting and skipping it")
     p.add_argument("--on-bad-record", choices=["skip", "stop"],

@@ -62,6 +62,10 @@ def _is_a(value, t) -> bool:
     return isinstance(value, t)
 
 
+# A worker holds a partition consumed inline in memory (as Python strings) until it is tokenized.
+MAX_PARTITION_BYTES = 1 << 30
+
+
 @dataclass
 class ReadConfig:
     """Ingest: shards -> bounded partitions of validated records."""
@@ -77,6 +81,9 @@ class ReadConfig:
             raise ConfigError("no --input given")
         if self.partition_bytes < 1024:
             raise ConfigError("--partition-bytes must be at least 1024")
+        if self.partition_bytes > MAX_PARTITION_BYTES:
+            raise ConfigError("--partition-bytes must be at most 1 GiB (a worker holds a "
+                              "partition's text in memory while it tokenizes it)")
         if not self.text_column:
             raise ConfigError("--text-column must not be empty")
 

@@ -110,7 +110,8 @@ def partition_batches(path: str, records: Records | None, max_docs: int,
         yield from _cut(np.asarray(records.lines, np.int64), records.texts, records.subsets,
                         utf8_lengths(records.texts), max_docs, max_bytes)
         return
-    for b in pq.ParquetFile(path).iter_batches(batch_size=max_docs):
+    # One thread: a worker runs one task per core, and its CPU is counted on the task's thread.
+    for b in pq.ParquetFile(path).iter_batches(batch_size=max_docs, use_threads=False):
         nbytes = numpy_of(pc.binary_length(b.column("text")))
         yield from _cut(numpy_of(b.column("line")), b.column("text").to_pylist(),
                         b.column("pile_set_name").to_pylist(), nbytes, max_docs, max_bytes)

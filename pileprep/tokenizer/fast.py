@@ -7,6 +7,8 @@ import functools
 import hashlib
 import json
 import os
+import sys
+import unicodedata
 from importlib.metadata import version
 from pathlib import Path
 
@@ -31,9 +33,8 @@ def fast_encoder(spec: str):
     return enc
 
 
-# What the fast engine's ids depend on besides the tokenizer file: its own code and the
-# libraries it compiles with or compares against.
-_SOURCES = ("fast.py", "fastbpe.py", "bpe.py", "nfc.py", "pretokenize.py", "wordcache.py")
+# What the fast engine's ids depend on besides the tokenizer file: the tokenizer package's code,
+# the derived tables' cache, and the libraries and Unicode data it compiles with or compares to.
 _DEPENDS_ON = ("tokenizers", "numba", "numpy")
 
 
@@ -43,9 +44,11 @@ def _verdict_path(spec: str) -> Path | None:
     every worker runs again anyway when it builds its own. None for a hub id."""
     if not os.path.exists(spec):
         return None
-    digest = hashlib.sha256(" ".join(map(version, _DEPENDS_ON)).encode())
-    for source in _SOURCES:
-        digest.update((Path(__file__).parent / source).read_bytes())
+    versions = [*map(version, _DEPENDS_ON), sys.version, unicodedata.unidata_version]
+    digest = hashlib.sha256(" ".join(versions).encode())
+    here = Path(__file__).parent
+    for source in [*sorted(here.glob("*.py")), here.parent / "core" / "tables.py"]:
+        digest.update(source.read_bytes())
     digest.update(Path(spec).read_bytes())
     return cache_dir() / "engine-checks" / f"fast-{digest.hexdigest()[:32]}.ok"
 
