@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -26,12 +27,14 @@ import pytest
 
 import schedule_ref
 from helpers import tiny_build
-from pileprep.build.index import build_index
+from pileprep.build.index import build_index, index_shard
 from pileprep.cli.main import main
 from pileprep.core.config import ClusterConfig, ScheduleConfig
+from pileprep.core import atomic
 from pileprep.core.errors import ConfigError, IntegrityError, NotFoundError
-from pileprep.core.files import NGRAM_META, dataset_prefix
+from pileprep.core.files import NGRAM_META, PIECES_SUFFIX, data_path, dataset_prefix, index_path
 from pileprep.formats import suffix
+from pileprep.formats.indexed import IndexedDataset
 from pileprep.outputs.export import memorization_tables
 from pileprep.training import schedule_files, streammap
 from pileprep.training.lookups import docs_by_text
@@ -249,6 +252,26 @@ def test_shards_are_whole_documents_within_the_budget():
                 assert t1 - t0 <= budget or d1 == d0 + 1
                 if nxt is not None:
                     assert nxt[0] == d1 and ends[d1 + 1] - t0 > budget  # greedy: the next did not fit
+
+
+def test_a_shard_reads_and_sorts_the_same_tokens_from_one_bin_or_pieces(ngram_build, tmp_path):
+    prefix = dataset_prefix(ngram_build, "pile")
+    data = IndexedDataset(prefix)
+    whole = np.fromfile(data_path(prefix), data.dtype)
+    pieced = tmp_path / "pieced"  # cut every 3001 tokens: not at documents, inside shards
+    shutil.copy(index_path(prefix), index_path(pieced))
+    cuts = list(range(0, len(whole), 3001))
+    paths = [tmp_path / f"piece-{i}.bin" for i in range(len(cuts))]
+    for path, a in zip(paths, cuts):
+        whole[a:a + 3001].tofile(path)
+    (tmp_path / f"pieced{PIECES_SUFFIX}").write_text(json.dumps({"pieces": [{"path": str(p)} for p in paths]}))
+    meta = atomic.read_json(ngram_build / "ngram" / NGRAM_META)
+    for shard in meta["shards"]:
+        s = suffix.Shard(**shard)
+        assert IndexedDataset(pieced).read_tokens(s.start, s.end).tolist() == whole[s.start:s.end].tolist()
+        got = index_shard(str(pieced), s.first_doc, s.end_doc, s.start, s.end, str(tmp_path / s.file))
+        assert (tmp_path / s.file).read_bytes() == (ngram_build / "ngram" / s.file).read_bytes()
+        assert got.tokens == s.end - s.start
 
 
 def snippets(order, tokenizer, rng, n=6) -> list[str]:

@@ -1,15 +1,15 @@
 """``pileprep index``: the suffix-array index of a dataset's token stream, one Dask task per shard.
 
 Each task reads its shard's tokens (whole documents, ``formats.suffix.shard_ranges``) with
-``pread``, sorts its suffixes with libdivsufsort and writes ``shard-NNNNN.sa`` atomically, then
-its completion record (``build.tasks``): a killed run resumes with the shards not yet done.
+``pread`` (``IndexedDataset.read_tokens``), sorts its suffixes with libdivsufsort and writes
+``shard-NNNNN.sa`` atomically, then its completion record (``build.tasks``): a killed run
+resumes with the shards not yet done.
 ``index.json`` is written last, naming the shards and the data files they were made from; a
 changed dataset (other sizes or modification times) is indexed again.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,7 +25,7 @@ from pileprep.core.errors import ConfigError
 from pileprep.core.files import NGRAM_META, NGRAM_WORK, dataset_prefix, ngram_shard
 from pileprep.core.progress import log
 from pileprep.formats import suffix
-from pileprep.formats.indexed import Index, IndexedDataset, data_files, index_path, read_range
+from pileprep.formats.indexed import IndexedDataset
 from pileprep.training.order import dataset_name
 
 
@@ -52,19 +52,12 @@ def index_shard(prefix: str, first_doc: int, end_doc: int, start: int, end: int,
     """Sort the suffixes of tokens ``start .. end-1`` (documents ``first_doc .. end_doc-1``)
     and write them to ``target`` (runs on a worker)."""
     t0 = time.monotonic()
-    idx = Index(index_path(prefix))
-    fds = [os.open(p, os.O_RDONLY) for p in data_files(prefix)]
-    try:
-        starts = np.concatenate([[0], np.cumsum([os.fstat(fd).st_size for fd in fds])])
-        item = idx.dtype.itemsize
-        tokens = read_range(fds, starts, start * item, (end - start) * item, idx.dtype)
-    finally:
-        for fd in fds:
-            os.close(fd)
+    data = IndexedDataset(prefix)
+    tokens = data.read_tokens(start, end)  # pread into one array of the shard's size: no map kept
     sa = suffix.suffix_array(tokens)
     with atomic.atomic_path(target) as tmp:
         sa.tofile(tmp)
-    doc_ends = np.cumsum(np.asarray(idx.sizes[first_doc:end_doc], np.int64))
+    doc_ends = np.cumsum(np.asarray(data.sizes[first_doc:end_doc], np.int64))
     last = np.unique(tokens[doc_ends - 1]) if len(doc_ends) else np.zeros(0, np.int64)
     return ShardResult(target, end - start, [int(t) for t in last[:2]], time.monotonic() - t0)
 

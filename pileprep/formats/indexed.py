@@ -426,8 +426,17 @@ class IndexedDataset:
         """Document i's tokens, read with ``pread`` into a new array: unlike the memory-mapped
         ``ds[i]``, a pass over many documents leaves no mapped pages behind (a process that reads
         the whole dataset keeps a flat RSS)."""
-        return read_range(self._files(), self._file_starts(),
-                          int(self.pointers[i]), int(self.sizes[i]) * self.dtype.itemsize, self.dtype)
+        return self._read_bytes(int(self.pointers[i]), int(self.sizes[i]) * self.dtype.itemsize)
+
+    def read_tokens(self, start: int, end: int) -> np.ndarray:
+        """Tokens ``start .. end-1`` of the token stream (across pieces too), read like
+        :meth:`read`: one new array of exactly that range, nothing mapped, and an error when
+        the data files end before it (a slice of ``scattered()`` would come back short)."""
+        item = self.dtype.itemsize
+        return self._read_bytes(start * item, (end - start) * item)
+
+    def _read_bytes(self, offset: int, nbytes: int) -> np.ndarray:
+        return read_range(self._files(), self._file_starts(), offset, nbytes, self.dtype)
 
     def _files(self) -> list:
         if not hasattr(self, "_fds"):
