@@ -37,7 +37,7 @@ from pileprep.formats import suffix
 from pileprep.formats.indexed import IndexedDataset
 from pileprep.outputs.export import memorization_tables
 from pileprep.training import schedule_files, streammap
-from pileprep.training.lookups import docs_by_text
+from pileprep.training.lookups import doc_and_offset, docs_by_text
 from pileprep.training.ngram import Counter
 from pileprep.training.order import TrainingOrder
 
@@ -236,6 +236,13 @@ def test_index_finds_every_position(ngram_build):
         assert got == want
         found += bool(got)
     assert found >= 30
+
+
+def test_doc_and_offset_of_every_token_position(ngram_build):
+    data = TrainingOrder(ngram_build).data
+    want = [(d, o) for d in range(len(data)) for o in range(int(data.sizes[d]))]
+    doc, offset = doc_and_offset(data, np.arange(len(want)))
+    assert list(zip(doc.tolist(), offset.tolist())) == want
 
 
 def test_shards_are_whole_documents_within_the_budget():

@@ -32,6 +32,7 @@ import numpy as np
 
 from pileprep.core.errors import ConfigError
 from pileprep.formats.suffix import SuffixIndex
+from pileprep.training.lookups import doc_and_offset
 from pileprep.training.order import TrainingOrder
 from pileprep.training.pieces import Pieces
 from pileprep.training.streammap import open_map
@@ -150,7 +151,8 @@ class Counter:
     def _hits(self, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         m = len(q)
         for pos in self.index.positions(q):
-            doc, offset = self._locate(np.sort(pos))  # in suffix order: sorted, every later gather is in file order
+            # in suffix order: sorted, every later gather is in file order
+            doc, offset = doc_and_offset(self.order.data, np.sort(pos))
             inside = offset + m <= np.asarray(self.order.data.sizes[doc], np.int64)
             yield doc[inside], offset[inside], 0
         last = self.index.last_token
@@ -158,16 +160,9 @@ class Counter:
             if last is not None and q[j - 1] != last:
                 continue  # no document ends with q[:j]
             for pos in self.index.positions(q[:j]):
-                doc, offset = self._locate(np.sort(pos))
+                doc, offset = doc_and_offset(self.order.data, np.sort(pos))
                 ends = offset + j == np.asarray(self.order.data.sizes[doc], np.int64)
                 yield doc[ends], offset[ends], j
-
-    def _locate(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(document, offset in it) of token positions: a binary search of the ``.idx``
-        pointers, which touches a few pages per position."""
-        pointers = self.order.data.pointers
-        doc = np.searchsorted(pointers, pos * self._item, side="right") - 1
-        return doc, pos - np.asarray(pointers[doc], np.int64) // self._item
 
     # -- from hits to trained samples ----------------------------------------------------------
 
