@@ -245,6 +245,16 @@ def test_doc_and_offset_of_every_token_position(ngram_build):
     assert list(zip(doc.tolist(), offset.tolist())) == want
 
 
+def test_the_shard_budget_is_below_two_gib_of_sorted_bytes_per_dtype():
+    assert suffix.shard_budget(None, np.uint16) == suffix.DEFAULT_SHARD_TOKENS
+    assert suffix.shard_budget((1 << 29) - 1, np.int32) == (1 << 29) - 1
+    for given, dtype in ((0, np.uint16), (1 << 30, np.uint16), (1 << 29, np.int32)):
+        limit = f"{(1 << 31) // np.dtype(dtype).itemsize - 1:,}"
+        with pytest.raises(ConfigError, match=f"^--shard-tokens must be between 1 and {limit} "
+                                              f"for {np.dtype(dtype)} tokens$"):
+            suffix.shard_budget(given, dtype)
+
+
 def test_shards_are_whole_documents_within_the_budget():
     rng = np.random.default_rng(0)
     for _ in range(300):
@@ -388,7 +398,10 @@ def test_memorization_export_equals_slices_of_batch_at_rows(ngram_build, tmp_pat
     (["count", "{out}", "--ids", "5", "--steps", "0:100000"], "outside"),
     (["count", "{out}", "--ids", "5", "--output", "{tmp}/x.csv"], ".parquet"),
     (["count", "{tmp}", "--ids", "5"], "no pileprep build"),
-    (["index", "{out}", "--shard-tokens", "0", "--scheduler", "synchronous"], "--shard-tokens"),
+    (["index", "{out}", "--shard-tokens", "0", "--scheduler", "synchronous"],
+     "--shard-tokens must be between 1 and 1,073,741,823 for uint16 tokens"),
+    (["index", "{out}", "--shard-tokens", str(1 << 30), "--scheduler", "synchronous"],
+     "--shard-tokens must be between 1 and 1,073,741,823 for uint16 tokens"),
 ])
 def test_bad_settings_are_one_line_errors(ngram_build, tmp_path, args, named):
     code, _, err = run_cli(*[a.format(out=ngram_build, tmp=tmp_path) for a in args])

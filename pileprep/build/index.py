@@ -69,11 +69,7 @@ def build_index(out_dir: str | Path, cluster: ClusterConfig, shard_tokens: int |
     cluster.validate()
     prefix = dataset_prefix(out_dir, dataset_name(out_dir))
     data = IndexedDataset(prefix)
-    limit = (1 << 31) // data.dtype.itemsize - 1
-    if shard_tokens is None:
-        shard_tokens = min(suffix.DEFAULT_SHARD_TOKENS, limit)
-    if not 1 <= shard_tokens <= limit:
-        raise ConfigError(f"--shard-tokens must be between 1 and {limit:,} for {data.dtype} tokens")
+    shard_tokens = suffix.shard_budget(shard_tokens, data.dtype)
     if not len(data):
         raise ConfigError(f"{out_dir}: the dataset has no documents to index")
     folder = suffix.index_dir(out_dir)

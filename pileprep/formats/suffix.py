@@ -31,17 +31,30 @@ from pileprep.formats.indexed import FileArray, IndexedDataset, data_files, inde
 FORMAT = "pileprep-suffix-array"
 VERSION = 1
 SA_DTYPE = np.dtype("<u4")
-MAX_SHARD_TOKENS = (1 << 31) // 2 - 1  # pydivsufsort sorts 2-byte tokens as 2n bytes with int32
+# A shard's bytes stay below this: pydivsufsort sorts them (2n for 2-byte tokens) with int32
+# positions, and with int64 ones (twice the memory) above.
+SORT_BYTES = 1 << 31
 DEFAULT_SHARD_TOKENS = 1 << 27  # ~2.7 GB of working memory per worker while it is sorted
 POSITIONS_AT_ONCE = 1 << 20  # positions read at once from a suffix-array range
+
+
+def shard_budget(given: int | None, dtype) -> int:
+    """``--shard-tokens`` for a dataset of ``dtype`` tokens: ``given`` checked against the most
+    a shard may hold (its bytes sorted below ``SORT_BYTES``), or the default when not given."""
+    dtype = np.dtype(dtype)
+    limit = SORT_BYTES // dtype.itemsize - 1
+    if given is None:
+        return min(DEFAULT_SHARD_TOKENS, limit)
+    if not 1 <= given <= limit:
+        raise ConfigError(f"--shard-tokens must be between 1 and {limit:,} for {dtype} tokens")
+    return given
 
 
 def shard_ranges(sizes: np.ndarray, shard_tokens: int, chunk: int = 1 << 22
                  ) -> list[tuple[int, int, int, int]]:
     """``(first_doc, end_doc, first_token, end_token)`` of each shard: whole documents, at most
-    ``shard_tokens`` tokens unless one document alone is longer. Reads ``sizes`` in chunks."""
-    if not 1 <= shard_tokens <= MAX_SHARD_TOKENS:
-        raise ConfigError(f"--shard-tokens must be between 1 and {MAX_SHARD_TOKENS:,}")
+    ``shard_tokens`` (from :func:`shard_budget`) tokens unless one document alone is longer.
+    Reads ``sizes`` in chunks."""
     out: list[tuple[int, int, int, int]] = []
     first_doc = first_tok = base = 0
     for lo in range(0, len(sizes), chunk):
