@@ -363,6 +363,21 @@ def test_progress_lines_name_the_shard_being_read(tmp_path, capsys):
     assert err[2] == "[read] 01.jsonl.zst 0.0/0.0 MB read  0.00 MB/s  ETA ?"
 
 
+def test_progress_says_how_much_of_the_whole_input_is_read(capsys):
+    import time
+    from types import SimpleNamespace
+
+    from pileprep.build.pipeline import _Bars
+
+    bars = _Bars(quiet=False, ingest=[SimpleNamespace(weight=40_000_000),
+                                      SimpleNamespace(weight=60_000_000)], minhash_on=False)
+    bar = bars.bars["ingest"]
+    bar.interval, bar.start = 0.0, time.monotonic() - 10.0
+    bars.read({"00.jsonl.zst": (20_000_000, 40_000_000, 10.0)})
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == "[read] all 2 shards 20.0/100.0 MB read  2.00 MB/s  ETA 0:00:40"
+
+
 def test_report_has_per_stage_rates(dirty_build):
     rates = json.loads((dirty_build / "report.json").read_text())["rates"]
     assert {"ingest", "tokenize", "pack", "end_to_end"} <= rates.keys()

@@ -105,7 +105,9 @@ class _Bars:
 
     def read(self, records: dict[str, tuple[int, int, float]]) -> None:
         """Running ingest tasks' records: ``{shard: (bytes read, size, seconds reading)}``; a
-        line for each shard every progress interval, with its rate and ETA."""
+        line for each shard every progress interval, with its rate and ETA, and one for the
+        whole input: a shard is read as fast as its partitions are consumed (inline), so this
+        is the build's own ETA."""
         now = time.monotonic()
         bar = self.bars["ingest"]
         if self.quiet or not records or now - bar.last < bar.interval:
@@ -116,6 +118,12 @@ class _Bars:
             eta = (size - nbytes) / rate if rate > 0 else float("inf")
             log(f"[read] {shard} {nbytes / 1e6:,.1f}/{size / 1e6:,.1f} MB read  "
                 f"{rate / 1e6:.2f} MB/s  ETA {fmt_eta(eta)}")
+        if bar.total_bytes:  # the whole input: shards read, and what the running ones have read
+            done = bar.bytes + sum(nbytes for nbytes, _, _ in records.values())
+            rate = done / max(now - bar.start, 1e-9)
+            eta = (bar.total_bytes - done) / rate if rate > 0 else float("inf")
+            log(f"[read] all {bar.total_items} shards {done / 1e6:,.1f}/{bar.total_bytes / 1e6:,.1f} "
+                f"MB read  {rate / 1e6:.2f} MB/s  ETA {fmt_eta(eta)}")
 
     def close(self) -> None:
         for bar in self.bars.values():
