@@ -71,18 +71,17 @@ class _PartitionWriter:
         self._reset_buffer()
 
     def _reset_buffer(self) -> None:
-        self.lines: list[int] = []
-        self.texts: list[str] = []
-        self.subsets: list[str] = []
+        self.buffer = Records()  # the records not yet in a row group (or held, inline)
         self.buffered = 0
 
     def add(self, line: int, text: str, subset: str, raw_len: int) -> None:
-        if self._rows == 0 and not self.lines:
+        buf = self.buffer
+        if self._rows == 0 and not buf.lines:
             self._first_line = line
             self.held = self.inline is not None and self.inline.now()
-        self.lines.append(line)
-        self.texts.append(text)
-        self.subsets.append(subset)
+        buf.lines.append(line)
+        buf.texts.append(text)
+        buf.subsets.append(subset)
         self.buffered += raw_len
         # One rule for held and written partitions: a partition ends with the record that
         # brings it to ``limit`` bytes. Where it ends must not depend on who consumes it: a
@@ -94,7 +93,8 @@ class _PartitionWriter:
             self._write_group()
 
     def _write_group(self) -> None:
-        if not self.lines:
+        buf = self.buffer
+        if not buf.lines:
             return
         if self._writer is None:
             path = self._path(len(self.done))
@@ -104,9 +104,9 @@ class _PartitionWriter:
             # minutes; zstd's smaller files cost 2x the CPU to read back (benchmarks.md).
             self._writer = pq.ParquetWriter(tmp, PARTITION_SCHEMA, compression="lz4",
                                             use_dictionary=["pile_set_name"])
-        table = pa.table([self.lines, self.texts, self.subsets], schema=PARTITION_SCHEMA)
+        table = pa.table([buf.lines, buf.texts, buf.subsets], schema=PARTITION_SCHEMA)
         self._writer.write_table(table)
-        self._rows += len(self.lines)
+        self._rows += len(buf.lines)
         self._bytes += self.buffered
         self._reset_buffer()
 
@@ -130,12 +130,12 @@ class _PartitionWriter:
         self._rows = self._bytes = 0
 
     def _consume_held(self) -> None:
-        if not self.lines:
+        records = self.buffer
+        if not records.lines:
             return
         part = Partition(str(self._path(len(self.done))), self.source, self.shard_index,
-                         len(self.done), self._first_line, len(self.lines), self.buffered,
+                         len(self.done), self._first_line, len(records.lines), self.buffered,
                          inline=True)
-        records = Records(self.lines, self.texts, self.subsets)
         self._reset_buffer()
         self.inline.run(part, records, self.inline_cpu, self.inline_reused)
         self._announce(part)

@@ -235,13 +235,17 @@ class _Graph:
                 self.bars.done(task, done)
                 self._consumer_done(task, part, done)
             else:
-                self.reused["tokenize" if task.stage == "tokenize" else "minhash"] += 1
+                self._reuse(task.stage, 1)
                 self._consumer_done(task, part, done)
         self.waiting[part.path] = len(jobs)
         if not jobs:
             self._delete(part.path)
         self.seen[part.shard_index] = part.index + 1
         return jobs
+
+    def _reuse(self, stage: str, n: int) -> None:
+        """Count consumers found finished by an earlier run (MinHash tasks are stage dedup)."""
+        self.reused["tokenize" if stage == "tokenize" else "minhash"] += n
 
     def _shard_read(self, i: int, result: ShardResult, fresh: bool = True) -> list[Task]:
         self.running.discard(i)
@@ -265,7 +269,7 @@ class _Graph:
             for stage, seconds in result.inline_cpu.items():
                 self.inline_cpu[stage] = self.inline_cpu.get(stage, 0.0) + seconds
             for stage, n in result.inline_reused.items():
-                self.reused["tokenize" if stage == "tokenize" else "minhash"] += n
+                self._reuse(stage, n)
             return self._shard_read(task.args[1], result)
         part = self.announced[task.args[0].path if task.stage == "tokenize" else task.args[0]]
         self._consumer_done(task, part, result)
