@@ -35,15 +35,15 @@ def main() -> None:
     raw = corpus(work, args.megabytes, args.shards)
     built = work / "published"
     if not (built / "manifest.json").exists():
-        t, _ = run_sampled(["build", "--input", str(raw), "--output", str(built), "--workers",
+        t, _, _ = run_sampled(["build", "--input", str(raw), "--output", str(built), "--workers",
                             str(args.workers), "--no-schedule", "--quiet", "--overwrite"])
         print(f"published stand-in built in {t:.1f} s")
     rep = json.loads((built / "report.json").read_text())
     text_mb = rep["text_bytes"] / 1e6
     out = work / "adopted"
     shutil.rmtree(out, ignore_errors=True)
-    t_adopt, _ = run_sampled(["adopt", str(built / "pile_text_document"), "--output", str(out), "-q"])
-    t_align, peaks = run_sampled(["align", str(out), "--input", str(raw), "--workers",
+    t_adopt, _, _ = run_sampled(["adopt", str(built / "pile_text_document"), "--output", str(out), "-q"])
+    t_align, peaks, _ = run_sampled(["align", str(out), "--input", str(raw), "--workers",
                                   str(args.workers), "--quiet"])
     alignment = json.loads((out / "report.json").read_text())["alignment"]
     docs = alignment["documents"]

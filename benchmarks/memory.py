@@ -43,10 +43,13 @@ def corpus(workdir: Path, megabytes: float, shards: int) -> Path:
 def _label(proc: psutil.Process, root_pid: int) -> str:
     try:
         cmd = " ".join(proc.cmdline())
+        parent = proc.ppid()
     except psutil.Error:
         return "?"
     if proc.pid == root_pid:
         return "driver"
+    if "forkserver import main" in cmd and parent == root_pid:
+        return "server"  # the fork server workers are forked from (pileprep.build.prefork)
     if "spawn_main" in cmd or "multiprocessing" in cmd:
         return "worker"
     return "other"
@@ -58,17 +61,19 @@ def measure(shards: Path, out: Path, workers: int, extra: tuple[str, ...] = (),
     ``prelude``: Python run in that subprocess before the build (to alter one setting)."""
     args = ["build", "--input", str(shards), "--output", str(out), "--workers", str(workers),
             "--quiet", "--overwrite", "--no-schedule", *extra]
-    elapsed, peaks = run_sampled(args, prelude)
+    elapsed, peaks, _ = run_sampled(args, prelude)
     report = json.loads((out / "report.json").read_text())
     return {"elapsed": elapsed, "text_mb": report["text_bytes"] / 1e6, "peaks": peaks,
             "report": report}
 
 
 def run_sampled(args: list[str], prelude: str = "", quiet_output: bool = False
-                ) -> tuple[float, dict[int, tuple[str, int]]]:
-    """Run ``pileprep ARGS`` in a subprocess, sampling the RSS of it and every descendant every
-    50 ms; return the wall time and ``{pid: (label, peak RSS)}``. A command that exits 1 (verify
-    reporting problems) counts as run; ``quiet_output`` drops its standard output."""
+                ) -> tuple[float, dict[int, tuple[str, int]], float]:
+    """Run ``pileprep ARGS`` in a subprocess, sampling the RSS and CPU time of it and every
+    descendant every 50 ms; return the wall time, ``{pid: (label, peak RSS)}`` and the CPU
+    seconds of all of them (each process's last sample: workers forked from a fork server are
+    not this process's children, so ``RUSAGE_CHILDREN`` would miss them). A command that exits
+    1 (verify reporting problems) counts as run; ``quiet_output`` drops its standard output."""
     cmd = ([sys.executable, "-c", f"{prelude}\nimport sys\nfrom pileprep.cli import main\n"
             f"sys.exit(main({args!r}))"] if prelude else
            [sys.executable, "-m", "pileprep.cli", *args])
@@ -76,6 +81,7 @@ def run_sampled(args: list[str], prelude: str = "", quiet_output: bool = False
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL if quiet_output else None)
     root = psutil.Process(proc.pid)
     peaks: dict[int, tuple[str, int]] = {}
+    cpu: dict[int, float] = {}
     stop = threading.Event()
 
     def sample() -> None:
@@ -87,8 +93,10 @@ def run_sampled(args: list[str], prelude: str = "", quiet_output: bool = False
             for p in procs:
                 try:
                     rss = p.memory_info().rss
+                    times = p.cpu_times()
                 except psutil.Error:
                     continue
+                cpu[p.pid] = times.user + times.system
                 label, best = peaks.get(p.pid, (_label(p, root.pid), 0))
                 peaks[p.pid] = (label, max(best, rss))
             stop.wait(0.05)
@@ -101,7 +109,7 @@ def run_sampled(args: list[str], prelude: str = "", quiet_output: bool = False
     elapsed = time.monotonic() - start
     if code not in (0, 1):
         raise SystemExit(f"pileprep {args[0]} failed with exit code {code}")
-    return elapsed, peaks
+    return elapsed, peaks, sum(cpu.values())
 
 
 def main() -> None:

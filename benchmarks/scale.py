@@ -153,10 +153,9 @@ def build(shards: Path, out: Path, workers: int, extra: list[str]) -> dict:
     args = ["build", "--input", str(shards), "--output", str(out), "--workers", str(workers),
             "--quiet", *extra]
     before = load()
-    cpu0 = children_cpu()
     with DiskSampler(out) as disk:
-        elapsed, peaks = run_sampled(args)
-    cpu = children_cpu() - cpu0  # driver, nannies and workers: every process of the build
+        # cpu: the driver, fork server and workers: every process of the build
+        elapsed, peaks, cpu = run_sampled(args)
     report = json.loads((out / "report.json").read_text())
     final = disk_usage(out)
     inodes = {p.stat().st_ino: p.stat().st_size for p in out.iterdir() if p.is_file()}
@@ -166,20 +165,14 @@ def build(shards: Path, out: Path, workers: int, extra: list[str]) -> dict:
             "args": args, "cpu": cpu}
 
 
-def children_cpu() -> float:
-    """User + system CPU seconds of this process's finished descendants."""
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def rss_line(peaks: dict) -> str:
-    driver = max((p for label, p in peaks.values() if label == "driver"), default=0)
+    def top(role: str) -> float:
+        return max((p for label, p in peaks.values() if label == role), default=0) / (1 << 20)
+
     workers = sorted((p for label, p in peaks.values() if label == "worker" and p > 50 << 20),
                      reverse=True)
-    return (f"peak RSS: driver {driver / (1 << 20):,.0f} MiB, workers "
-            + ", ".join(f"{w / (1 << 20):,.0f}" for w in workers) + " MiB")
+    return (f"peak RSS: driver {top('driver'):,.0f} MiB, fork server {top('server'):,.0f} MiB, "
+            "workers " + ", ".join(f"{w / (1 << 20):,.0f}" for w in workers) + " MiB")
 
 
 def print_build(name: str, run: dict, engine_mbs: float, neox_mbs: float, workers: int) -> dict:
@@ -229,13 +222,13 @@ def some_document(out: Path) -> str:
 
 
 def queries(out: Path) -> list[str]:
-    elapsed, peaks = run_sampled(["schedule", str(out), "--quiet"], quiet_output=True)
+    elapsed, peaks, _ = run_sampled(["schedule", str(out), "--quiet"], quiet_output=True)
     lines = [f"   {'schedule (Pythia: 143,000 steps x 1024 x 2049)':32s} {elapsed:6.2f} s  "
              f"peak RSS {max(p for _, p in peaks.values()) / (1 << 20):,.0f} MiB   ({load()})"]
     for args in (["verify", str(out)], ["batch-at", str(out), "--step", "3000"],
                  ["where", str(out), "--doc", some_document(out)],
                  ["seen", str(out), "--steps", "3000:3256"]):
-        elapsed, peaks = run_sampled(args, quiet_output=True)
+        elapsed, peaks, _ = run_sampled(args, quiet_output=True)
         peak = max(p for _, p in peaks.values())
         lines.append(f"   {' '.join(args[:1] + args[2:]):32s} {elapsed:6.2f} s  "
                      f"peak RSS {peak / (1 << 20):,.0f} MiB   ({load()})")

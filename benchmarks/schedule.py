@@ -159,7 +159,7 @@ def time_queries(out: Path, seen_steps: str) -> None:
 def _timed(args: list[str]) -> str:
     from memory import run_sampled
 
-    elapsed, peaks = run_sampled(args, quiet_output=True)
+    elapsed, peaks, _ = run_sampled(args, quiet_output=True)
     peak = max(p for _, p in peaks.values())
     return f"{elapsed:.2f} s, peak RSS {peak / (1 << 30):.2f} GiB"
 

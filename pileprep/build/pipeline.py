@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from pileprep.build import consumers, report as reporting
+from pileprep.build import consumers, prefork, report as reporting
 from pileprep.build.consumers import Consumers, Inline
 from pileprep.build.ingest import ingest_shard
 from pileprep.build.ingest import READ_AHEAD, announcement, reading_record
@@ -426,6 +426,7 @@ def _work_dirs(out: Path, cfg: BuildConfig, tokenize_settings: dict) -> tuple[st
 def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     """Build the dataset described by ``cfg``; return the report (also written to disk)."""
     bands_rows = validate(cfg)
+    prefork.start_for(cfg)
     shards = discover(cfg.read.inputs)
     engine, why = resolve_engine(cfg.tokenize.tokenizer, cfg.tokenize.engine)
     info = TokenizerInfo.of(cfg.tokenize.tokenizer, engine)
@@ -520,6 +521,7 @@ def dedup_only(cfg: BuildConfig) -> dict:
 
     cfg.dedup.enabled = True
     validate(cfg)
+    prefork.start_for(cfg, tokenize=False)
     shards = discover(cfg.read.inputs)
     out = Path(cfg.pack.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,23 +18,22 @@ from typing import Any, Callable, Iterator, Sequence
 
 import dask
 
+from pileprep.build import prefork
 from pileprep.build.tasks import Task, execute_timed
 from pileprep.core.config import ClusterConfig
 from pileprep.core.progress import Progress, log
 
 SYNCHRONOUS = "synchronous"
-# Dask starts workers with MALLOC_TRIM_THRESHOLD_ set, which also freezes glibc's mmap threshold
-# at 128 KiB: every larger buffer (a batch's code points and ids, Arrow pages) is then mapped,
-# faulted in page by page and unmapped again, batch after batch: 11.3 s instead of 9.8 s for the
-# tokenizer benchmark's build (benchmarks/engines.py --allocator-check), once the heap may keep
-# buffers up to 32 MiB. Set before the worker processes start: glibc reads it at start.
-WORKER_PRE_SPAWN_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
 # Which ready task a free worker takes first: work that consumes an intermediate (a partition,
 # a token part) before work that makes more of them (reading the next shard). So tokenization
 # starts as soon as partitions exist, and scratch disk holds few unconsumed files.
 STAGE_PRIORITY = {"ingest": 0}
 OTHER_PRIORITY = 1
 _ORDERS = 1 << 48  # orders within a stage
+# Dask's statistical profiler samples each worker's task thread every 10 ms from its event loop:
+# 0.6 s of CPU per worker in a 22 s build (docs/benchmarks.md), for the dashboard's profile page
+# only. A cluster pileprep starts goes without; a user's own (--scheduler) keeps its settings.
+LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 POLL_SECONDS = 0.5  # how often the driver looks for work announced by running tasks
 
 
@@ -77,9 +76,10 @@ class Runner:
             if self.cfg.scheduler:
                 self._client = Client(self.cfg.scheduler, timeout="30s")
                 return
-            environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
-                       **WORKER_PRE_SPAWN_ENV}
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            environ = prefork.worker_environ()
+            method = prefork.start_method()  # forked from a warm server, or spawned
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": environ,
+                                  prefork.METHOD_KEY: method, **LOCAL_WORKER_CONFIG}):
                 self.cluster = LocalCluster(
                     n_workers=self.cfg.workers, threads_per_worker=1, processes=True,
                     # A failed task's exception reaches the driver, which reports it in one

@@ -32,6 +32,7 @@ def tokenize_partition(part: Partition, out_dir: str, cfg: TokenizeConfig,
         for batch in partition_batches(part.path, records, cfg.batch_docs, cfg.batch_bytes):
             flat, doc_sizes = encode(info, batch.texts, cfg.append_eod)
             flat.tofile(sink)
+            atomic.start_writeback(sink)
             sizes.append(doc_sizes)
             lines.append(batch.lines)
             subsets.extend(batch.subsets)

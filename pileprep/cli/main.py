@@ -139,9 +139,13 @@ def _build_config(args) -> BuildConfig:
 
 
 def cmd_build(args) -> int:
+    from pileprep.build import prefork
+
+    cfg = _build_config(args)
+    prefork.start_for(cfg)  # the workers' server warms up while the pipeline's code loads
     from pileprep.build.pipeline import build
 
-    report = build(_build_config(args), overwrite=args.overwrite)
+    report = build(cfg, overwrite=args.overwrite)
     return 0 if report else 1
 
 

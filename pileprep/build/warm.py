@@ -1,0 +1,40 @@
+"""Imported by the fork server a local cluster's workers are forked from (see
+:mod:`pileprep.build.prefork`): do once, in that server, the start-up every worker would
+otherwise repeat.
+
+Importing Dask's worker, pyarrow and the build's task modules, numba's compiler start and the
+tokenizer engine's tables cost each spawned worker ~2 s of CPU before its first document. Done
+here, every worker forked afterwards has them already. Nothing here may stop the server: a
+failure only leaves a worker to do the same work itself, where any error is reported as usual.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+
+from pileprep.build.prefork import SPEC
+
+# Text that takes an encoder through every compiled step it has (pre-tokens, memo, BPE).
+WARM_TEXTS = ["Warm up: the engine's 12 compiled steps, once. 数据\u0301 <|endoftext|>  x"]
+
+
+def _warm() -> None:
+    import distributed.nanny  # noqa: F401 - the worker process's own code
+    import distributed.worker  # noqa: F401
+
+    spec = json.loads(os.environ.get(SPEC) or "{}")
+    for module in spec.get("modules", ()):
+        importlib.import_module(module)
+    if spec.get("tokenizer"):
+        from pileprep.tokenizer import TokenizerInfo, encode, resolve_engine
+
+        engine, _ = resolve_engine(spec["tokenizer"], spec.get("engine", "auto"))
+        encode(TokenizerInfo.of(spec["tokenizer"], engine), WARM_TEXTS)
+
+
+try:
+    _warm()
+except Exception:  # noqa: BLE001 - see the module's docstring
+    pass

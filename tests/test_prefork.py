@@ -1,0 +1,92 @@
+"""Local workers forked from a warm server (pileprep.build.prefork): what they start with, when
+they are spawned instead, and that a server that could not warm up still serves.
+
+Each case runs in a fresh interpreter: the fork server lives as long as the process that
+started it, and this test process has one already (its builds run local clusters)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# What a worker reports: its parent, whether the encoder and the task modules came with it,
+# and the environment its process started with (/proc: what glibc read at start).
+PROBE = textwrap.dedent("""
+    import json, os, sys
+    from pileprep.build.prefork import start_for
+    from pileprep.build.runner import Runner
+    from pileprep.core.config import BuildConfig, ClusterConfig
+
+    def probe():
+        import sys, os
+        encoders = 0
+        if "pileprep.tokenizer.fast" in sys.modules:
+            encoders = sys.modules["pileprep.tokenizer.fast"].fast_encoder.cache_info().currsize
+        with open("/proc/self/environ", "rb") as f:
+            start_env = dict(v.split(b"=", 1) for v in f.read().split(b"\\0") if b"=" in v)
+        return {"parent": os.getppid(), "encoders": encoders,
+                "ingest": "pileprep.build.ingest" in sys.modules,
+                "mark": os.environ.get("PILEPREP_TEST_MARK"),
+                "start_mmap": start_env.get(b"MALLOC_MMAP_THRESHOLD_", b"").decode(),
+                "start_omp": start_env.get(b"OMP_NUM_THREADS", b"").decode()}
+
+    def workers(n=2):
+        with Runner(ClusterConfig(workers=n), quiet=True) as runner:
+            return list(runner.client.run(probe).values())
+
+    if __name__ == "__main__":
+        cfg = BuildConfig()
+        cfg.tokenize.tokenizer = sys.argv[1]
+        start_for(cfg)
+        out = {"driver": os.getpid(), "first": workers()}
+        os.environ["PILEPREP_TEST_MARK"] = "changed"  # the server's environment is now stale
+        out["changed"] = workers(1)
+        print(json.dumps(out))
+""")
+
+
+def _run(tmp_path, tokenizer: str) -> dict:
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    env = {k: v for k, v in os.environ.items() if k != "PILEPREP_TEST_MARK"}
+    r = subprocess.run([sys.executable, str(script), tokenizer], capture_output=True, text=True,
+                       env=env, cwd=tmp_path, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory, tokenizer_spec):
+    return _run(tmp_path_factory.mktemp("prefork"), tokenizer_spec)
+
+
+def test_workers_fork_from_a_server_with_the_encoder_built(probed):
+    from pileprep.build.prefork import WORKER_PRE_SPAWN_ENV
+
+    first = probed["first"]
+    assert len(first) == 2
+    for w in first:
+        assert w["parent"] != probed["driver"]  # the fork server's child, not the driver's
+        assert w["encoders"] == 1 and w["ingest"]
+        # In the environment the process started with, so glibc and OpenMP read them.
+        assert w["start_mmap"] == WORKER_PRE_SPAWN_ENV["MALLOC_MMAP_THRESHOLD_"]
+        assert w["start_omp"] == "1"
+    assert len({w["parent"] for w in first}) == 1
+
+
+def test_a_changed_environment_reaches_workers_spawned_afresh(probed):
+    (w,) = probed["changed"]
+    assert w["mark"] == "changed"
+    assert w["parent"] == probed["driver"]
+    assert w["encoders"] == 0
+
+
+def test_a_server_that_cannot_warm_up_still_starts_workers(tmp_path):
+    out = _run(tmp_path, str(tmp_path / "no-such-tokenizer.json"))
+    assert [w["encoders"] for w in out["first"]] == [0, 0]
+    assert all(w["parent"] != out["driver"] and w["ingest"] for w in out["first"])
