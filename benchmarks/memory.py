@@ -11,9 +11,11 @@ streaming build's memory must not grow with the input.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import threading
@@ -67,16 +69,46 @@ def measure(shards: Path, out: Path, workers: int, extra: tuple[str, ...] = (),
             "report": report}
 
 
+def adopt_orphans() -> bool:
+    """Make this process the reaper of its descendants' orphans (Linux ``PR_SET_CHILD_SUBREAPER``):
+    a build's fork server outlives its driver by a moment, and its workers are its children,
+    not the driver's; reaped here, their CPU time counts in ``RUSAGE_CHILDREN``."""
+    try:
+        return ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _reap_all(timeout: float = 60.0) -> None:
+    """Wait for every remaining child (orphans adopted during the command) to exit."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.02)
+
+
 def run_sampled(args: list[str], prelude: str = "", quiet_output: bool = False
                 ) -> tuple[float, dict[int, tuple[str, int]], float]:
-    """Run ``pileprep ARGS`` in a subprocess, sampling the RSS and CPU time of it and every
-    descendant every 50 ms; return the wall time, ``{pid: (label, peak RSS)}`` and the CPU
-    seconds of all of them (each process's last sample: workers forked from a fork server are
-    not this process's children, so ``RUSAGE_CHILDREN`` would miss them). A command that exits
-    1 (verify reporting problems) counts as run; ``quiet_output`` drops its standard output."""
+    """Run ``pileprep ARGS`` in a subprocess, sampling the RSS of it and every descendant every
+    50 ms; return the wall time, ``{pid: (label, peak RSS)}`` and the CPU seconds of all of
+    them: exact from ``RUSAGE_CHILDREN`` where this process can adopt the orphans
+    (:func:`adopt_orphans`; the command must be this process's only child meanwhile), else
+    each process's last sample. A command that exits 1 (verify reporting problems) counts as
+    run; ``quiet_output`` drops its standard output."""
     cmd = ([sys.executable, "-c", f"{prelude}\nimport sys\nfrom pileprep.cli import main\n"
             f"sys.exit(main({args!r}))"] if prelude else
            [sys.executable, "-m", "pileprep.cli", *args])
+    exact = adopt_orphans()
+    cpu0 = children_cpu()
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL if quiet_output else None)
     root = psutil.Process(proc.pid)
@@ -104,12 +136,14 @@ def run_sampled(args: list[str], prelude: str = "", quiet_output: bool = False
     t = threading.Thread(target=sample, daemon=True)
     t.start()
     code = proc.wait()
+    elapsed = time.monotonic() - start
     stop.set()
     t.join()
-    elapsed = time.monotonic() - start
+    if exact:
+        _reap_all()
     if code not in (0, 1):
         raise SystemExit(f"pileprep {args[0]} failed with exit code {code}")
-    return elapsed, peaks, sum(cpu.values())
+    return elapsed, peaks, (children_cpu() - cpu0) if exact else sum(cpu.values())
 
 
 def main() -> None:

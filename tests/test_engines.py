@@ -310,3 +310,22 @@ def test_memo_keeps_its_most_used_words_when_pruned(tokenizer_spec, tokenizer):
     assert enc.new_words == words
     _check(enc, tokenizer, [rare], batch=1)  # the rare words were dropped: BPE runs again
     assert enc.new_words > words + 50
+
+
+def test_a_tokenizer_file_rewritten_under_its_name_is_loaded_again(tokenizer_spec, tmp_path):
+    """Encoders and tokenizers are cached per process by path and file, never by path alone: a
+    long-lived process (or workers forked from a server that built the encoder, build.prefork)
+    must not encode with a file that was replaced."""
+    from pileprep.tokenizer import fast
+
+    copy = tmp_path / "tok.json"
+    spec = json.loads(Path(tokenizer_spec).read_text())
+    copy.write_text(json.dumps(spec))
+    first_tok, first_enc = load_tokenizer(str(copy)), fast.fast_encoder(str(copy))
+    assert load_tokenizer(str(copy)) is first_tok and fast.fast_encoder(str(copy)) is first_enc
+    top = max(t["id"] for t in spec["added_tokens"])
+    spec["added_tokens"].append({**spec["added_tokens"][0], "id": top + 1, "content": "<|new|>",
+                                 "special": True})
+    copy.write_text(json.dumps(spec))
+    assert load_tokenizer(str(copy)).get_vocab_size() == first_tok.get_vocab_size() + 1
+    assert fast.fast_encoder(str(copy)) is not first_enc

@@ -14,10 +14,11 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="workers fork only on Linux")
 # What a worker reports: its parent, whether the encoder and the task modules came with it,
 # and the environment its process started with (/proc: what glibc read at start).
 PROBE = textwrap.dedent("""
-    import json, os, sys
+    import json, multiprocessing.forkserver, os, sys
     from pileprep.build.prefork import start_for
     from pileprep.build.runner import Runner
     from pileprep.core.config import BuildConfig, ClusterConfig
@@ -26,10 +27,13 @@ PROBE = textwrap.dedent("""
         import sys, os
         encoders = 0
         if "pileprep.tokenizer.fast" in sys.modules:
-            encoders = sys.modules["pileprep.tokenizer.fast"].fast_encoder.cache_info().currsize
+            encoders = sys.modules["pileprep.tokenizer.fast"]._fast_encoder.cache_info().currsize
+        from pileprep.tokenizer import TokenizerInfo, encode, resolve_engine
+        engine = resolve_engine(sys.argv[1], sys.argv[3])[0]
+        ids, _ = encode(TokenizerInfo.of(sys.argv[1], engine), ["Hello world"])
         with open("/proc/self/environ", "rb") as f:
             start_env = dict(v.split(b"=", 1) for v in f.read().split(b"\\0") if b"=" in v)
-        return {"parent": os.getppid(), "encoders": encoders,
+        return {"parent": os.getppid(), "encoders": encoders, "ids": ids.tolist(),
                 "ingest": "pileprep.build.ingest" in sys.modules,
                 "mark": os.environ.get("PILEPREP_TEST_MARK"),
                 "start_mmap": start_env.get(b"MALLOC_MMAP_THRESHOLD_", b"").decode(),
@@ -40,8 +44,10 @@ PROBE = textwrap.dedent("""
             return list(runner.client.run(probe).values())
 
     if __name__ == "__main__":
+        if sys.argv[4] == "foreign":  # somebody else's fork server, started first
+            multiprocessing.forkserver.ensure_running()
         cfg = BuildConfig()
-        cfg.tokenize.tokenizer = sys.argv[1]
+        cfg.tokenize.tokenizer, cfg.tokenize.engine = sys.argv[1], sys.argv[2]
         start_for(cfg)
         out = {"driver": os.getpid(), "first": workers()}
         os.environ["PILEPREP_TEST_MARK"] = "changed"  # the server's environment is now stale
@@ -50,19 +56,24 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path, tokenizer: str) -> dict:
+def _run(tmp_path, tokenizer: str, warm: str = "auto", engine: str = "auto",
+         server: str = "ours") -> dict:
+    """Run PROBE: the server warmed with ``--tokenizer-engine warm``, the workers encoding
+    with ``engine``; ``server="foreign"``: a fork server started before pileprep's."""
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
     env = {k: v for k, v in os.environ.items() if k != "PILEPREP_TEST_MARK"}
-    r = subprocess.run([sys.executable, str(script), tokenizer], capture_output=True, text=True,
-                       env=env, cwd=tmp_path, timeout=240)
+    r = subprocess.run([sys.executable, str(script), tokenizer, warm, engine, server],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
-def probed(tmp_path_factory, tokenizer_spec):
-    return _run(tmp_path_factory.mktemp("prefork"), tokenizer_spec)
+def probed(tmp_path_factory, tokenizer_spec, tokenizer):
+    out = _run(tmp_path_factory.mktemp("prefork"), tokenizer_spec)
+    out["expected"] = tokenizer.encode("Hello world").ids + [0]
+    return out
 
 
 def test_workers_fork_from_a_server_with_the_encoder_built(probed):
@@ -75,7 +86,8 @@ def test_workers_fork_from_a_server_with_the_encoder_built(probed):
         assert w["encoders"] == 1 and w["ingest"]
         # In the environment the process started with, so glibc and OpenMP read them.
         assert w["start_mmap"] == WORKER_PRE_SPAWN_ENV["MALLOC_MMAP_THRESHOLD_"]
-        assert w["start_omp"] == "1"
+        assert w["start_omp"] == os.environ.get("OMP_NUM_THREADS", "1")
+        assert w["ids"] == probed["expected"]
     assert len({w["parent"] for w in first}) == 1
 
 
@@ -86,7 +98,36 @@ def test_a_changed_environment_reaches_workers_spawned_afresh(probed):
     assert w["encoders"] == 0
 
 
-def test_a_server_that_cannot_warm_up_still_starts_workers(tmp_path):
-    out = _run(tmp_path, str(tmp_path / "no-such-tokenizer.json"))
+def test_a_server_that_cannot_warm_up_still_starts_workers(tmp_path, tokenizer_spec, tokenizer):
+    """A warm-up that fails (here: an engine name the server refuses) is quiet; the workers
+    build the encoder themselves, as spawned ones do."""
+    out = _run(tmp_path, tokenizer_spec, warm="no-such-engine")
+    expected = tokenizer.encode("Hello world").ids + [0]
     assert [w["encoders"] for w in out["first"]] == [0, 0]
+    assert [w["ids"] for w in out["first"]] == [expected, expected]
     assert all(w["parent"] != out["driver"] and w["ingest"] for w in out["first"])
+
+
+def test_the_reference_engine_is_not_warmed_and_works_in_forked_workers(tmp_path, tokenizer_spec,
+                                                                          tokenizer):
+    """Its thread pool (TOKENIZERS_PARALLELISM=true, as in this suite) would not survive a
+    fork: the server leaves it alone, and a worker's first encode must not hang."""
+    out = _run(tmp_path, tokenizer_spec, warm="reference", engine="reference")
+    expected = tokenizer.encode("Hello world").ids + [0]
+    assert [w["ids"] for w in out["first"]] == [expected, expected]
+    assert [w["encoders"] for w in out["first"]] == [0, 0]
+
+
+def test_a_fork_server_started_by_someone_else_is_not_used(tmp_path, tokenizer_spec):
+    out = _run(tmp_path, tokenizer_spec, server="foreign")
+    assert all(w["parent"] == out["driver"] for w in out["first"])  # spawned
+
+
+def test_a_bad_setting_is_reported_before_any_server_starts(monkeypatch, capsys):
+    from pileprep.build import prefork
+    from pileprep.cli import main
+
+    started = []
+    monkeypatch.setattr(prefork, "start_for", lambda *a, **k: started.append(a))
+    assert main(["build", "-i", "nowhere", "-o", "nowhere", "--workers", "0"]) == 2
+    assert started == [] and "--workers" in capsys.readouterr().err

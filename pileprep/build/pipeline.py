@@ -310,9 +310,9 @@ def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir:
     ``appender`` token parts are appended to the dataset's ``.bin`` as they are ready."""
     for d in (ingest_dir, tokens_dir):
         d.mkdir(parents=True, exist_ok=True)
+    preload_arrow()  # while the workers start (runner.workers waits for them)
     graph = _Graph(shards, ingest_dir, tokens_dir, cfg, info, sig_dir, appender, runner.workers)
     initial = graph.start()
-    preload_arrow()
     for task, result in runner.run_graph(initial, graph.expand, graph.poll):
         graph.bars.done(task, result)
     graph.bars.close()

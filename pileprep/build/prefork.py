@@ -9,16 +9,23 @@ up while the driver imports its code, checks the settings and lists the shards.
 
 The server lives as long as the process that started it and keeps the environment and working
 directory it started with. A later cluster of the same process whose environment or directory
-differs spawns its workers as before, so a changed variable always reaches them.
+differs spawns its workers as before, so a changed variable always reaches them; so does a
+cluster of a process where something else started multiprocessing's fork server first (its
+environment is not known). Linux only: elsewhere, and when
+``DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD`` (or Dask's configuration) names a start
+method, workers start as Dask's configuration says. Other ``forkserver`` processes the same
+program starts later share the server, with its environment.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +35,7 @@ import dask
 from pileprep.core.config import BuildConfig
 
 METHOD_KEY = "distributed.worker.multiprocessing-method"
+METHOD_ENV = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"  # the user's choice: kept
 WARM_MODULE = "pileprep.build.warm"  # the server's preload
 SPEC = "PILEPREP_PREFORK"  # what it warms, JSON: {"modules": [...], "tokenizer", "engine"}
 # Dask starts workers with MALLOC_TRIM_THRESHOLD_ set, which also freezes glibc's mmap threshold
@@ -36,16 +44,15 @@ SPEC = "PILEPREP_PREFORK"  # what it warms, JSON: {"modules": [...], "tokenizer"
 # tokenizer benchmark's build (benchmarks/engines.py --allocator-check), once the heap may keep
 # buffers up to 32 MiB. Set before the worker processes start: glibc reads it at start.
 WORKER_PRE_SPAWN_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
-_started: tuple[dict, str] | None = None  # (environment, directory) the server started with
+_started: tuple[dict, str] | None = None  # (environment, directory) our server started with
+_foreign = False  # a fork server was running before ours could start
 
 
 def worker_environ() -> dict[str, str]:
     """Set in this process the variables a local cluster's workers start with, as Dask's nanny
     would (the process's own value wins, the hash seed is fixed); return them."""
     _distributed_defaults()
-    # Each worker runs one task at a time in its own process; a tokenizer that also spawned
-    # a thread per core in every worker would oversubscribe the machine (and its time would
-    # not be counted on the task's thread).
+    # As in Runner: one task thread per worker; a tokenizer thread pool would oversubscribe.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configured = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
                   **WORKER_PRE_SPAWN_ENV}
@@ -58,8 +65,9 @@ def worker_environ() -> dict[str, str]:
 
 def _distributed_defaults() -> None:
     """Dask's configuration defaults for ``distributed`` (the nanny's pre-spawn variables among
-    them) without importing it yet, which would cost the server 0.2 s of waiting."""
-    if "distributed" in sys.modules or dask.config.get("distributed.nanny", None) is not None:
+    them) without importing it yet, which would keep the server waiting 0.2 s longer. Defaults
+    never override what the user configured; importing ``distributed`` later sets them again."""
+    if "distributed" in sys.modules:
         return
     spec = importlib.util.find_spec("distributed")
     path = Path(spec.origin).parent / "distributed.yaml" if spec and spec.origin else None
@@ -81,18 +89,18 @@ def start_for(cfg: BuildConfig, tokenize: bool = True) -> None:
 def start_early(tokenizer: str | None, engine: str = "auto", modules: Sequence[str] = ()) -> None:
     """Start the server now, warmed for workers that import ``modules`` and encode with
     ``tokenizer`` (a spec and ``--tokenizer-engine``, as the build resolves them)."""
-    if _method() == "forkserver" and _started is None:
+    if _usable() and _started is None:
         worker_environ()
         _start({"modules": list(modules), "tokenizer": tokenizer, "engine": engine})
 
 
 def start_method() -> str:
-    """How to start a local cluster's workers: ``forkserver`` when the server runs with this
+    """How to start a local cluster's workers: ``forkserver`` when our server runs with this
     process's environment (starting it now if none runs), else Dask's configured method
     (``spawn`` unless the user chose another)."""
-    method = _method()
-    if method != "forkserver":
-        return method
+    configured = dask.config.get(METHOD_KEY, "spawn")
+    if not _usable():
+        return configured
     worker_environ()
     if _started is None:
         _start({})
@@ -100,14 +108,12 @@ def start_method() -> str:
     # Else Dask's first worker start imports every optional package it knows in this process
     # (pandas among them) only to preload them into a server that has already started.
     distributed.utils._forkserver_preload_set = True
-    return "forkserver" if _started == _state() else dask.config.get(METHOD_KEY, "spawn")
+    return "forkserver" if not _foreign and _started == _state() else configured
 
 
-def _method() -> str:
-    configured = dask.config.get(METHOD_KEY, "spawn")
-    if configured == "spawn" and "forkserver" in multiprocessing.get_all_start_methods():
-        return "forkserver"
-    return configured
+def _usable() -> bool:
+    return (sys.platform == "linux" and METHOD_ENV not in os.environ
+            and dask.config.get(METHOD_KEY, "spawn") == "spawn")
 
 
 def _state() -> tuple[dict, str]:
@@ -115,7 +121,11 @@ def _state() -> tuple[dict, str]:
 
 
 def _start(spec: dict) -> None:
-    global _started
+    global _started, _foreign
+    server = multiprocessing.forkserver._forkserver
+    if getattr(server, "_forkserver_pid", None) is not None:
+        _started, _foreign = _state(), True  # another's, with an environment we do not know
+        return
     multiprocessing.get_context("forkserver").set_forkserver_preload([WARM_MODULE])
     os.environ[SPEC] = json.dumps(spec)
     try:
@@ -123,3 +133,15 @@ def _start(spec: dict) -> None:
     finally:
         del os.environ[SPEC]
     _started = _state()
+    atexit.register(_stop, getattr(server, "_forkserver_pid", None))
+
+
+def _stop(pid: int | None) -> None:
+    """At exit: end the server at once. It would end by itself once this process is gone, but
+    only after its warm-up, holding this process's standard output open until then (a command
+    that fails on a setting would seem to take the warm-up's time)."""
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass

@@ -27,14 +27,19 @@ def _warm() -> None:
     spec = json.loads(os.environ.get(SPEC) or "{}")
     for module in spec.get("modules", ()):
         importlib.import_module(module)
-    if spec.get("tokenizer"):
+    tokenizer = spec.get("tokenizer")
+    # A file only: a hub id would download here too. The fast engine only: the reference
+    # engine's thread pool (TOKENIZERS_PARALLELISM=true) does not survive a fork, and it
+    # starts fast anyway.
+    if tokenizer and os.path.isfile(tokenizer):
         from pileprep.tokenizer import TokenizerInfo, encode, resolve_engine
 
-        engine, _ = resolve_engine(spec["tokenizer"], spec.get("engine", "auto"))
-        encode(TokenizerInfo.of(spec["tokenizer"], engine), WARM_TEXTS)
+        engine, _ = resolve_engine(tokenizer, spec.get("engine", "auto"))
+        if engine == "fast":
+            encode(TokenizerInfo.of(tokenizer, engine), WARM_TEXTS)
 
 
 try:
     _warm()
-except Exception:  # noqa: BLE001 - see the module's docstring
+except BaseException:  # noqa: BLE001 - see the module's docstring (a Rust panic is one)
     pass

@@ -142,6 +142,7 @@ def cmd_build(args) -> int:
     from pileprep.build import prefork
 
     cfg = _build_config(args)
+    cfg.validate()  # a bad setting is reported before any process starts
     prefork.start_for(cfg)  # the workers' server warms up while the pipeline's code loads
     from pileprep.build.pipeline import build
 

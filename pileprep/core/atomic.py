@@ -47,8 +47,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def _sync_file_range():
     """libc's ``sync_file_range`` (Linux), or None."""
     try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
+        fn = ctypes.CDLL(None).sync_file_range
+    except (OSError, AttributeError, TypeError):  # TypeError: no CDLL(None) (Windows)
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     return fn
@@ -65,7 +65,7 @@ def start_writeback(f) -> None:
     workers' wall time in a 1 GB build). Nothing where the call does not exist."""
     if _SYNC_FILE_RANGE is not None:
         f.flush()
-        _SYNC_FILE_RANGE(f.fileno(), 0, 0, _WRITE)
+        _SYNC_FILE_RANGE(f.fileno(), 0, 0, _WRITE)  # advisory: a failure only costs the wait
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -14,12 +14,18 @@ from pathlib import Path
 
 from pileprep.core import atomic
 from pileprep.core.tables import cache_dir
-from pileprep.tokenizer.base import EngineUnavailable, load_tokenizer, register
+from pileprep.tokenizer.base import EngineUnavailable, file_identity, load_tokenizer, register
+
+
+def fast_encoder(spec: str):
+    """The fast encoder for this tokenizer; raises EngineUnavailable if it cannot be used.
+    Built once per process and file: a file rewritten under the same name gets a new one (a
+    long-lived process, or workers forked from a server that built it, see build.prefork)."""
+    return _fast_encoder(spec, file_identity(spec))
 
 
 @functools.lru_cache(maxsize=4)
-def fast_encoder(spec: str):
-    """The fast encoder for this tokenizer; raises EngineUnavailable if it cannot be used."""
+def _fast_encoder(spec: str, identity):
     from pileprep.tokenizer import fastbpe
 
     ref = load_tokenizer(spec)
