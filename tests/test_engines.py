@@ -329,3 +329,29 @@ def test_a_tokenizer_file_rewritten_under_its_name_is_loaded_again(tokenizer_spe
     copy.write_text(json.dumps(spec))
     assert load_tokenizer(str(copy)).get_vocab_size() == first_tok.get_vocab_size() + 1
     assert fast.fast_encoder(str(copy)) is not first_enc
+
+
+def test_encoder_tables_are_cached_and_a_damaged_cache_is_derived_again(tokenizer_spec, tokenizer,
+                                                                         tmp_path, monkeypatch):
+    """A worker builds its encoder from the tables an earlier build derived from the same file
+    and code (cache dir): they must be exactly what deriving gives, and the encoder from them
+    must encode as the reference does; a damaged cache file is derived again and replaced."""
+    from pileprep.tokenizer import fast as fast_mod
+
+    monkeypatch.setenv("PILEPREP_CACHE_DIR", str(tmp_path / "cache"))
+    derived = fastbpe.FastEncoder.tables(json.loads(tokenizer.to_str()))
+    fast_mod._fast_encoder(tokenizer_spec, "first")  # derives and saves
+    (saved,) = (tmp_path / "cache" / "engine-tables").iterdir()
+    with np.load(saved) as cached:
+        assert sorted(cached.files) == sorted(derived)
+        for name, array in derived.items():
+            assert np.array_equal(cached[name], array), name
+    with monkeypatch.context() as m:  # from the cache: nothing derived
+        m.setattr(fastbpe.FastEncoder, "tables", staticmethod(lambda spec: pytest.fail("derived")))
+        from_cache = fast_mod._fast_encoder(tokenizer_spec, "second")
+    _check(from_cache, tokenizer, documents(300, seed=7))
+    saved.write_bytes(b"damaged")
+    rebuilt = fast_mod._fast_encoder(tokenizer_spec, "third")
+    _check(rebuilt, tokenizer, documents(50, seed=8))
+    with np.load(saved) as cached:
+        assert np.array_equal(cached["keys"], derived["keys"])
