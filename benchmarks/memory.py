@@ -96,14 +96,16 @@ def _reap_all(timeout: float = 60.0) -> None:
             time.sleep(0.02)
 
 
-def run_sampled(args: list[str], prelude: str = "", quiet_output: bool = False
+def run_sampled(args: list[str], prelude: str = "", quiet_output: bool = False,
+                cpu_by_pid: dict[int, tuple[str, float]] | None = None
                 ) -> tuple[float, dict[int, tuple[str, int]], float]:
     """Run ``pileprep ARGS`` in a subprocess, sampling the RSS of it and every descendant every
     50 ms; return the wall time, ``{pid: (label, peak RSS)}`` and the CPU seconds of all of
     them: exact from ``RUSAGE_CHILDREN`` where this process can adopt the orphans
     (:func:`adopt_orphans`; the command must be this process's only child meanwhile), else
     each process's last sample. A command that exits 1 (verify reporting problems) counts as
-    run; ``quiet_output`` drops its standard output."""
+    run; ``quiet_output`` drops its standard output. ``cpu_by_pid`` receives each process's
+    label and last sampled CPU seconds."""
     cmd = ([sys.executable, "-c", f"{prelude}\nimport sys\nfrom pileprep.cli import main\n"
             f"sys.exit(main({args!r}))"] if prelude else
            [sys.executable, "-m", "pileprep.cli", *args])
@@ -141,6 +143,8 @@ def run_sampled(args: list[str], prelude: str = "", quiet_output: bool = False
     t.join()
     if exact:
         _reap_all()
+    if cpu_by_pid is not None:
+        cpu_by_pid.update({pid: (peaks[pid][0], c) for pid, c in cpu.items()})
     if code not in (0, 1):
         raise SystemExit(f"pileprep {args[0]} failed with exit code {code}")
     return elapsed, peaks, (children_cpu() - cpu0) if exact else sum(cpu.values())

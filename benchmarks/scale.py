@@ -171,12 +171,14 @@ def build(shards: Path, out: Path, workers: int, extra: list[str]) -> dict:
     before = load()
     with DiskSampler(out) as disk:
         # cpu: the driver, fork server and workers: every process of the build
-        elapsed, peaks, cpu = run_sampled(args)
+        by_pid: dict[int, tuple[str, float]] = {}
+        elapsed, peaks, cpu = run_sampled(args, cpu_by_pid=by_pid)
     report = json.loads((out / "report.json").read_text())
     final = disk_usage(out)
     inodes = {p.stat().st_ino: p.stat().st_size for p in out.iterdir() if p.is_file()}
     dataset = sum(inodes.values())  # hard-linked names once
-    return {"elapsed": elapsed, "peaks": peaks, "report": report, "peak_disk": disk.peak,
+    return {"elapsed": elapsed, "peaks": peaks, "cpu_by_pid": by_pid, "report": report,
+            "peak_disk": disk.peak,
             "final_disk": final, "dataset_bytes": dataset, "load": f"{before} -> {load()}",
             "args": args, "cpu": cpu}
 
@@ -189,6 +191,14 @@ def rss_line(peaks: dict) -> str:
                      reverse=True)
     return (f"peak RSS: driver {top('driver'):,.0f} MiB, fork server {top('server'):,.0f} MiB, "
             "workers " + ", ".join(f"{w / (1 << 20):,.0f}" for w in workers) + " MiB")
+
+
+def cpu_line(by_pid: dict[int, tuple[str, float]]) -> str:
+    """Each process's CPU seconds, driver first, then the fork server, then the workers."""
+    roles = ("driver", "server", "worker")
+    rows = sorted(by_pid.values(), key=lambda r: roles.index(r[0]) if r[0] in roles else 3)
+    return "CPU by process (sampled every 50 ms): " + ", ".join(
+        f"{label} {seconds:.1f} s" for label, seconds in rows if seconds >= 0.05)
 
 
 def print_build(name: str, run: dict, engine_mbs: float, neox_mbs: float, workers: int) -> dict:
@@ -220,6 +230,7 @@ def print_build(name: str, run: dict, engine_mbs: float, neox_mbs: float, worker
           f"work is {engine_cpu:.1f} s of it = {engine_cpu / run['cpu']:.0%} (the ratio above, "
           "had the build had the cores to itself and kept them busy)")
     print(f"   {rss_line(run['peaks'])}")
+    print(f"   {cpu_line(run['cpu_by_pid'])}")
     print(f"   disk under OUT: peak {run['peak_disk'] / MB:,.0f} MB, final {run['final_disk'] / MB:,.0f}"
           f" MB (dataset files {run['dataset_bytes'] / MB:,.0f} MB): peak = {ratio:.2f}x final")
     return {"cpu": run["cpu"], "e2e": e2e, "share": share, "vs_neox": e2e / neox_mbs, "scratch": ratio,

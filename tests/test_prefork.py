@@ -27,7 +27,7 @@ PROBE = textwrap.dedent("""
         import sys, os
         encoders = 0
         if "pileprep.tokenizer.fast" in sys.modules:
-            encoders = sys.modules["pileprep.tokenizer.fast"]._fast_encoder.cache_info().currsize
+            encoders = sys.modules["pileprep.tokenizer.fast"].fast_encoder.cache_info().currsize
         from pileprep.tokenizer import TokenizerInfo, encode, resolve_engine
         engine = resolve_engine(sys.argv[1], sys.argv[3])[0]
         ids, _ = encode(TokenizerInfo.of(sys.argv[1], engine), ["Hello world"])
@@ -49,6 +49,9 @@ PROBE = textwrap.dedent("""
         cfg = BuildConfig()
         cfg.tokenize.tokenizer, cfg.tokenize.engine = sys.argv[1], sys.argv[2]
         start_for(cfg)
+        if sys.argv[4] == "rewritten":  # the tokenizer file changes once the server has it
+            st = os.stat(sys.argv[1])
+            os.utime(sys.argv[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
         out = {"driver": os.getpid(), "first": workers()}
         os.environ["PILEPREP_TEST_MARK"] = "changed"  # the server's environment is now stale
         out["changed"] = workers(1)
@@ -59,7 +62,8 @@ PROBE = textwrap.dedent("""
 def _run(tmp_path, tokenizer: str, warm: str = "auto", engine: str = "auto",
          server: str = "ours") -> dict:
     """Run PROBE: the server warmed with ``--tokenizer-engine warm``, the workers encoding
-    with ``engine``; ``server="foreign"``: a fork server started before pileprep's."""
+    with ``engine``; ``server="foreign"``: a fork server started before pileprep's;
+    ``"rewritten"``: the tokenizer file touched once the server started."""
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
     env = {k: v for k, v in os.environ.items() if k != "PILEPREP_TEST_MARK"}
@@ -121,6 +125,14 @@ def test_the_reference_engine_is_not_warmed_and_works_in_forked_workers(tmp_path
 def test_a_fork_server_started_by_someone_else_is_not_used(tmp_path, tokenizer_spec):
     out = _run(tmp_path, tokenizer_spec, server="foreign")
     assert all(w["parent"] == out["driver"] for w in out["first"])  # spawned
+
+
+def test_a_tokenizer_file_rewritten_after_the_server_built_it_reaches_workers_spawned(
+        tmp_path, tokenizer_spec):
+    copy = tmp_path / "tokenizer.json"
+    copy.write_bytes(open(tokenizer_spec, "rb").read())
+    out = _run(tmp_path, str(copy), server="rewritten")
+    assert all(w["parent"] == out["driver"] and w["encoders"] == 0 for w in out["first"])
 
 
 def test_a_bad_setting_is_reported_before_any_server_starts(monkeypatch, capsys):

@@ -8,8 +8,9 @@ worker is a fork of it. A build starts the server first thing (:func:`start_for`
 up while the driver imports its code, checks the settings and lists the shards.
 
 The server lives as long as the process that started it and keeps the environment and working
-directory it started with. A later cluster of the same process whose environment or directory
-differs spawns its workers as before, so a changed variable always reaches them; so does a
+directory it started with, and the encoder of the tokenizer file as it was. A later cluster of
+the same process whose environment, directory or tokenizer file differs spawns its workers as
+before, so a changed variable or file always reaches them; so does a
 cluster of a process where something else started multiprocessing's fork server first (its
 environment is not known). Linux only: elsewhere, and when
 ``DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD`` (or Dask's configuration) names a start
@@ -44,8 +45,9 @@ SPEC = "PILEPREP_PREFORK"  # what it warms, JSON: {"modules": [...], "tokenizer"
 # tokenizer benchmark's build (benchmarks/engines.py --allocator-check), once the heap may keep
 # buffers up to 32 MiB. Set before the worker processes start: glibc reads it at start.
 WORKER_PRE_SPAWN_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
-_started: tuple[dict, str] | None = None  # (environment, directory) our server started with
+_started: tuple | None = None  # _state() when our server started
 _foreign = False  # a fork server was running before ours could start
+_warmed: str | None = None  # the tokenizer file our server built an encoder from
 
 
 def worker_environ() -> dict[str, str]:
@@ -89,8 +91,10 @@ def start_for(cfg: BuildConfig, tokenize: bool = True) -> None:
 def start_early(tokenizer: str | None, engine: str = "auto", modules: Sequence[str] = ()) -> None:
     """Start the server now, warmed for workers that import ``modules`` and encode with
     ``tokenizer`` (a spec and ``--tokenizer-engine``, as the build resolves them)."""
+    global _warmed
     if _usable() and _started is None:
         worker_environ()
+        _warmed = tokenizer
         _start({"modules": list(modules), "tokenizer": tokenizer, "engine": engine})
 
 
@@ -116,8 +120,16 @@ def _usable() -> bool:
             and dask.config.get(METHOD_KEY, "spawn") == "spawn")
 
 
-def _state() -> tuple[dict, str]:
-    return dict(os.environ), os.getcwd()
+def _state() -> tuple:
+    """What workers forked from the server inherit as it was: the environment, the working
+    directory, and the tokenizer file it built its encoder from (a file rewritten since then
+    must be read again, by workers spawned afresh)."""
+    try:
+        st = os.stat(_warmed) if _warmed else None
+    except OSError:
+        st = None
+    file = st and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return dict(os.environ), os.getcwd(), file
 
 
 def _start(spec: dict) -> None:

@@ -32,11 +32,11 @@ def _warm() -> None:
     # engine's thread pool (TOKENIZERS_PARALLELISM=true) does not survive a fork, and it
     # starts fast anyway.
     if tokenizer and os.path.isfile(tokenizer):
-        from pileprep.tokenizer import TokenizerInfo, encode, resolve_engine
+        from pileprep.tokenizer import resolve_engine
+        from pileprep.tokenizer.fast import fast_encoder
 
-        engine, _ = resolve_engine(tokenizer, spec.get("engine", "auto"))
-        if engine == "fast":
-            encode(TokenizerInfo.of(tokenizer, engine), WARM_TEXTS)
+        if resolve_engine(tokenizer, spec.get("engine", "auto"))[0] == "fast":
+            fast_encoder(tokenizer).encode_batch(WARM_TEXTS)
 
 
 try:

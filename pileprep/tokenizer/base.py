@@ -52,24 +52,9 @@ def engine_names() -> tuple[str, ...]:
     return (AUTO, *sorted(ENGINES, key=lambda n: -ENGINES[n].preference))
 
 
-def file_identity(spec: str) -> tuple | None:
-    """What tells a tokenizer file from another at the same path (None: a hub id): what is
-    built from it is cached per process by path and identity, never by path alone."""
-    try:
-        st = os.stat(spec)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def load_tokenizer(spec: str):
-    """Load a ``tokenizers.Tokenizer`` from a file path or a hub id (cached per process, and
-    per file: a file rewritten under the same name is loaded again)."""
-    return _load_tokenizer(spec, file_identity(spec))
-
-
 @functools.lru_cache(maxsize=4)
-def _load_tokenizer(spec: str, identity):
+def load_tokenizer(spec: str):
+    """Load a ``tokenizers.Tokenizer`` from a file path or a hub id (cached per process)."""
     from tokenizers import Tokenizer
 
     if os.path.exists(spec):

@@ -9,7 +9,6 @@ import json
 import os
 import sys
 import unicodedata
-import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -17,35 +16,58 @@ import numpy as np
 
 from pileprep.core import atomic
 from pileprep.core.tables import cache_dir
-from pileprep.tokenizer.base import EngineUnavailable, file_identity, load_tokenizer, register
-
-
-def fast_encoder(spec: str):
-    """The fast encoder for this tokenizer; raises EngineUnavailable if it cannot be used.
-    Built once per process and file: a file rewritten under the same name gets a new one (a
-    long-lived process, or workers forked from a server that built it, see build.prefork)."""
-    return _fast_encoder(spec, file_identity(spec))
+from pileprep.tokenizer.base import EngineUnavailable, load_tokenizer, register
 
 
 @functools.lru_cache(maxsize=4)
-def _fast_encoder(spec: str, identity):
+def fast_encoder(spec: str):
+    """The fast encoder for this tokenizer; raises EngineUnavailable if it cannot be used."""
     from pileprep.tokenizer import fastbpe
 
-    ref = load_tokenizer(spec)
-    digest = _digest(spec)
+    # One reading of the file: the tables cached under its digest are derived from, and
+    # checked against, exactly these bytes.
+    data = Path(spec).read_bytes() if os.path.isfile(spec) else None
+    if data is None:
+        ref, digest = load_tokenizer(spec), None
+    else:
+        ref, digest = _tokenizer_from(spec, data), _digest(data)
     enc = _cached_encoder(digest, ref)
+    if enc is not None and not _passes_probes(enc, ref):
+        _tables_path(digest).unlink(missing_ok=True)  # derived by other code: derive again
+        enc = None
     if enc is None:
         try:
             tables = fastbpe.FastEncoder.tables(json.loads(ref.to_str()))
         except ValueError as exc:
             raise EngineUnavailable(str(exc)) from None
         enc = fastbpe.FastEncoder.from_tables(tables, ref)
+        if not _passes_probes(enc, ref):
+            raise EngineUnavailable(f"differs from the reference on a probe ({_failed(enc, ref)!r})")
         _save_tables(digest, tables)
-    # Every encoder, cached tables or not, is checked against the reference before use.
+    return enc
+
+
+def _tokenizer_from(spec: str, data: bytes):
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_str(data.decode())
+    except Exception as exc:  # the Rust side raises plain Exception on a bad file
+        raise EngineUnavailable(f"cannot load tokenizer file {spec}: {exc}") from None
+
+
+def _passes_probes(enc, ref) -> bool:
+    return _failed(enc, ref) is None
+
+
+def _failed(enc, ref) -> str | None:
+    """The first probe text the encoder gets wrong, or None."""
+    from pileprep.tokenizer import fastbpe
+
     for text in fastbpe.PROBES:
         if enc.encode(text).tolist() != ref.encode(text).ids:
-            raise EngineUnavailable(f"differs from the reference on the probe {text[:40]!r}")
-    return enc
+            return text[:40]
+    return None
 
 
 # What the fast engine's ids depend on besides the tokenizer file: the tokenizer package's code,
@@ -53,17 +75,15 @@ def _fast_encoder(spec: str, identity):
 _DEPENDS_ON = ("tokenizers", "numba", "numpy")
 
 
-def _digest(spec: str) -> str | None:
-    """What the engine derives from this tokenizer file depends on: the file, the tokenizer
-    package's code and the versions above. None for a hub id."""
-    if not os.path.exists(spec):
-        return None
+def _digest(data: bytes) -> str:
+    """What the engine derives from a tokenizer file depends on: its bytes, the tokenizer
+    package's code and the versions above."""
     versions = [*map(version, _DEPENDS_ON), sys.version, unicodedata.unidata_version]
     digest = hashlib.sha256(" ".join(versions).encode())
     here = Path(__file__).parent
     for source in [*sorted(here.glob("*.py")), here.parent / "core" / "tables.py"]:
         digest.update(source.read_bytes())
-    digest.update(Path(spec).read_bytes())
+    digest.update(data)
     return digest.hexdigest()[:32]
 
 
@@ -71,8 +91,9 @@ def _verdict_path(spec: str) -> Path | None:
     """Where a passed check of this tokenizer file by this engine's code is remembered: a build's
     driver then need not build the encoder (a second each build) only to run the probes, which
     every worker runs again anyway when it builds its own. None for a hub id."""
-    digest = _digest(spec)
-    return None if digest is None else cache_dir() / "engine-checks" / f"fast-{digest}.ok"
+    if not os.path.isfile(spec):
+        return None
+    return cache_dir() / "engine-checks" / f"fast-{_digest(Path(spec).read_bytes())}.ok"
 
 
 def _tables_path(digest: str) -> Path:
@@ -89,7 +110,7 @@ def _cached_encoder(digest: str | None, ref):
     try:
         with np.load(_tables_path(digest), allow_pickle=False) as tables:
             return fastbpe.FastEncoder.from_tables({k: tables[k] for k in tables.files}, ref)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except Exception:  # noqa: BLE001 - any damage: derived again (and probed either way)
         return None
 
 
