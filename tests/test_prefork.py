@@ -143,3 +143,14 @@ def test_a_bad_setting_is_reported_before_any_server_starts(monkeypatch, capsys)
     monkeypatch.setattr(prefork, "start_for", lambda *a, **k: started.append(a))
     assert main(["build", "-i", "nowhere", "-o", "nowhere", "--workers", "0"]) == 2
     assert started == [] and "--workers" in capsys.readouterr().err
+
+
+def test_an_unknown_worker_start_method_is_one_line(tmp_path, dirty_corpus, tokenizer_spec):
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD": "bogus"}
+    r = subprocess.run([sys.executable, "-m", "pileprep.cli", "build", "-i", str(dirty_corpus),
+                        "-o", str(tmp_path / "out"), "--tokenizer", tokenizer_spec,
+                        "--workers", "2", "--no-schedule", "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=240)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if "error" in x]
+    assert "multiprocessing-method" in line and "'bogus'" in line

@@ -34,6 +34,7 @@ from typing import Sequence
 import dask
 
 from pileprep.core.config import BuildConfig
+from pileprep.core.errors import ConfigError
 
 METHOD_KEY = "distributed.worker.multiprocessing-method"
 METHOD_ENV = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"  # the user's choice: kept
@@ -103,6 +104,10 @@ def start_method() -> str:
     process's environment (starting it now if none runs), else Dask's configured method
     (``spawn`` unless the user chose another)."""
     configured = dask.config.get(METHOD_KEY, "spawn")
+    if configured not in multiprocessing.get_all_start_methods():
+        raise ConfigError(f"Dask's {METHOD_KEY} ({METHOD_ENV}) must be one of "
+                          f"{', '.join(multiprocessing.get_all_start_methods())}, "
+                          f"not {configured!r}")
     if not _usable():
         return configured
     worker_environ()
