@@ -29,8 +29,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Sequence
-
 import dask
 
 from pileprep.core.config import BuildConfig
@@ -83,20 +81,15 @@ def _distributed_defaults() -> None:
 
 def start_for(cfg: BuildConfig, tokenize: bool = True) -> None:
     """Start the server now if the build runs on a local cluster, warmed for its workers: the
-    modules its ingest and consumer tasks run, and the tokenizer engine. Idempotent."""
-    if cfg.cluster.scheduler is None:
-        modules = ["pileprep.build.ingest", *(["pileprep.build.dedup"] if cfg.dedup.enabled else [])]
-        start_early(cfg.tokenize.tokenizer if tokenize else None, cfg.tokenize.engine, modules)
-
-
-def start_early(tokenizer: str | None, engine: str = "auto", modules: Sequence[str] = ()) -> None:
-    """Start the server now, warmed for workers that import ``modules`` and encode with
-    ``tokenizer`` (a spec and ``--tokenizer-engine``, as the build resolves them)."""
+    modules its ingest and consumer tasks run, and (``tokenize``) its tokenizer engine.
+    Idempotent."""
     global _warmed
-    if _usable() and _started is None:
-        worker_environ()
-        _warmed = tokenizer
-        _start({"modules": list(modules), "tokenizer": tokenizer, "engine": engine})
+    if cfg.cluster.scheduler is not None or not _usable() or _started is not None:
+        return
+    worker_environ()
+    _warmed = cfg.tokenize.tokenizer if tokenize else None
+    modules = ["pileprep.build.ingest", *(["pileprep.build.dedup"] if cfg.dedup.enabled else [])]
+    _start({"modules": modules, "tokenizer": _warmed, "engine": cfg.tokenize.engine})
 
 
 def start_method() -> str:

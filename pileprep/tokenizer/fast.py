@@ -32,7 +32,7 @@ def fast_encoder(spec: str):
     else:
         ref, digest = _tokenizer_from(spec, data), _digest(data)
     enc = _cached_encoder(digest, ref)
-    if enc is not None and not _passes_probes(enc, ref):
+    if enc is not None and _failed(enc, ref) is not None:
         _tables_path(digest).unlink(missing_ok=True)  # derived by other code: derive again
         enc = None
     if enc is None:
@@ -41,8 +41,9 @@ def fast_encoder(spec: str):
         except ValueError as exc:
             raise EngineUnavailable(str(exc)) from None
         enc = fastbpe.FastEncoder.from_tables(tables, ref)
-        if not _passes_probes(enc, ref):
-            raise EngineUnavailable(f"differs from the reference on a probe ({_failed(enc, ref)!r})")
+        failed = _failed(enc, ref)
+        if failed is not None:
+            raise EngineUnavailable(f"differs from the reference on a probe ({failed!r})")
         _save_tables(digest, tables)
     return enc
 
@@ -54,10 +55,6 @@ def _tokenizer_from(spec: str, data: bytes):
         return Tokenizer.from_str(data.decode())
     except Exception as exc:  # the Rust side raises plain Exception on a bad file
         raise EngineUnavailable(f"cannot load tokenizer file {spec}: {exc}") from None
-
-
-def _passes_probes(enc, ref) -> bool:
-    return _failed(enc, ref) is None
 
 
 def _failed(enc, ref) -> str | None:
