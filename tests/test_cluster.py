@@ -3,52 +3,25 @@ with the `dask` command, as on several machines; the build must match a local on
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # kills, restarts and real clusters: minutes
+from dask_cluster import RemoteCluster
 
-DASK = [sys.executable, "-m", "dask"]
+pytestmark = pytest.mark.slow  # kills, restarts and real clusters: minutes
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cluster")
-    sched_file = d / "scheduler.json"
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    procs = [subprocess.Popen([*DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(sched_file)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    remote = RemoteCluster(tmp_path_factory.mktemp("cluster"))
     try:
-        for _ in range(300):
-            if sched_file.exists() and sched_file.stat().st_size:
-                break
-            time.sleep(0.1)
-        address = json.loads(sched_file.read_text())["address"]
-        for i in range(2):
-            procs.append(subprocess.Popen(
-                [*DASK, "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
-                 "--local-directory", str(d / f"w{i}"), "--memory-limit", "2GiB"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
-        from distributed import Client
-
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
-        yield address
+        yield remote.address
     finally:
-        for p in procs[::-1]:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        remote.stop()
 
 
 def _build(corpus: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:

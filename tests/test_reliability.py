@@ -130,15 +130,6 @@ def test_resume_after_partitions_handed_off_to_other_workers(dirty_corpus, tmp_p
     assert _files(tmp_path / "out") == _files(plain)
 
 
-def test_a_killed_worker_is_replaced_and_the_output_unchanged(dirty_corpus, reference, tmp_path):
-    marker = tmp_path / "killed-once"
-    r = _cli(*_build_args(dirty_corpus, tmp_path / "out", "--workers", "2", "--quiet"),
-             env={faults.KILL_AT: "tokenize:2", faults.WORKER_ONCE: str(marker)})
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert marker.exists()  # a worker really died
-    assert _files(tmp_path / "out") == _files(reference)
-
-
 @pytest.mark.parametrize("code,name", [(errno.ENOSPC, "No space left on device"),
                                        (errno.EACCES, "Permission denied")])
 def test_write_error_names_the_path_and_keeps_the_previous_output(

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pileprep.core import atomic
+from pileprep.core import atomic, outdir
 from pileprep.core.config import HEADROOM, PackConfig, ScheduleConfig
 from pileprep.core.errors import ConfigError, FormatError, InputError, IntegrityError
 from pileprep.core.files import (DOCUMENT_SUFFIX, DUPLICATES, MANIFEST, PROVENANCE, REJECTS,
@@ -332,7 +332,14 @@ def adopt(dataset: str | Path, out_dir: str | Path, name: str | None = None,
     log(f"adopt: {pub.stem}: {len(index):,} documents in {len(pub.data)} data file(s), "
         f"{index.dtype}", quiet)
 
-    out.mkdir(parents=True, exist_ok=True)
+    with outdir.locked(out, "adopt"):  # every check passed: now it writes
+        return _write(dataset, pub, out, name, index, sha, maps, batch_size, copy, overwrite,
+                      quiet)
+
+
+def _write(dataset: str | Path, pub: Published, out: Path, name: str, index: indexed.Index, sha: dict[str, str],
+           maps: list[IndexMap], batch_size: int, copy: bool, overwrite: bool,
+           quiet: bool) -> dict:
     stage = atomic.fresh_stage(out)
     prefix = dataset_prefix(stage, name)
     place_data(pub, prefix, copy, quiet)

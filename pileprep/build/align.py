@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from pileprep.build.pipeline import run_ingest_and_tokenize, tokenizer_identity
 from pileprep.build.runner import Runner
 from pileprep.build.tasks import Task
-from pileprep.core import atomic
+from pileprep.core import atomic, outdir
 from pileprep.core.config import BuildConfig, fingerprint
 from pileprep.core.errors import ConfigError, NotFoundError
 from pileprep.core.files import MANIFEST, PROVENANCE, REPORT, STAGING, WORK_DIR, dataset_prefix
@@ -134,6 +134,11 @@ def align(out_dir: str | Path, cfg: BuildConfig) -> dict:
     out = Path(out_dir)
     if not (out / MANIFEST).exists():
         raise NotFoundError(f"{out} holds no dataset (no {MANIFEST}); adopt one first")
+    with outdir.locked(out, "align"):
+        return _align(out, cfg)
+
+
+def _align(out: Path, cfg: BuildConfig) -> dict:
     if atomic.finish_commit(out / STAGING, out):
         log(f"finished moving the outputs of an interrupted run into {out}", cfg.quiet)
     manifest = atomic.read_json(out / MANIFEST)

@@ -85,6 +85,14 @@ class Inline:
         """Whether the partition starting now is consumed inline."""
         return self.handoff is None or not os.path.exists(self.handoff)
 
+    def consumed(self, part: Partition) -> bool:
+        """Whether every consumer of the partition has its completion record already: then
+        this is a retried read (its task ran on a worker that died) re-cutting a partition the
+        driver has had consumed, and nobody would delete a copy written now (a read that waits
+        for its partitions' readers would wait forever)."""
+        return all(t.finished(consumed=lambda result, path: True) is not None
+                   for t in self.consumers.of(part))
+
     def run(self, part: Partition, records: Records, cpu: dict[str, float],
             reused: dict[str, int]) -> None:
         """Run the partition's unfinished consumers on ``records``, each writing its completion

@@ -19,7 +19,7 @@ import numpy as np
 
 from pileprep.build.runner import Runner
 from pileprep.build.tasks import Task
-from pileprep.core import atomic
+from pileprep.core import atomic, outdir
 from pileprep.core.config import ClusterConfig
 from pileprep.core.errors import ConfigError
 from pileprep.core.files import NGRAM_META, NGRAM_WORK, dataset_prefix, ngram_shard
@@ -67,6 +67,12 @@ def build_index(out_dir: str | Path, cluster: ClusterConfig, shard_tokens: int |
     """Index ``out_dir``'s dataset (reusing finished shards); return ``index.json``'s record,
     with this run's ``wall_seconds``."""
     cluster.validate()
+    with outdir.locked(out_dir, "index"):
+        return _build_index(out_dir, cluster, shard_tokens, quiet)
+
+
+def _build_index(out_dir: str | Path, cluster: ClusterConfig, shard_tokens: int | None,
+                 quiet: bool) -> dict:
     prefix = dataset_prefix(out_dir, dataset_name(out_dir))
     data = IndexedDataset(prefix)
     shard_tokens = suffix.shard_budget(shard_tokens, data.dtype)

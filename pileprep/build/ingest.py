@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pileprep.build.consumers import Inline
-from pileprep.core import atomic
+from pileprep.core import atomic, faults
 from pileprep.core.config import ReadConfig
-from pileprep.core.errors import BadRecordError
+from pileprep.core.errors import BadRecordError, InputError
 from pileprep.formats.parts import PARTITION_SCHEMA, Partition, Records, ShardResult
 from pileprep.sources import BadRecord, Shard, ShardError, records
 
@@ -122,8 +122,11 @@ class _PartitionWriter:
             return
         self._writer.close()
         self._file.__exit__(None, None, None)
-        self._announce(Partition(str(self._path(len(self.done))), self.source, self.shard_index,
-                                 len(self.done), self._first_line, self._rows, self._bytes))
+        part = Partition(str(self._path(len(self.done))), self.source, self.shard_index,
+                         len(self.done), self._first_line, self._rows, self._bytes)
+        self._announce(part)
+        if self.inline is not None and self.inline.consumed(part):
+            os.unlink(part.path)  # a retried read: nobody will read this partition again
         if self.read_ahead:
             _wait_for_readers([p.path for p in self.done if not p.inline], self.read_ahead)
         self._file = self._writer = None
@@ -161,6 +164,10 @@ def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig,
     (:mod:`pileprep.build.consumers`)."""
     work = Path(workdir)
     source = shard.name
+    before = _identity(shard)
+    if before is None:
+        raise InputError(f"{shard.location}: the input shard is gone (deleted or moved after "
+                         "the build listed it)")
     writer = _PartitionWriter(work, source, shard.file_stem, shard_index, cfg.partition_bytes,
                               read_ahead, inline)
     stream = records(shard, cfg.text_column)
@@ -176,9 +183,13 @@ def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig,
                                     "detail": detail[:_DETAIL_CHARS]}) + b"\n")
 
         progress = _ReadProgress(reading_record(work, shard.file_stem), stream, shard.size)
+        cut = 0
         try:
             for line, rec, raw_len in stream:
                 progress.tick()
+                if len(writer.done) != cut:  # a partition was cut
+                    cut = len(writer.done)
+                    faults.checkpoint("read", shard.location)
                 if isinstance(rec, BadRecord):
                     reject(line, rec.reason, rec.detail)
                 else:
@@ -191,12 +202,34 @@ def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig,
             writer.abort()
             raise
         writer.close_partition()
+        _check_unchanged(shard, before)  # before the rejects (and the task's record) are kept
     progress.close()
     accepted = sum(p.rows for p in writer.done)
     return ShardResult(source, shard.location, stream.size, stream.sha256, stream.lines, accepted,
                        dict(sorted(rejected.items())), str(rejects), writer.done, shard_error,
                        writer.inline_cpu, writer.inline_reused)
 
+
+
+def _identity(shard: Shard) -> dict | None:
+    """The shard's identity now; None once it is deleted."""
+    try:
+        return shard.identity()
+    except FileNotFoundError:
+        return None
+
+
+def _check_unchanged(shard: Shard, before: dict) -> None:
+    """Refuse a shard that was truncated, rewritten or deleted while it was read: its records
+    would mix two versions (and a deleted one may have been cut short). The partitions already
+    cut stay unused: the rerun reads the shard as it then is."""
+    after = _identity(shard)
+    if after != before:
+        what = ("deleted" if after is None else
+                f"cut from {before['size']:,} to {after['size']:,} bytes"
+                if after.get("size") != before.get("size") else "rewritten")
+        raise InputError(f"{shard.location}: the input shard was {what} while it was read; "
+                         "run the build again once the input is stable")
 
 
 class _ReadProgress:

@@ -179,9 +179,8 @@ def pack(parts: Sequence[TokenPart], appender: Appender, out_dir: str | Path, na
                             f"the parts {expected}")
     link_or_copy(appender.path, bin_path)
     hashes[bin_path.name] = appender.sha.hexdigest()
-    faults.checkpoint("pack")
-
     idx_path = index_path(prefix)
+    faults.checkpoint("pack", idx_path)
     with atomic.atomic_path(idx_path) as tmp, open(tmp, "wb") as f:
         hashes[idx_path.name] = indexed.write_index(
             f, dtype, count, lambda: (provenance.part_sizes(p.prov) for p in parts))

@@ -23,7 +23,7 @@ from pileprep.build.ingest import READ_AHEAD, announcement, reading_record
 from pileprep.build.pack import Appender, concat_text_files, pack
 from pileprep.build.runner import SYNCHRONOUS, Runner
 from pileprep.build.tasks import Task
-from pileprep.core import atomic, faults
+from pileprep.core import atomic, faults, outdir
 from pileprep.core.config import BuildConfig, fingerprint
 from pileprep.core.errors import ConfigError, PilePrepError
 from pileprep.core.files import DEDUP_SUMMARY, MANIFEST, REJECTS, REPORT, WORK_DIR, dataset_prefix
@@ -433,15 +433,15 @@ def build(cfg: BuildConfig, overwrite: bool = False) -> dict:
     log(f"tokenize: {engine} engine ({why})", cfg.quiet)
     tok_id = tokenizer_identity(cfg.tokenize.tokenizer)
     out = Path(cfg.pack.output)
-    out.mkdir(parents=True, exist_ok=True)
     settings = cfg.settings(bands_rows)
     settings["tokenize"]["tokenizer"] = tok_id
-    finish_interrupted(out, cfg.quiet)
-    _check_output_dir(out, settings, shards, overwrite)
-    # Every setting checked: the workers spawn while the driver prepares the work, and shut
-    # down while it writes the outputs.
-    with Runner(cfg.cluster, cfg.quiet) as runner:
-        return _build(cfg, shards, info, tok_id, settings, runner)
+    with outdir.locked(out, "build"):
+        finish_interrupted(out, cfg.quiet)
+        _check_output_dir(out, settings, shards, overwrite)
+        # Every setting checked: the workers spawn while the driver prepares the work, and shut
+        # down while it writes the outputs.
+        with Runner(cfg.cluster, cfg.quiet) as runner:
+            return _build(cfg, shards, info, tok_id, settings, runner)
 
 
 def _build(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, tok_id: str,
@@ -524,7 +524,13 @@ def dedup_only(cfg: BuildConfig) -> dict:
     prefork.start_for(cfg, tokenize=False)
     shards = discover(cfg.read.inputs)
     out = Path(cfg.pack.output)
-    out.mkdir(parents=True, exist_ok=True)
+    with outdir.locked(out, "dedup"):
+        return _dedup_only(cfg, shards, out)
+
+
+def _dedup_only(cfg: BuildConfig, shards: Sequence[Shard], out: Path) -> dict:
+    from pileprep.dedup import apply as dedup_apply, report as dedup_report
+
     finish_interrupted(out, cfg.quiet)
     ingest_fp, ingest_dir, tokens_dir = _work_dirs(out, cfg, {})
     sig_dir = _signature_dir(out, ingest_fp, cfg)

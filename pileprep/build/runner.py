@@ -9,8 +9,10 @@ tasks (a matching completion record) are reused rather than run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
@@ -19,8 +21,9 @@ from typing import Any, Callable, Iterator, Sequence
 import dask
 
 from pileprep.build import prefork
-from pileprep.build.tasks import Task, execute_timed
+from pileprep.build.tasks import Task, as_task_error, execute_timed
 from pileprep.core.config import ClusterConfig
+from pileprep.core.errors import BadRecordError, ClusterError
 from pileprep.core.progress import Progress, log
 
 SYNCHRONOUS = "synchronous"
@@ -34,6 +37,7 @@ _ORDERS = 1 << 48  # orders within a stage
 # 0.6 s of CPU per worker in a 22 s build (docs/benchmarks.md), for the dashboard's profile page
 # only. A cluster pileprep starts goes without; a user's own (--scheduler) keeps its settings.
 LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+LOCAL_WORKER_PRELOAD = "pileprep.build.local_worker"  # Ctrl-C is the driver's to handle
 POLL_SECONDS = 0.5  # how often the driver looks for work announced by running tasks
 
 
@@ -74,12 +78,14 @@ class Runner:
             from distributed import Client, LocalCluster
 
             if self.cfg.scheduler:
-                self._client = Client(self.cfg.scheduler, timeout="30s")
+                self._client = _connect(Client, self.cfg.scheduler, self.cfg.connect_timeout)
                 return
             environ = prefork.worker_environ()
             method = prefork.start_method()  # forked from a warm server, or spawned
+            preload = [*dask.config.get("distributed.worker.preload", []), LOCAL_WORKER_PRELOAD]
             with dask.config.set({"distributed.nanny.pre-spawn-environ": environ,
-                                  prefork.METHOD_KEY: method, **LOCAL_WORKER_CONFIG}):
+                                  prefork.METHOD_KEY: method, **LOCAL_WORKER_CONFIG,
+                                  "distributed.worker.preload": preload}):
                 self.cluster = LocalCluster(
                     n_workers=self.cfg.workers, threads_per_worker=1, processes=True,
                     # A failed task's exception reaches the driver, which reports it in one
@@ -165,18 +171,27 @@ class Runner:
             return future
 
         pending = as_completed([submit(t) for t in initial], with_results=True)
+        first = _FirstError()
         last_poll = time.monotonic()
         try:
             while not pending.is_empty():
                 if not pending.has_ready():
                     with pending.thread_condition:  # woken by a finished task, or after a while
                         pending.thread_condition.wait(POLL_SECONDS)
-                for future, (result, seconds) in pending.next_batch(block=False):
+                for future, outcome in pending.next_batch(block=False):
                     task = jobs.pop(future.key)
-                    self._count(task, seconds)
-                    yield task, result
-                    for more in expand(task, result):
-                        pending.add(submit(more))
+                    if future.key in first.cancelled:
+                        continue
+                    if future.status != "finished":
+                        first.add(task, self._failure(task, future.status, outcome))
+                        first.cancel_later(pending.futures, jobs)
+                    else:
+                        result, seconds = outcome
+                        self._count(task, seconds)
+                        yield task, result
+                        for more in expand(task, result):
+                            pending.add(submit(more))
+                    first.raise_when_known(jobs)
                 if time.monotonic() - last_poll >= POLL_SECONDS:
                     last_poll = time.monotonic()
                     for more in poll(len(jobs)):
@@ -185,6 +200,29 @@ class Runner:
             for future in list(pending.futures):
                 future.cancel()
             pending.clear()
+
+    def _failure(self, task: Task, status: str, outcome: Any) -> BaseException:
+        """The error to report for a task the cluster did not finish. ``outcome`` is what
+        ``as_completed`` hands back for it: ``(type, exception, traceback)`` for an error, the
+        cancellation otherwise (Dask cancels every future when it loses the scheduler)."""
+        from distributed.scheduler import KilledWorker
+
+        address = self._client.scheduler.address if self._client is not None else "?"
+        if status != "error":
+            # The client's reconnection attempts, cancelled when it closes, would each log a
+            # traceback; the line below says it all.
+            _silence_dask()
+            return ClusterError(f"lost the Dask scheduler at {address} while {task.name} ran "
+                                f"({status}); run the same command again to resume")
+        _, exc, tb = outcome
+        if isinstance(exc, KilledWorker):
+            return ClusterError(
+                f"{task.name}: every worker that ran it died (Dask's "
+                f"distributed.scheduler.allowed-failures, "
+                f"{dask.config.get('distributed.scheduler.allowed-failures')} here, reached); "
+                f"the usual cause is memory: give workers more (--memory-limit, now "
+                f"{self.cfg.memory_limit}) or use a smaller --partition-bytes")
+        return as_task_error(task.name, exc.with_traceback(tb))
 
     def _run_synchronous(self, initial, expand, poll) -> Iterator[tuple[Any, Any]]:
         """One task at a time in this process, the highest priority first (then in order)."""
@@ -217,7 +255,8 @@ class Runner:
                                              daemon=True)
             self._closing.start()
         if wait:
-            self._closing.join()
+            with _no_interrupts():  # a second Ctrl-C must not leave the cluster half shut
+                self._closing.join()
             if self._shut_error is not None:
                 error, self._shut_error = self._shut_error, None
                 raise error
@@ -242,6 +281,70 @@ class Runner:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _FirstError:
+    """Which error a run that failed on a cluster reports: the same one the synchronous
+    scheduler, which reads shards in order, would. A bad record's place in the data is known,
+    so it waits for the shards before it (their ingest tasks finish; a later shard's are
+    cancelled) and the earliest shard's bad record is reported. Any other error at once."""
+
+    def __init__(self):
+        self.errors: list[tuple[int, BaseException]] = []  # (shard order, bad record)
+        self.cancelled: set[str] = set()  # keys of the futures cancelled here
+
+    def add(self, task: Task, error: BaseException) -> None:
+        if not (isinstance(error, BadRecordError) and task.stage == "ingest"):
+            raise error
+        self.errors.append((task.order, error))
+
+    def cancel_later(self, futures, jobs: dict[str, Task]) -> None:
+        """Cancel the reads of shards after the earliest one with a bad record."""
+        first = min(order for order, _ in self.errors)
+        for future in list(futures):
+            task = jobs.get(future.key)
+            if task is not None and task.stage == "ingest" and task.order > first:
+                self.cancelled.add(future.key)
+                future.cancel()
+
+    def raise_when_known(self, jobs: dict[str, Task]) -> None:
+        """Raise the earliest bad record once no earlier shard is still being read."""
+        if not self.errors:
+            return
+        order, error = min(self.errors, key=lambda e: e[0])
+        if not any(t.stage == "ingest" and t.order < order for k, t in jobs.items()
+                   if k not in self.cancelled):
+            raise error
+
+
+def _silence_dask() -> None:
+    """Dask's loggers (each has its own level) quiet from now on in this process."""
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+@contextlib.contextmanager
+def _no_interrupts():
+    """SIGINT ignored meanwhile (in the main thread; elsewhere it cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _connect(client_type, address: str, timeout: float):
+    """A client of the scheduler at ``address``, or one line saying it cannot be reached."""
+    try:
+        return client_type(address, timeout=f"{timeout}s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ClusterError(f"cannot reach the Dask scheduler at {address} "
+                           f"(--scheduler): {reason}") from None
 
 
 def _has_bokeh() -> bool:

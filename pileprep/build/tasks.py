@@ -15,13 +15,14 @@ with ``outputs()``.
 from __future__ import annotations
 
 import json
+import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
-import time
 from typing import Any, Callable
 
 from pileprep.core import atomic, faults
-from pileprep.core.errors import FormatError
+from pileprep.core.errors import FormatError, PilePrepError, TaskError
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,29 @@ def execute_timed(task: Task) -> tuple[Any, float]:
     time would count the other users' processes too). The thread's, not the process's: a
     worker may run a second task in another thread while a read waits (ingest.READ_AHEAD)."""
     start = time.thread_time()
-    result = task.fn(*task.args)
-    seconds = time.thread_time() - start
-    faults.checkpoint(task.stage)
+    try:
+        result = task.fn(*task.args)
+        seconds = time.thread_time() - start
+        faults.checkpoint(task.stage)
+    except Exception as exc:
+        error = as_task_error(task.name, exc)
+        if error is exc:
+            raise
+        raise error from exc
     encoded = result.to_json() if hasattr(result, "to_json") else result
     atomic.write_json(task.done, {"inputs": _as_json(task.inputs), "result": encoded})
     return result, seconds
+
+
+def as_task_error(name: str, exc: BaseException) -> BaseException:
+    """What the driver reports for an exception raised in task ``name``: an expected error as it
+    is (it already says what and where), an unexpected one as a :class:`TaskError` naming the
+    task, whichever runner ran it. An OSError that names its file is expected (disk full,
+    permission, a vanished input); one that does not gets the task's name."""
+    if isinstance(exc, PilePrepError) or (isinstance(exc, OSError) and exc.filename):
+        return exc
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return TaskError(name, f"{type(exc).__name__}: {exc}".rstrip(": "), tb)
 
 
 def _as_json(value: Any) -> Any:

@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 
+from pileprep.build.local_worker import ignore_interrupts
 from pileprep.build.prefork import SPEC
 
 # Text that takes an encoder through every compiled step it has (pre-tokens, memo, BPE).
@@ -39,6 +40,7 @@ def _warm() -> None:
             fast_encoder(tokenizer).encode_batch(WARM_TEXTS)
 
 
+ignore_interrupts()  # before anything else: see pileprep.build.local_worker
 try:
     _warm()
 except BaseException:  # noqa: BLE001 - see the module's docstring (a Rust panic is one)

@@ -48,9 +48,7 @@ def _add_build(sub) -> None:
                    help="auto (default): the fast engine (compiled pre-tokenizer and word "
                    "memo) when it reproduces the tokenizer file, else the tokenizers library; "
                    "same ids either way")
-    p.add_argument("--workers", type=int, help="local Dask worker processes (default: all cores)")
-    p.add_argument("--scheduler", help="address of a running dask.distributed scheduler, "
-                   "or 'synchronous' to run in this process")
+    _add_cluster_flags(p)
     p.add_argument("--partition-bytes", type=parse_size,
                    help="approximate JSON bytes per partition (default 32MiB, at most 1GiB)")
     p.add_argument("--strict", action="store_true", default=None,
@@ -69,6 +67,31 @@ def _add_build(sub) -> None:
     p.add_argument("--dedup", action="store_true", default=None,
                    help="remove near-duplicates across all shards (MinHash-LSH) before packing")
     _add_dedup_flags(p)
+
+
+def _add_cluster_flags(p) -> None:
+    """Where the Dask tasks run: the same flags for every command that runs them."""
+    g = p.add_argument_group("where the work runs (Dask)")
+    g.add_argument("--workers", type=int, help="local Dask worker processes (default: all cores)")
+    g.add_argument("--scheduler", help="address of a running dask.distributed scheduler "
+                   "(tcp://HOST:PORT), or 'synchronous' to run in this process")
+    g.add_argument("--connect-timeout", type=float,
+                   help="seconds to wait for --scheduler to answer (default 30)")
+    g.add_argument("--memory-limit", help="memory of each local worker, e.g. 4GiB (default "
+                   "auto: the machine's memory shared by the workers); a worker over it is "
+                   "restarted and its task retried, a few times at most")
+
+
+def _cluster_overrides(args) -> dict:
+    return {("cluster", "workers"): args.workers, ("cluster", "scheduler"): args.scheduler,
+            ("cluster", "connect_timeout"): args.connect_timeout,
+            ("cluster", "memory_limit"): args.memory_limit}
+
+
+def _apply(cfg, overrides: dict) -> None:
+    for (section, key), value in overrides.items():
+        if value is not None:
+            setattr(getattr(cfg, section) if section else cfg, key, value)
 
 
 def _engine_names() -> tuple[str, ...]:
@@ -118,16 +141,14 @@ def _build_config(args) -> BuildConfig:
         ("tokenize", "tokenizer"): args.tokenizer,
         ("tokenize", "engine"): getattr(args, "tokenizer_engine", None),
         ("pack", "output"): args.output, ("pack", "name"): args.name,
-        ("cluster", "workers"): args.workers, ("cluster", "scheduler"): args.scheduler,
+        **_cluster_overrides(args),
         ("dedup", "enabled"): args.dedup, ("dedup", "threshold"): args.threshold,
         ("dedup", "num_perm"): args.num_perm, ("dedup", "seed"): args.minhash_seed,
         ("dedup", "shingle_words"): args.shingle_words, ("dedup", "bands"): args.bands,
         ("dedup", "rows"): args.rows,
         ("dedup", "verify"): False if args.no_verify else None,
     }
-    for (section, key), value in overrides.items():
-        if value is not None:
-            setattr(getattr(cfg, section), key, value)
+    _apply(cfg, overrides)
     if getattr(args, "on_bad_record", None):
         cfg.read.strict = args.on_bad_record == "stop"
     cfg.quiet, cfg.keep_work = args.quiet, args.keep_work
@@ -156,9 +177,8 @@ def _add_dedup(sub) -> None:
     p.add_argument("--input", "-i", action="append", default=None, metavar="DIR_OR_GLOB")
     p.add_argument("--output", "-o", help="output directory")
     p.add_argument("--config", help="pipeline TOML file; flags override it")
-    p.add_argument("--workers", type=int)
+    _add_cluster_flags(p)
     p.add_argument("--partition-bytes", type=parse_size)
-    p.add_argument("--scheduler")
     p.add_argument("--strict", action="store_true", default=None)
     _add_text_column(p)
     p.add_argument("--keep-work", action="store_true")
@@ -424,19 +444,17 @@ def _add_index(sub) -> None:
     p.add_argument("out_dir")
     p.add_argument("--shard-tokens", type=int, help="tokens per shard at most (default 2^27: "
                    "about 2.7 GB of memory per worker while a shard is sorted)")
-    p.add_argument("--workers", type=int, help="local Dask worker processes (default: all cores)")
-    p.add_argument("--scheduler", help="address of a dask.distributed scheduler, or 'synchronous'")
+    _add_cluster_flags(p)
     p.add_argument("--quiet", "-q", action="store_true")
 
 
 def cmd_index(args) -> int:
     from pileprep.build.index import build_index
-    from pileprep.core.config import ClusterConfig
     from pileprep.core.progress import log
 
-    cluster = ClusterConfig()
-    cluster.workers = args.workers or cluster.workers
-    cluster.scheduler = args.scheduler
+    cfg = BuildConfig()
+    _apply(cfg, _cluster_overrides(args))
+    cluster = cfg.cluster
     meta = build_index(args.out_dir, cluster, args.shard_tokens, args.quiet)
     tokens, size = meta["tokens"], meta["bytes"]
     if not meta["reused"]:  # timings vary from run to run: a log line, not the result
@@ -651,8 +669,7 @@ def _add_raw_flags(p, required: bool) -> None:
     g.add_argument("--text-column", default="text")
     g.add_argument("--tokenizer", help="the dataset's tokenizer (env PILEPREP_TOKENIZER)")
     g.add_argument("--tokenizer-engine", choices=_engine_names(), default="auto")
-    g.add_argument("--workers", type=int)
-    g.add_argument("--scheduler")
+    _add_cluster_flags(p)
     g.add_argument("--partition-bytes", type=parse_size)
     g.add_argument("--keep-work", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true")
@@ -665,9 +682,7 @@ def _align_config(args) -> BuildConfig:
         cfg.read.partition_bytes = args.partition_bytes
     cfg.tokenize.tokenizer = args.tokenizer or default_tokenizer()
     cfg.tokenize.engine = args.tokenizer_engine
-    if args.workers:
-        cfg.cluster.workers = args.workers
-    cfg.cluster.scheduler = args.scheduler
+    _apply(cfg, _cluster_overrides(args))
     cfg.quiet, cfg.keep_work, cfg.schedule = args.quiet, args.keep_work, None
     return cfg
 
@@ -765,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (PilePrepError, OSError) as exc:
         if os.environ.get(DEBUG_ENV) == "1":
+            if getattr(exc, "traceback", ""):  # a task's error: where it was raised, remotely
+                print(exc.traceback, file=sys.stderr)
             raise
         if isinstance(exc, BrokenPipeError):
             # the reader went away (`| head`): stop quietly, as Unix tools do on SIGPIPE
@@ -781,8 +798,8 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, PilePrepError):
         return f"{exc.label}: " + " ".join(str(exc).split("\n"))
-    where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-    return f"error:{where}: {exc.strerror or exc}"
+    where = f" {exc.filename}:" if getattr(exc, "filename", None) else ""
+    return f"error:{where} {exc.strerror or exc}"
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ from pileprep.core.errors import FormatError
 from pileprep.core.files import JOURNAL, MANIFEST, STAGING
 
 
+FULL_BYTES = 1 << 20  # a file system with less free space than this is full
+
+
 def tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
@@ -38,10 +41,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = isinstance(exc, OSError) and exc.errno is None and _no_space(tmp.parent)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not exc.filename:  # a write's ENOSPC names no file
+            raise _named(exc, path, full) from exc
         raise
+
+
+def _named(exc: OSError, path: Path, full: bool) -> OSError:
+    """``exc`` naming the file it was writing. A short write with no errno (numpy's
+    ``tofile``) on a file system that has no room left is said to be what it is."""
+    if full:
+        return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({exc})", str(path))
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def _no_space(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < FULL_BYTES
 
 
 def _sync_file_range():

@@ -202,11 +202,14 @@ class ClusterConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scheduler: str | None = None  # address of an existing cluster, or "synchronous"
     memory_limit: str = "auto"
+    connect_timeout: float = 30.0  # seconds to reach a --scheduler
 
     def validate(self) -> None:
         check_types(self)
         if self.workers < 1:
             raise ConfigError("--workers must be at least 1")
+        if not self.connect_timeout > 0:
+            raise ConfigError("--connect-timeout must be more than 0 seconds")
 
 
 @dataclass

@@ -10,7 +10,15 @@ The kinds say *what* went wrong, so a caller can tell a bad setting from a damag
 - :class:`FormatError`: a file that does not follow its format (``.idx``, ``.npy``, pieces);
 - :class:`IntegrityError`: a file whose bytes differ from what a checksum or manifest says;
 - :class:`NotFoundError`: a document, step or schedule the dataset does not hold;
+- :class:`ClusterError`: the Dask cluster failed the work (scheduler unreachable or lost, a
+  task whose workers kept dying);
+- :class:`TaskError`: an unexpected exception inside a task, named by its task (the traceback
+  travels with it for ``PILEPREP_DEBUG=1``);
 - :class:`AccountingError`: lines read do not add up (a pileprep bug, exit code 3).
+
+Every runner (synchronous, a local cluster, a remote scheduler) hands a task's error to the
+driver as the same kind with the same message: the exception crosses the cluster pickled, so
+each class keeps all its constructor arguments in ``args``.
 """
 
 from __future__ import annotations
@@ -52,6 +60,22 @@ class IntegrityError(PilePrepError):
 
 class NotFoundError(PilePrepError):
     """Something asked for (a document, a schedule, a build) that is not there."""
+
+
+class ClusterError(PilePrepError):
+    """The Dask cluster could not run the work: unreachable or lost scheduler, dying workers."""
+
+
+class TaskError(PilePrepError):
+    """An exception no stage expected, raised inside a task: named by the task, with the
+    original traceback as text (it is not pickled across the cluster with the exception)."""
+
+    def __init__(self, task: str, error: str, traceback: str = ""):
+        super().__init__(task, error, traceback)
+        self.task, self.error, self.traceback = task, error, traceback
+
+    def __str__(self) -> str:
+        return f"{self.task} failed: {self.error} (PILEPREP_DEBUG=1 shows the traceback)"
 
 
 class AccountingError(PilePrepError):
