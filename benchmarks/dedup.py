@@ -74,7 +74,7 @@ def pileprep_signatures(texts: list[str]) -> None:
 
 
 def stages_batch() -> int:
-    from pileprep.dedup.stages import _BATCH_DOCS
+    from pileprep.dedup.steps import _BATCH_DOCS
 
     return _BATCH_DOCS
 
@@ -112,12 +112,12 @@ def components_memory(docs: int) -> dict:
     """Peak RSS of the components step on a graph like the Pile's: a third of documents removed."""
     code = f"""
 import numpy as np, resource, sys, tempfile, time, os
-from pileprep.dedup import stages
+from pileprep.dedup import steps
 rng = np.random.default_rng(0)
 n = {docs}
 dups = rng.choice(n, n // 3, replace=False)
 kept = rng.integers(0, n, len(dups))
-e = np.zeros(len(dups), stages.EDGE_ROW)
+e = np.zeros(len(dups), steps.EDGE_ROW)
 e["a"], e["b"], e["sim"] = np.minimum(dups, kept), np.maximum(dups, kept), 0.95
 e = e[e["a"] != e["b"]]
 d = tempfile.mkdtemp()
@@ -125,7 +125,7 @@ np.save(d + "/e.npy", e); del e, dups, kept
 import psutil
 before = psutil.Process().memory_info().rss
 t = time.perf_counter()
-stages.components([d + "/e.npy"], d + "/r.npy")
+steps.components([d + "/e.npy"], d + "/r.npy")
 print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, before)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

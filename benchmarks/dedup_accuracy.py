@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from dedup_ref import pair_corpus  # noqa: E402
 
 from pileprep.core.config import BuildConfig
-from pileprep.build.pipeline import dedup_only
+from pileprep.jobs.dedup_only import dedup_only
 
 
 def main() -> None:

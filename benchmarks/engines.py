@@ -183,7 +183,7 @@ def main() -> None:
     print(f"    stage seconds: {run['report']['timings_seconds']}")
     if args.allocator_check:
         plain = measure(src, work / "out-dask-env", args.cores, ("--tokenizer-engine", "fast"),
-                        prelude="import pileprep.build.runner\npileprep.build.runner.WORKER_PRE_SPAWN_ENV = {}")
+                        prelude="import pileprep.runner.dask_runner\npileprep.runner.dask_runner.WORKER_PRE_SPAWN_ENV = {}")
         print(f"same build, workers with Dask's environment only: {plain['elapsed']:.1f} s "
               f"(with MALLOC_MMAP_THRESHOLD_: {run['elapsed']:.1f} s); worker peaks "
               f"{_worker_peaks(plain)} MiB (with it: {_worker_peaks(run)} MiB)")

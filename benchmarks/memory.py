@@ -51,7 +51,7 @@ def _label(proc: psutil.Process, root_pid: int) -> str:
     if proc.pid == root_pid:
         return "driver"
     if "forkserver import main" in cmd and parent == root_pid:
-        return "server"  # the fork server workers are forked from (pileprep.build.prefork)
+        return "server"  # the fork server workers are forked from (pileprep.runner.prefork)
     if "spawn_main" in cmd or "multiprocessing" in cmd:
         return "worker"
     return "other"

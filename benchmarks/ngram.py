@@ -39,7 +39,7 @@ import numpy as np
 
 from memory import machine
 
-from pileprep.build.index import build_index, index_shard
+from pileprep.jobs.index import build_index, index_shard
 from pileprep.core import atomic
 from pileprep.core.config import ClusterConfig, ScheduleConfig
 from pileprep.core.files import MANIFEST, PROVENANCE, data_path, dataset_prefix, index_path

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import API_SCHEDULE, BAD_LINES, make_config
 from pileprep.core.config import default_tokenizer
-from pileprep.build.pipeline import build
+from pileprep.jobs.build import build
 from pileprep.sources.synth import SynthConfig, generate
 
 @pytest.fixture(scope="session")

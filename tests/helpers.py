@@ -53,7 +53,7 @@ def shard_files(corpus: Path) -> list[Path]:
 def tiny_build(root: Path, tokenizer_spec: str, schedule: dict) -> Path:
     """~40 generated documents (~25k tokens) built under ``root/out`` with ``schedule`` (a dict
     of ScheduleConfig fields): several epochs for a small step count, in a second."""
-    from pileprep.build.pipeline import build
+    from pileprep.jobs.build import build
     from pileprep.core.config import ScheduleConfig
     from pileprep.sources.synth import SynthConfig, generate
 

@@ -12,8 +12,9 @@ import megatron_ref
 from helpers import BAD_LINES, BAD_REASONS, make_config, shard_files
 from pileprep.formats import indexed, provenance
 from pileprep.core.errors import ConfigError
-from pileprep.build import pipeline
-from pileprep.build.pipeline import build
+
+from pileprep.stages import graph as stage_graph
+from pileprep.jobs.build import build
 
 OUTPUTS = ["pile_text_document.bin", "pile_text_document.idx", "provenance.parquet",
            "rejects.jsonl", "manifest.json"]
@@ -179,7 +180,7 @@ def test_broken_shards_are_reported_and_accounted(tmp_path, tokenizer_spec):
     assert 0 < cut["kept"] < len(list(megatron_ref.iter_shard_texts(src / "01.jsonl.zst")))
     assert report["shards"][0]["kept"] == len(good)
     # The console says it too, not only report.json.
-    from pileprep.build.report import shard_warnings
+    from pileprep.stages.report import shard_warnings
 
     lines = shard_warnings(report)
     assert any(ln.startswith("warning: 01.jsonl.zst stopped after line") and "truncated_zstd" in ln
@@ -191,7 +192,7 @@ def test_broken_shards_are_reported_and_accounted(tmp_path, tokenizer_spec):
 def _snapshots(monkeypatch, out):
     """Record, after every task, which files exist under ``out``: (task name, {"stage/name"}),
     the stage being the work directory's kind (ingest, tokens, kept, sig)."""
-    from pileprep.build import runner
+    from pileprep.runner import dask_runner as runner
 
     seen = []
     real = runner.execute_timed
@@ -219,7 +220,7 @@ def _done_then_absent(seen, finished_by, name):
 def _written(monkeypatch):
     """Every partition written for tokenize (and MinHash) tasks, as an ingest task does when the
     hand-off flag is up; never consumed inline."""
-    monkeypatch.setattr(pipeline._Graph, "_inline", lambda self, shard: None)
+    monkeypatch.setattr(stage_graph._Graph, "_inline", lambda self, shard: None)
 
 
 def _cut_and_build(corpus, out, tokenizer_spec, monkeypatch, mode):
@@ -227,7 +228,7 @@ def _cut_and_build(corpus, out, tokenizer_spec, monkeypatch, mode):
     partition was consumed and where the shards were cut."""
     import itertools
 
-    from pileprep.build import consumers
+    from pileprep.stages import consumers
 
     seen = []
     real = consumers.tokenize_partition
@@ -241,7 +242,7 @@ def _cut_and_build(corpus, out, tokenizer_spec, monkeypatch, mode):
     with monkeypatch.context() as m:
         m.setattr(consumers, "tokenize_partition", spy)
         if mode == "written":
-            m.setattr(pipeline._Graph, "_inline", lambda self, shard: None)
+            m.setattr(stage_graph._Graph, "_inline", lambda self, shard: None)
         elif mode == "mixed":
             turns = itertools.cycle([True, False])
             m.setattr(consumers.Inline, "now", lambda self: next(turns))
@@ -255,7 +256,7 @@ def test_inline_written_or_mixed_partitions_give_the_same_cuts_and_bytes(
     """Who consumes a partition (its ingest task, from memory, or a tokenize task, from its
     file) changes neither where the shard is cut (a rerun reuses records of partitions cut
     alike) nor a byte of the outputs. Row groups are smaller than partitions, as by default."""
-    from pileprep.build import ingest
+    from pileprep.stages import ingest
 
     monkeypatch.setattr(ingest._PartitionWriter, "ROW_GROUP_BYTES", 8_000)
     ways, cuts, _ = _cut_and_build(dirty_corpus, tmp_path / "inline", tokenizer_spec, monkeypatch,
@@ -270,9 +271,9 @@ def test_inline_written_or_mixed_partitions_give_the_same_cuts_and_bytes(
 
 
 def test_the_handoff_flag_is_up_while_a_worker_would_have_nothing_to_do(tmp_path):
-    from pileprep.build import consumers
+    from pileprep.stages import consumers
 
-    graph = object.__new__(pipeline._Graph)  # only the flag's rule is tried here
+    graph = object.__new__(stage_graph._Graph)  # only the flag's rule is tried here
     graph.workers, graph.flag = 2, tmp_path / "handoff"
     inline = consumers.Inline(None, str(graph.flag), None)
     graph.handoff(5)  # both workers busy, three tasks waiting
@@ -328,7 +329,7 @@ def test_a_read_partition_is_tokenized_before_the_next_shard_is_read(
 
 
 def test_ingest_writes_read_progress_while_reading(dirty_corpus, tmp_path, monkeypatch):
-    from pileprep.build import ingest
+    from pileprep.stages import ingest
     from pileprep.core.config import ReadConfig
     from pileprep.sources import discover
 
@@ -351,7 +352,7 @@ def test_ingest_writes_read_progress_while_reading(dirty_corpus, tmp_path, monke
 
 
 def test_progress_lines_name_the_shard_being_read(tmp_path, capsys):
-    from pileprep.build.pipeline import _Bars
+    from pileprep.stages.progress import GraphProgress as _Bars
 
     bars = _Bars(quiet=False, ingest=[], minhash_on=False)
     bars.bars["ingest"].interval = 0.0
@@ -367,7 +368,7 @@ def test_progress_says_how_much_of_the_whole_input_is_read(capsys):
     import time
     from types import SimpleNamespace
 
-    from pileprep.build.pipeline import _Bars
+    from pileprep.stages.progress import GraphProgress as _Bars
 
     bars = _Bars(quiet=False, ingest=[SimpleNamespace(weight=40_000_000),
                                       SimpleNamespace(weight=60_000_000)], minhash_on=False)
@@ -388,7 +389,7 @@ def test_report_has_per_stage_rates(dirty_build):
 def test_a_read_pauses_while_its_partitions_wait_for_readers(tmp_path):
     import threading
 
-    from pileprep.build import ingest
+    from pileprep.stages import ingest
 
     paths = [tmp_path / f"p{i}" for i in range(3)]
     for p in paths:

@@ -53,8 +53,8 @@ def test_local_workers_start_with_a_raised_mmap_threshold():
     variables are kept), and the driver's dask configuration is left as it was."""
     import dask
 
-    from pileprep.build.prefork import WORKER_PRE_SPAWN_ENV
-    from pileprep.build.runner import Runner
+    from pileprep.runner.prefork import WORKER_PRE_SPAWN_ENV
+    from pileprep.runner.dask_runner import Runner
     from pileprep.core.config import ClusterConfig
 
     with Runner(ClusterConfig(workers=1), quiet=True) as runner:

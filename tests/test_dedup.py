@@ -13,8 +13,9 @@ from datasketch import MinHash, MinHashLSH
 
 from pileprep.core.config import DedupConfig
 from pileprep.core.errors import ConfigError
-from pileprep.dedup import minhash, stages
-from pileprep.build.pipeline import build, dedup_only
+from pileprep.dedup import minhash, steps
+from pileprep.jobs.build import build
+from pileprep.jobs.dedup_only import dedup_only
 
 from helpers import make_config
 from dedup_ref import pair_corpus, shingles
@@ -70,7 +71,7 @@ def test_lsh_parameters_are_datasketchs_optimum(threshold):
 
 def test_components_match_union_find(tmp_path):
     rng = np.random.default_rng(3)
-    edges = np.zeros(400, stages.EDGE_ROW)
+    edges = np.zeros(400, steps.EDGE_ROW)
     a = rng.integers(0, 300, 400)
     b = rng.integers(0, 300, 400)
     keep = a != b
@@ -78,7 +79,7 @@ def test_components_match_union_find(tmp_path):
     edges["a"], edges["b"] = np.minimum(a, b)[keep], np.maximum(a, b)[keep]
     edges["sim"] = rng.uniform(0.8, 1.0, len(edges))
     np.save(tmp_path / "e.npy", edges)
-    stages.components([str(tmp_path / "e.npy")], str(tmp_path / "r.npy"))
+    steps.components([str(tmp_path / "e.npy")], str(tmp_path / "r.npy"))
     got = np.load(tmp_path / "r.npy")
     parent = list(range(300))
 

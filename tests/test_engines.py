@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pileprep.tokenizer import bpe, fastbpe, nfc, pretokenize
 from pileprep.core.errors import ConfigError
-from pileprep.build.pipeline import build
+from pileprep.jobs.build import build
 from pileprep.tokenizer import load_tokenizer, resolve_engine
 from pileprep.tokenizer.fast import fast_encoder
 

@@ -19,7 +19,8 @@ import pytest
 import helpers
 from pileprep.core.errors import ConfigError
 from pileprep.formats import provenance
-from pileprep.training import exposures
+from pileprep.outputs import exposures
+from pileprep.training import exposures as exposure_rows
 from pileprep.training.order import TrainingOrder
 
 SCHEDULE = {"seq_length": 32, "batch_size": 4, "train_iters": 400, "seed": 3}
@@ -173,7 +174,7 @@ def test_failure_leaves_no_output_and_no_scratch(order, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(exposures, "doc_stats", broken)
+    monkeypatch.setattr(exposure_rows, "doc_stats", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         exposures.compute(order, 10, tmp_path / "x.parquet")
     assert list(tmp_path.iterdir()) == []
@@ -231,10 +232,10 @@ def test_doc_stats_on_random_overlapping_pieces(seed):
     doc = rng.integers(0, n_docs, n)
     offset = rng.integers(0, sizes[doc])
     tokens = rng.integers(1, sizes[doc] - offset + 1)
-    rec = np.empty(n, exposures.PIECE)
+    rec = np.empty(n, exposure_rows.PIECE)
     rec["doc"], rec["offset"], rec["tokens"] = doc, offset, tokens
     rec["sample"] = rng.integers(0, 15, n)
-    got = exposures.doc_stats(rec, n_docs, sizes, B)
+    got = exposure_rows.doc_stats(rec, n_docs, sizes, B)
     for d in range(n_docs):
         mine = rec[rec["doc"] == d]
         samples = set(mine["sample"].tolist())
@@ -253,8 +254,8 @@ def test_exact_paths_for_numbers_too_big_for_the_fast_ones():
     rng = np.random.default_rng(0)
     doc = rng.integers(0, 5, 50)
     sample = (1 << 61) + rng.integers(0, 10, 50)
-    d, s = exposures.sorted_pairs(doc, sample)
+    d, s = exposure_rows.sorted_pairs(doc, sample)
     assert list(zip(d.tolist(), s.tolist())) == sorted(zip(doc.tolist(), sample.tolist()))
     values = np.full(50, (1 << 53) + 1, np.int64)
     want = [sum(int(v) for v, dd in zip(values, doc) if dd == k) for k in range(6)]
-    assert exposures.sum_by(doc, values, 6).tolist() == want
+    assert exposure_rows.sum_by(doc, values, 6).tolist() == want

@@ -14,7 +14,7 @@ import pytest
 
 import pileprep
 from pileprep.cli.main import main
-from pileprep.build.pipeline import build
+from pileprep.jobs.build import build
 from pileprep.sources.synth import SynthConfig, generate
 
 from helpers import make_config

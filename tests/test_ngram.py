@@ -27,7 +27,7 @@ import pytest
 
 import schedule_ref
 from helpers import tiny_build
-from pileprep.build.index import build_index, index_shard
+from pileprep.jobs.index import build_index, index_shard
 from pileprep.cli.main import main
 from pileprep.core.config import ClusterConfig, ScheduleConfig
 from pileprep.core import atomic

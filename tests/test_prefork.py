@@ -1,4 +1,4 @@
-"""Local workers forked from a warm server (pileprep.build.prefork): what they start with, when
+"""Local workers forked from a warm server (pileprep.runner.prefork): what they start with, when
 they are spawned instead, and that a server that could not warm up still serves.
 
 Each case runs in a fresh interpreter: the fork server lives as long as the process that
@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="workers fork on
 # and the environment its process started with (/proc: what glibc read at start).
 PROBE = textwrap.dedent("""
     import json, multiprocessing.forkserver, os, sys
-    from pileprep.build.prefork import start_for
-    from pileprep.build.runner import Runner
+    from pileprep.runner.prefork import start_for
+    from pileprep.runner.dask_runner import Runner
     from pileprep.core.config import BuildConfig, ClusterConfig
 
     def probe():
@@ -34,7 +34,7 @@ PROBE = textwrap.dedent("""
         with open("/proc/self/environ", "rb") as f:
             start_env = dict(v.split(b"=", 1) for v in f.read().split(b"\\0") if b"=" in v)
         return {"parent": os.getppid(), "encoders": encoders, "ids": ids.tolist(),
-                "ingest": "pileprep.build.ingest" in sys.modules,
+                "ingest": "pileprep.stages.ingest" in sys.modules,
                 "mark": os.environ.get("PILEPREP_TEST_MARK"),
                 "start_mmap": start_env.get(b"MALLOC_MMAP_THRESHOLD_", b"").decode(),
                 "start_omp": start_env.get(b"OMP_NUM_THREADS", b"").decode()}
@@ -81,7 +81,7 @@ def probed(tmp_path_factory, tokenizer_spec, tokenizer):
 
 
 def test_workers_fork_from_a_server_with_the_encoder_built(probed):
-    from pileprep.build.prefork import WORKER_PRE_SPAWN_ENV
+    from pileprep.runner.prefork import WORKER_PRE_SPAWN_ENV
 
     first = probed["first"]
     assert len(first) == 2
@@ -136,7 +136,7 @@ def test_a_tokenizer_file_rewritten_after_the_server_built_it_reaches_workers_sp
 
 
 def test_a_bad_setting_is_reported_before_any_server_starts(monkeypatch, capsys):
-    from pileprep.build import prefork
+    from pileprep.runner import prefork
     from pileprep.cli import main
 
     started = []

@@ -23,13 +23,13 @@ import megatron_ref
 import neox_v1_ref
 import schedule_ref
 from helpers import API_SCHEDULE, shard_files
-from pileprep.build.adopt import adopt
-from pileprep.build.align import align
+from pileprep.jobs.adopt import adopt
+from pileprep.jobs.align import align
 from pileprep.cli.main import main
 from pileprep.core.config import BuildConfig, ScheduleConfig
 from pileprep.core.errors import FormatError, InputError, IntegrityError
 from pileprep.outputs.pieces import shard, unshard
-from pileprep.outputs.verify import verify
+from pileprep.checks.verify import verify
 from pileprep.training import schedule_files
 from pileprep.training.order import TrainingOrder
 

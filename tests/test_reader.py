@@ -8,7 +8,7 @@ import pytest
 import zstandard
 
 from pileprep.core.config import ReadConfig
-from pileprep.build.ingest import ingest_shard
+from pileprep.stages.ingest import ingest_shard
 from pileprep.core.errors import BadRecordError, InputError
 from pileprep.sources import discover
 from pileprep.sources.base import BadRecord, Record, ShardError

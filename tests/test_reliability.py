@@ -14,8 +14,8 @@ import pytest
 from pileprep.core import faults
 from pileprep.cli.main import main
 from pileprep.core.config import ScheduleConfig
-from pileprep.build.pipeline import build
-from pileprep.outputs.verify import verify
+from pileprep.jobs.build import build
+from pileprep.checks.verify import verify
 from pileprep.training import schedule_files
 
 from helpers import make_config
@@ -137,7 +137,7 @@ def test_write_error_names_the_path_and_keeps_the_previous_output(
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     before = _files(out)
-    from pileprep.build import pack
+    from pileprep.stages import pack
 
     def failing(f, data):  # the .bin grows part by part: its third append fails
         calls.append(len(data))

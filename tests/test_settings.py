@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import megatron_ref
 from helpers import make_config, shard_files
-from pileprep.build.pipeline import build, validate
+from pileprep.jobs.build import build, validate
 from pileprep.cli.main import main
 from pileprep.core.config import BuildConfig, load_toml
 from pileprep.core.errors import ConfigError

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import API_SCHEDULE
 from pileprep.core.config import ScheduleConfig
-from pileprep.outputs import verify as verify_mod
+from pileprep.checks import verify as verify_mod
 from pileprep.training import schedule_files
 
 

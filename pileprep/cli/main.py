@@ -160,12 +160,12 @@ def _build_config(args) -> BuildConfig:
 
 
 def cmd_build(args) -> int:
-    from pileprep.build import prefork
+    from pileprep.runner import prefork
 
     cfg = _build_config(args)
     cfg.validate()  # a bad setting is reported before any process starts
     prefork.start_for(cfg)  # the workers' server warms up while the pipeline's code loads
-    from pileprep.build.pipeline import build
+    from pileprep.jobs.build import build
 
     report = build(cfg, overwrite=args.overwrite)
     return 0 if report else 1
@@ -188,7 +188,7 @@ def _add_dedup(sub) -> None:
 
 
 def cmd_dedup(args) -> int:
-    from pileprep.build.pipeline import dedup_only
+    from pileprep.jobs.dedup_only import dedup_only
 
     summary = dedup_only(_build_config(args))
     print(f"{summary['removed']:,} documents removed as near-duplicates of others "
@@ -203,7 +203,7 @@ def _add_verify(sub) -> None:
 
 
 def cmd_verify(args) -> int:
-    from pileprep.outputs.verify import verify
+    from pileprep.checks.verify import verify
 
     v = verify(args.out_dir)
     for line in v.checked:
@@ -449,7 +449,7 @@ def _add_index(sub) -> None:
 
 
 def cmd_index(args) -> int:
-    from pileprep.build.index import build_index
+    from pileprep.jobs.index import build_index
     from pileprep.core.progress import log
 
     cfg = BuildConfig()
@@ -631,7 +631,7 @@ def _add_unshard(sub) -> None:
 
 def cmd_unshard(args) -> int:
     from pileprep.outputs.pieces import unshard
-    from pileprep.outputs.verify import verify
+    from pileprep.checks.verify import verify
 
     files = unshard(args.pieces_dir, args.output)
     v = verify(args.output)
@@ -702,8 +702,8 @@ def _print_alignment(s: dict) -> None:
 
 
 def cmd_adopt(args) -> int:
-    from pileprep.build.adopt import adopt
-    from pileprep.build.align import align
+    from pileprep.jobs.adopt import adopt
+    from pileprep.jobs.align import align
 
     rep = adopt(args.dataset, args.output, args.name, args.hashes, args.index_maps,
                 args.batch_size, args.copy, args.overwrite, args.quiet)
@@ -723,7 +723,7 @@ def _add_align(sub) -> None:
 
 
 def cmd_align(args) -> int:
-    from pileprep.build.align import align
+    from pileprep.jobs.align import align
 
     summary = align(args.out_dir, _align_config(args))
     print(f"{args.out_dir}: provenance by content")
@@ -742,10 +742,8 @@ def _add_exposures(sub) -> None:
 
 
 def cmd_exposures(args) -> int:
-    from pileprep.training.exposures import compute
+    from pileprep.outputs.exposures import compute
 
-    if args.output and not args.output.endswith(".parquet"):
-        raise ConfigError(f"--output must end in .parquet, not {args.output!r}")
     summary = compute(_order(args), args.until_step, args.output, quiet=args.quiet)
     for line in summary.lines():
         print(line)

@@ -1,11 +1,18 @@
-"""One writer per output directory at a time.
+"""An output directory, written by one command at a time, all at once.
 
-Two commands writing one ``OUT_DIR`` at once (a build started twice, an index while the build
-still runs) would take each other's work files and stage. Each command that writes an output
-directory holds :func:`locked` for as long as it does: an exclusive ``flock`` on
-``OUT_DIR/.pileprep.lock``, whose text names the holder. The kernel drops the lock with the
-process, so a killed command never leaves a stale one; the file is removed when the command
-ends.
+Every command that writes an output directory (build, dedup, adopt, align, index) does it
+through :class:`OutputDir`, in this order:
+
+1. **lock** (entering it): an exclusive ``flock`` on ``OUT_DIR/.pileprep.lock``, whose text
+   names the holder. Two commands writing one directory at once would take each other's work
+   files and stage; the second is refused naming the first's pid. The kernel drops the lock
+   with the process, so a killed command never leaves a stale one.
+2. **recover**: finish the commit a killed command left half done (or drop its unjournaled
+   stage), so the directory never holds a mix of two runs.
+3. **guard**: refuse to replace a dataset made from other inputs or settings, unless asked to.
+4. **stage**: write every output into a fresh ``.pileprep-staging/``.
+5. **commit**: the manifest last, then a journal, then the moves (:func:`atomic.commit`).
+6. **clean**: remove the work directory (unless kept).
 """
 
 from __future__ import annotations
@@ -13,12 +20,73 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+from pileprep.core import atomic
 from pileprep.core.errors import ConfigError
+from pileprep.core.files import MANIFEST, STAGING, WORK_DIR
+from pileprep.core.progress import log
 
 LOCK_FILE = ".pileprep.lock"
+
+
+class OutputDir:
+    def __init__(self, path: str | Path, command: str, quiet: bool = False):
+        self.path, self.command, self.quiet = Path(path), command, quiet
+        self._lock: contextlib.ExitStack | None = None
+
+    @property
+    def work(self) -> Path:
+        return self.path / WORK_DIR
+
+    @property
+    def manifest(self) -> dict | None:
+        """The manifest of what the directory holds now, if anything."""
+        path = self.path / MANIFEST
+        return atomic.read_json(path) if path.exists() else None
+
+    def __enter__(self) -> "OutputDir":
+        self._created = not self.path.exists()
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(locked(self.path, self.command))
+        self.recover()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.close()
+        if self._created:  # a command that failed before writing leaves no empty directory
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
+
+    def recover(self) -> None:
+        if atomic.finish_interrupted(self.path):
+            log(f"finished moving the outputs of an interrupted {self.command} into {self.path}",
+                self.quiet)
+
+    def guard(self, same: Callable[[dict], bool], overwrite: bool, what: str) -> None:
+        """Refuse a directory holding a dataset for which ``same(manifest)`` is false, unless
+        ``overwrite``; ``what`` says what differs, for the error."""
+        old = self.manifest
+        if old is not None and not overwrite and not same(old):
+            raise ConfigError(f"output directory {self.path} holds {what}; choose another "
+                              "--output or pass --overwrite")
+
+    def stage(self) -> Path:
+        """A fresh, empty staging directory for this run's outputs."""
+        return atomic.fresh_stage(self.path)
+
+    def commit(self, stage: Path, manifest: dict | None) -> None:
+        """Write ``manifest`` (if any) into ``stage`` and move every staged file in."""
+        if manifest is not None:
+            atomic.write_json(stage / MANIFEST, manifest)
+        atomic.commit(stage, self.path)
+
+    def clean(self, keep_work: bool, work: Path | None = None) -> None:
+        """Remove this run's work files (``work``, or the whole work directory)."""
+        if not keep_work:
+            shutil.rmtree(work or self.work, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -41,10 +109,10 @@ def _acquire(path: Path, command: str) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder(fd)
+            holder = os.pread(fd, 400, 0).decode(errors="replace").strip()
             os.close(fd)
-            raise ConfigError(f"{path.parent} is in use by {holder}; wait for it to end (or "
-                              "choose another output directory)") from None
+            raise ConfigError(f"{path.parent} is in use by {holder or 'another pileprep command'}"
+                              "; wait for it to end (or choose another output directory)") from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:  # the holder removed it as we opened it
@@ -54,8 +122,3 @@ def _acquire(path: Path, command: str) -> int:
             os.write(fd, f"pileprep {command} (pid {os.getpid()})\n".encode())
             return fd
         os.close(fd)
-
-
-def _holder(fd: int) -> str:
-    text = os.pread(fd, 400, 0).decode(errors="replace").strip()
-    return text or "another pileprep command"

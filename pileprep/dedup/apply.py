@@ -13,7 +13,7 @@ from pileprep.core import atomic
 from pileprep.formats import provenance
 from pileprep.core.files import DUPLICATES
 from pileprep.formats.parts import Partition, TokenPart, numpy_of, read_parquet
-from pileprep.dedup import stages
+from pileprep.dedup import steps
 
 TABLE = DUPLICATES
 TABLE_SCHEMA = pa.schema([
@@ -25,14 +25,14 @@ TABLE_SCHEMA = pa.schema([
 
 def rows_by_partition(removed: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     """Row numbers, within each partition, of the removed documents."""
-    part = stages.part_of(removed["gid"], offsets)
+    part = steps.part_of(removed["gid"], offsets)
     return [removed["gid"][part == i] - offsets[i] for i in range(len(offsets))]
 
 
 def _lookup(gids: np.ndarray, offsets: np.ndarray, parts: Sequence[Partition],
             sig_paths: Sequence[Path]) -> tuple[list[str], np.ndarray, list[str]]:
     """Source, line and subset of each gid, reading only the partitions that hold one."""
-    part = stages.part_of(gids, offsets)
+    part = steps.part_of(gids, offsets)
     sources = [parts[i].source for i in part]
     lines = np.zeros(len(gids), np.int64)
     subsets = [""] * len(gids)

@@ -168,7 +168,7 @@ class TokenPart:
     tokens: int
     text_bytes: int  # UTF-8 bytes of the documents' text
     # Ties the part to the exact input it was made from (resume check). Despite the name (kept
-    # for work dirs already written), it holds build.pipeline.shard_key: the shard's identity,
+    # for work dirs already written), it holds stages.graph.shard_key: the shard's identity,
     # e.g. name, size and mtime, known before the shard is read through (unlike its sha256).
     shard_sha256: str = ""
     subsets: dict[str, list[int]] = field(default_factory=dict)  # name -> [docs, tokens, bytes]

@@ -16,8 +16,8 @@ pieces are scattered over the whole dataset (that is what the shuffle is for). H
 piece, or even one counter array per document and statistic, does not fit a small machine, and
 the interval union needs all the pieces of a document side by side. So pass 1 walks the trained
 samples in chunks and appends each piece to a *bucket* file chosen by document range; pass 2
-reads one bucket at a time, sorts it with numpy, and writes the rows of that document range in
-doc order. Memory is bounded by one chunk and one bucket, whatever the size of the dataset or
+reads one bucket at a time, sorts it with numpy, and yields the rows of that document range in
+doc order (:mod:`pileprep.outputs.exposures` writes them). Memory is bounded by one chunk and one bucket, whatever the size of the dataset or
 the schedule; disk holds the pieces once (20 bytes each), removed at the end.
 
 The provenance columns (source, line, pile_set_name) are streamed from ``provenance.parquet``
@@ -27,6 +27,7 @@ where the dataset does not know them (an adopted dataset's unmatched documents).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -38,7 +39,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pileprep.core.atomic import atomic_path
 from pileprep.core.errors import ConfigError, IntegrityError
 from pileprep.core.progress import Progress
 from pileprep.formats import provenance
@@ -50,7 +50,6 @@ SCHEMA = pa.schema([
     ("fraction_seen", pa.float64()), ("first_step", pa.int32()), ("last_step", pa.int32()),
     ("source", pa.string()), ("line", pa.int64()), ("pile_set_name", pa.string()),
 ])
-ROW_GROUP = 1 << 20  # rows per written row group: the file does not depend on the bucket size
 BUCKET_ROWS = 1 << 22  # pieces a bucket is sized for (~80 MB on disk, under 1 GB to process)
 
 # One piece on disk. The document is stored relative to its bucket's first document and the
@@ -104,44 +103,42 @@ def _line(name: str, s: SubsetExposure) -> str:
             f"{s.tokens:>16,} {s.tokens_seen:>16,} {share:>8.2%}")
 
 
-def compute(order: TrainingOrder, until_step: int | None = None, output: str | Path | None = None,
-            work_dir: str | Path | None = None, quiet: bool = True, *,
-            docs_per_bucket: int | None = None,
-            chunk_samples: int = pieces_of.SAMPLES_AT_ONCE) -> Summary:
-    """Exposure of every document to steps ``0 .. until_step-1`` (default: all train_iters).
+@contextlib.contextmanager
+def exposure_rows(order: TrainingOrder, until_step: int | None = None,
+                  work_dir: str | Path | None = None, quiet: bool = True, *,
+                  docs_per_bucket: int | None = None,
+                  chunk_samples: int = pieces_of.SAMPLES_AT_ONCE
+                  ) -> Iterator[tuple[Summary, Iterator[pa.Table]]]:
+    """Exposure of every document to steps ``0 .. until_step-1`` (default: all train_iters):
+    ``(summary, tables)``, whose tables hold one row per document (:data:`SCHEMA`) in
+    document order, and whose summary is complete once they are consumed.
 
-    Writes one row per document to ``output`` (parquet, :data:`SCHEMA`, atomically) when given;
-    the summary is returned either way. Bucket files go to a scratch directory under
-    ``work_dir`` (default: the output's folder, else the system's temporary folder) and are
-    removed at the end. ``docs_per_bucket`` (default: sized for :data:`BUCKET_ROWS` pieces) and
-    ``chunk_samples`` change memory and speed only, never the result.
+    Bucket files go to a scratch directory under ``work_dir`` (default: the system's temporary
+    folder), removed when the context ends. ``docs_per_bucket`` (default: sized for
+    :data:`BUCKET_ROWS` pieces) and ``chunk_samples`` change memory and speed only, never the
+    result.
     """
     K = check_until(order, until_step)
     if docs_per_bucket is not None and docs_per_bucket < 1:
         raise ConfigError(f"docs_per_bucket must be positive, got {docs_per_bucket}")
     if chunk_samples < 1:
         raise ConfigError(f"chunk_samples must be positive, got {chunk_samples}")
-    output = Path(output) if output is not None else None
     dpb = docs_per_bucket or default_docs_per_bucket(order, K)
-    root = Path(work_dir) if work_dir is not None else (output.parent if output else None)
-    if root is not None:
-        root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".pileprep-exposures-", dir=root))
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".pileprep-exposures-", dir=work_dir))
     try:
         split_into_buckets(order, K * order.cfg.batch_size, dpb, scratch, chunk_samples, quiet)
         summary = Summary(K, K * order.cfg.batch_size, SubsetExposure("total"))
-        tables = (_tally(summary, rows) for rows in bucket_rows(order, dpb, scratch, quiet))
-        if output is None:
-            for _ in tables:
-                pass
-        else:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            write(output, tables)
-            summary.output = output
+        yield summary, _tallied(summary, bucket_rows(order, dpb, scratch, quiet))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _tallied(summary: Summary, buckets: Iterator["BucketRows"]) -> Iterator[pa.Table]:
+    for rows in buckets:
+        yield _tally(summary, rows)
     summary.subsets.sort(key=lambda s: (-s.tokens, s.name))
-    return summary
 
 
 def check_until(order: TrainingOrder, until_step: int | None) -> int:
@@ -396,26 +393,3 @@ def subset_totals(rows: BucketRows) -> list[SubsetExposure]:
     names = grouped.column("name").to_pylist()
     cols = [grouped.column(f"{f}_sum").to_pylist() for f in TOTALS]
     return [SubsetExposure(name, *(int(c[i]) for c in cols)) for i, name in enumerate(names)]
-
-
-def write(output: Path, tables: Iterator[pa.Table]) -> None:
-    """Write the rows to ``output`` atomically, in row groups of :data:`ROW_GROUP` rows (so the
-    file does not depend on how the rows were bucketed)."""
-    with atomic_path(output) as tmp, pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
-        pending: list[pa.Table] = []
-        rows = 0
-        for table in tables:
-            pending.append(table)
-            rows += table.num_rows
-            while rows >= ROW_GROUP:  # concatenated only when a group is full: linear
-                pending = _write_group(writer, pending, ROW_GROUP)
-                rows -= ROW_GROUP
-        if rows:
-            _write_group(writer, pending, rows)
-
-
-def _write_group(writer, pending: list[pa.Table], n: int) -> list[pa.Table]:
-    """Write the first ``n`` pending rows as one row group; return the rest."""
-    buf = pa.concat_tables(pending)
-    writer.write_table(buf.slice(0, n).combine_chunks(), row_group_size=n)
-    return [buf.slice(n)] if buf.num_rows > n else []

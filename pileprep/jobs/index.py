@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pileprep.build.runner import Runner
-from pileprep.build.tasks import Task
-from pileprep.core import atomic, outdir
+from pileprep.runner.dask_runner import Runner
+from pileprep.runner.tasks import Task
+from pileprep.core import atomic
+from pileprep.core.outdir import OutputDir
 from pileprep.core.config import ClusterConfig
 from pileprep.core.errors import ConfigError
 from pileprep.core.files import NGRAM_META, NGRAM_WORK, dataset_prefix, ngram_shard
@@ -67,7 +68,7 @@ def build_index(out_dir: str | Path, cluster: ClusterConfig, shard_tokens: int |
     """Index ``out_dir``'s dataset (reusing finished shards); return ``index.json``'s record,
     with this run's ``wall_seconds``."""
     cluster.validate()
-    with outdir.locked(out_dir, "index"):
+    with OutputDir(out_dir, "index", quiet):
         return _build_index(out_dir, cluster, shard_tokens, quiet)
 
 

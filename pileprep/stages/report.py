@@ -15,10 +15,8 @@ from typing import Sequence
 
 from pileprep.core.errors import AccountingError
 from pileprep.core.files import REJECTS
-from pileprep.core.version import __version__
 from pileprep.formats.parts import ShardResult, TokenPart
 from pileprep.formats.report import accounting_gap
-from pileprep.tokenizer import TokenizerInfo
 
 
 def _add_counts(total: dict[str, int], more: dict[str, int]) -> None:
@@ -117,16 +115,3 @@ def shard_warnings(rep: dict) -> list[str]:
         out.append(f"note: {len(empty)} shard(s) held no lines: " + ", ".join(empty[:5])
                    + (" ..." if len(empty) > 5 else ""))
     return out
-
-
-def make_manifest(shards: Sequence[ShardResult], settings: dict, info: TokenizerInfo,
-                  tokenizer_sha256: str, outputs: dict[str, dict]) -> dict:
-    return {
-        "pileprep_version": __version__,
-        "format": {"dataset": "MMIDIDX", "version": 1, "dtype": info.dtype},
-        "inputs": [{"name": s.source, "size": s.size, "sha256": s.sha256} for s in shards],
-        "settings": settings,
-        "tokenizer": {"vocab_size": info.vocab_size, "eod_id": info.eod_id,
-                      "sha256": tokenizer_sha256},
-        "outputs": outputs,
-    }

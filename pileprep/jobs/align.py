@@ -17,21 +17,23 @@ first in ``(source, line)`` order is named); one with none is ``none``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from pileprep.build.pipeline import run_ingest_and_tokenize, tokenizer_identity
-from pileprep.build.runner import Runner
-from pileprep.build.tasks import Task
-from pileprep.core import atomic, outdir
+from pileprep.core import atomic
 from pileprep.core.config import BuildConfig, fingerprint
 from pileprep.core.errors import ConfigError, NotFoundError
-from pileprep.core.files import MANIFEST, PROVENANCE, REPORT, STAGING, WORK_DIR, dataset_prefix
+from pileprep.core.files import MANIFEST, PROVENANCE, REPORT, WORK_DIR, dataset_prefix
+from pileprep.core.outdir import OutputDir
+from pileprep.formats.manifest import entry
+from pileprep.runner.dask_runner import Runner
+from pileprep.runner.tasks import Task
+from pileprep.stages.graph import run_ingest_and_tokenize, tokenizer_identity
 from pileprep.core.progress import log
 from pileprep.dedup import shuffle
 from pileprep.formats import indexed, provenance
@@ -131,27 +133,25 @@ def align(out_dir: str | Path, cfg: BuildConfig) -> dict:
     """Match raw inputs (``cfg.read.inputs``, tokenized with ``cfg.tokenize``) to the adopted
     dataset in ``out_dir`` and rewrite its provenance; return the alignment report. Documents
     matched by an earlier alignment keep their source (``candidates`` add up)."""
-    out = Path(out_dir)
-    if not (out / MANIFEST).exists():
-        raise NotFoundError(f"{out} holds no dataset (no {MANIFEST}); adopt one first")
-    with outdir.locked(out, "align"):
-        return _align(out, cfg)
+    if not (Path(out_dir) / MANIFEST).exists():
+        raise NotFoundError(f"{out_dir} holds no dataset (no {MANIFEST}); adopt one first")
+    cfg = dataclasses.replace(cfg, pack=dataclasses.replace(cfg.pack, output=str(out_dir)))
+    cfg.validate()
+    with OutputDir(out_dir, "align", cfg.quiet) as od:
+        return _align(od, cfg)
 
 
-def _align(out: Path, cfg: BuildConfig) -> dict:
-    if atomic.finish_commit(out / STAGING, out):
-        log(f"finished moving the outputs of an interrupted run into {out}", cfg.quiet)
-    manifest = atomic.read_json(out / MANIFEST)
+def _align(od: OutputDir, cfg: BuildConfig) -> dict:
+    out, manifest = od.path, od.manifest
     if "adopted" not in manifest:
         raise ConfigError(f"{out} was built by pileprep from raw text: its provenance is exact "
                           "already; align works on adopted datasets")
-    cfg.pack.output = str(out)
-    cfg.validate()
     prefix = dataset_prefix(out, manifest["settings"]["pack"]["name"])
     data = indexed.IndexedDataset(prefix)
     engine, _ = resolve_engine(cfg.tokenize.tokenizer, cfg.tokenize.engine)
     info = TokenizerInfo.of(cfg.tokenize.tokenizer, engine)
-    cfg.tokenize.append_eod = _eod_convention(data, info.eod_id)
+    cfg = dataclasses.replace(cfg, tokenize=dataclasses.replace(
+        cfg.tokenize, append_eod=_eod_convention(data, info.eod_id)))
     shards = discover(cfg.read.inputs)
     index_id = [data.index.path.stat().st_size, data.index.path.stat().st_mtime_ns]
     fp = fingerprint(ALIGN_FORMAT, [(s.name, s.identity()) for s in shards], index_id,
@@ -189,9 +189,7 @@ def _align(out: Path, cfg: BuildConfig) -> dict:
                                    info.dtype, str(match_paths[k])), work / f"match-{k:05d}.done.json",
                                   [run, n_buckets]) for k in range(n_buckets)], "join")
     names = [s.source for s in shard_results]
-    stage = out / STAGING
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
+    stage = od.stage()
     summary = write_provenance(out / PROVENANCE, stage / PROVENANCE, data, match_paths, names, subsets)
     summary.update(raw_documents=n_raw, raw_matched=sum(j["raw_matched"] for j in joined),
                    raw_inputs=[{"name": s.source, "sha256": s.sha256} for s in shard_results],
@@ -200,10 +198,10 @@ def _align(out: Path, cfg: BuildConfig) -> dict:
     if matched < LOW_MATCH * len(data):  # a wrong tokenizer matches nothing but the odd short text
         summary["warning"] = (f"only {matched:,} of {len(data):,} documents matched raw text: is the "
                               "raw text tokenized with the dataset's tokenizer (--tokenizer)?")
-    _record(out, stage, manifest, summary)
-    atomic.commit(stage, out)
-    if not cfg.keep_work:
-        shutil.rmtree(work, ignore_errors=True)
+    _record(out, stage, summary)
+    manifest["outputs"][PROVENANCE] = entry(stage / PROVENANCE)
+    od.commit(stage, manifest)
+    od.clean(cfg.keep_work, work)
     return summary
 
 
@@ -258,15 +256,12 @@ def _summary(counts: dict) -> dict:
                           for s in sorted({s for c in counts.values() for s in c})}}
 
 
-def _record(out: Path, stage: Path, manifest: dict, summary: dict) -> None:
-    """The new provenance's hash in the manifest, the alignment in the report (staged)."""
+def _record(out: Path, stage: Path, summary: dict) -> None:
+    """The alignment in the report (staged), after the earlier ones."""
     report = atomic.read_json(out / REPORT)
     runs = (report.get("alignment") or {}).get("runs", [])
     report["alignment"] = {**summary, "runs": runs + [summary["raw_inputs"]]}
-    manifest["outputs"][PROVENANCE] = {"bytes": (stage / PROVENANCE).stat().st_size,
-                                       "sha256": atomic.sha256_file(stage / PROVENANCE)}
     atomic.write_json(stage / REPORT, report)
-    atomic.write_json(stage / MANIFEST, manifest)
 
 
 def _not_aligned_before(out: Path, shard_results, parts, quiet: bool):

@@ -3,7 +3,7 @@
 Dask spawns each worker of a local cluster as a new interpreter, which then imports Dask,
 pyarrow and pileprep and builds the tokenizer engine: ~2 s of CPU per worker before its first
 document, paid again by every worker of a 64-core node. With multiprocessing's ``forkserver``
-start method a server does that once (:mod:`pileprep.build.warm` is its preload) and each
+start method a server does that once (:mod:`pileprep.runner.warm` is its preload) and each
 worker is a fork of it. A build starts the server first thing (:func:`start_for`), so it warms
 up while the driver imports its code, checks the settings and lists the shards.
 
@@ -36,7 +36,7 @@ from pileprep.core.errors import ConfigError
 
 METHOD_KEY = "distributed.worker.multiprocessing-method"
 METHOD_ENV = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"  # the user's choice: kept
-WARM_MODULE = "pileprep.build.warm"  # the server's preload
+WARM_MODULE = "pileprep.runner.warm"  # the server's preload
 SPEC = "PILEPREP_PREFORK"  # what it warms, JSON: {"modules": [...], "tokenizer", "engine"}
 # Dask starts workers with MALLOC_TRIM_THRESHOLD_ set, which also freezes glibc's mmap threshold
 # at 128 KiB: every larger buffer (a batch's code points and ids, Arrow pages) is then mapped,
@@ -88,7 +88,7 @@ def start_for(cfg: BuildConfig, tokenize: bool = True) -> None:
         return
     worker_environ()
     _warmed = cfg.tokenize.tokenizer if tokenize else None
-    modules = ["pileprep.build.ingest", *(["pileprep.build.dedup"] if cfg.dedup.enabled else [])]
+    modules = ["pileprep.stages.ingest", *(["pileprep.stages.dedup"] if cfg.dedup.enabled else [])]
     _start({"modules": modules, "tokenizer": _warmed, "engine": cfg.tokenize.engine})
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pileprep.build.tasks import Task, execute_timed
-from pileprep.build.tokenize import tokenize_partition
+from pileprep.runner.tasks import Task, execute_timed
+from pileprep.stages.tokenize import tokenize_partition
 from pileprep.core.config import BuildConfig
 from pileprep.formats.parts import Partition, Records, TokenPart
 from pileprep.tokenizer import TokenizerInfo
@@ -59,7 +59,7 @@ class Consumers:
             tasks.append(tokenize_task(part, key, self.tokens_dir, self.cfg, self.info))
         if self.sig_dir is not None:
             # Imported here: a worker of a build without --dedup never loads the dedup code.
-            from pileprep.build import dedup as dedup_stage
+            from pileprep.stages import dedup as dedup_stage
 
             tasks += [dataclasses.replace(t, order=order(part)) for t in
                       dedup_stage.signature_tasks([part], [key], self.sig_dir, self.cfg.dedup)]

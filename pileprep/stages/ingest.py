@@ -20,7 +20,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pileprep.build.consumers import Inline
+from pileprep.stages.consumers import Inline
 from pileprep.core import atomic, faults
 from pileprep.core.config import ReadConfig
 from pileprep.core.errors import BadRecordError, InputError
@@ -161,7 +161,7 @@ def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig,
     ``read_ahead`` > 0: pause while that many of the shard's partitions are still on disk (the
     driver deletes each once its readers finished); 0 reads on regardless (kept work files).
     ``inline``: consume partitions here instead of writing them, unless its hand-off flag is up
-    (:mod:`pileprep.build.consumers`)."""
+    (:mod:`pileprep.stages.consumers`)."""
     work = Path(workdir)
     source = shard.name
     before = _identity(shard)

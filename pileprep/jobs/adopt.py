@@ -9,7 +9,7 @@ OUT_DIR, and pieces are read in place through ``<prefix>.bin.pieces.json`` (a co
 deduplicated Pile would be another 400 GB; GPT-NeoX itself needs one ``.bin``, which ``copy``
 joins). Published index maps (``--index-maps``) are checked against the dataset and linked under
 both GPT-NeoX namings. Provenance starts unknown (``match`` = none) until raw text is aligned
-(:mod:`pileprep.build.align`).
+(:mod:`pileprep.jobs.align`).
 """
 
 from __future__ import annotations
@@ -23,16 +23,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pileprep.core import atomic, outdir
+from pileprep.core import atomic
+from pileprep.core.outdir import OutputDir
 from pileprep.core.config import HEADROOM, PackConfig, ScheduleConfig
 from pileprep.core.errors import ConfigError, FormatError, InputError, IntegrityError
 from pileprep.core.files import (DOCUMENT_SUFFIX, DUPLICATES, MANIFEST, PROVENANCE, REJECTS,
                                  REPORT, SCHEDULES, data_path, dataset_prefix, index_path,
                                  pieces_path)
 from pileprep.core.progress import Progress, log
-from pileprep.core.version import __version__
+from pileprep.formats.manifest import Manifest, entries
 from pileprep.formats import indexed, provenance
-from pileprep.outputs.verify import Verdict, check_schedule
+from pileprep.checks.verify import Verdict, check_schedule
 from pileprep.training import schedule_files
 from pileprep.training.schedule import num_epochs
 
@@ -316,31 +317,28 @@ def adopt(dataset: str | Path, out_dir: str | Path, name: str | None = None,
     until every check has passed (a failed adopt leaves ``out_dir`` as it was)."""
     pub = locate(dataset)
     name = name or default_name(pub.stem)
-    out = Path(out_dir)
-    PackConfig(output=str(out), name=name).validate()
+    PackConfig(output=str(out_dir), name=name).validate()
     ScheduleConfig(batch_size=batch_size).validate()
-    if out.exists():
-        atomic.finish_interrupted(out)
-    if (out / MANIFEST).exists() and not overwrite:
-        raise ConfigError(f"{out} already holds a dataset; choose another --output or pass --overwrite")
-    index = check_data(pub)
-    sha = check_hashes(pub, read_hash_list(hashes), quiet) if hashes else {}
-    maps = find_index_maps(index_maps, pub.stem) if index_maps else []
-    for m in maps:  # refuse a map for another dataset before anything is written
-        schedule_of(m, batch_size)
-        check_index_map(m, index)
-    log(f"adopt: {pub.stem}: {len(index):,} documents in {len(pub.data)} data file(s), "
-        f"{index.dtype}", quiet)
-
-    with outdir.locked(out, "adopt"):  # every check passed: now it writes
+    with OutputDir(out_dir, "adopt", quiet) as out:
+        out.guard(lambda old: False, overwrite, "a dataset already")
+        index = check_data(pub)
+        sha = check_hashes(pub, read_hash_list(hashes), quiet) if hashes else {}
+        maps = find_index_maps(index_maps, pub.stem) if index_maps else []
+        for m in maps:  # refuse a map for another dataset before anything is written
+            schedule_of(m, batch_size)
+            check_index_map(m, index)
+        log(f"adopt: {pub.stem}: {len(index):,} documents in {len(pub.data)} data file(s), "
+            f"{index.dtype}", quiet)
         return _write(dataset, pub, out, name, index, sha, maps, batch_size, copy, overwrite,
                       quiet)
 
 
-def _write(dataset: str | Path, pub: Published, out: Path, name: str, index: indexed.Index, sha: dict[str, str],
-           maps: list[IndexMap], batch_size: int, copy: bool, overwrite: bool,
-           quiet: bool) -> dict:
-    stage = atomic.fresh_stage(out)
+def _write(dataset: str | Path, pub: Published, od: OutputDir, name: str, index: indexed.Index,
+           sha: dict[str, str], maps: list[IndexMap], batch_size: int, copy: bool,
+           overwrite: bool, quiet: bool) -> dict:
+    """Every check passed: stage the dataset, its provenance and schedules, and commit."""
+    out = od.path
+    stage = od.stage()
     prefix = dataset_prefix(stage, name)
     place_data(pub, prefix, copy, quiet)
     outputs = {PROVENANCE: write_unknown_provenance(index, stage / PROVENANCE)}
@@ -356,19 +354,15 @@ def _write(dataset: str | Path, pub: Published, out: Path, name: str, index: ind
     tokens = schedule_files.total_tokens(index.sizes)
     report = {"kind": "adopted", "documents": len(index), "tokens": tokens,
               "alignment": None, "schedules": [dataclasses.asdict(s) for s in schedules]}
-    manifest = {
-        "pileprep_version": __version__,
-        "format": {"dataset": "MMIDIDX", "version": 1, "dtype": index.dtype.name},
-        "adopted": {"from": str(Path(dataset).resolve()), "stem": pub.stem,
-                    "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha.get(p.name)}
-                              for p in pub.files],
-                    "layout": "joined copy" if copy else ("pieces in place" if len(pub.data) > 1 else "linked"),
-                    "hashes_checked": bool(sha)},
-        "inputs": [], "settings": {"pack": {"name": name}},
-        "outputs": {n: {"bytes": (stage / n).stat().st_size, "sha256": h} for n, h in outputs.items()},
-    }
+    adopted = {"from": str(Path(dataset).resolve()), "stem": pub.stem,
+               "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha.get(p.name)}
+                         for p in pub.files],
+               "layout": "joined copy" if copy else ("pieces in place" if len(pub.data) > 1
+                                                     else "linked"),
+               "hashes_checked": bool(sha)}
+    manifest = Manifest(index.dtype.name, {"pack": {"name": name}}, entries(stage, outputs), [],
+                        adopted=adopted)
     atomic.write_json(stage / REPORT, report)
-    atomic.write_json(stage / MANIFEST, manifest)
-    atomic.commit(stage, out)
+    od.commit(stage, manifest.to_json())
     return report
 

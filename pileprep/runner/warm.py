@@ -1,5 +1,5 @@
 """Imported by the fork server a local cluster's workers are forked from (see
-:mod:`pileprep.build.prefork`): do once, in that server, the start-up every worker would
+:mod:`pileprep.runner.prefork`): do once, in that server, the start-up every worker would
 otherwise repeat.
 
 Importing Dask's worker, pyarrow and the build's task modules, numba's compiler start and the
@@ -14,8 +14,8 @@ import importlib
 import json
 import os
 
-from pileprep.build.local_worker import ignore_interrupts
-from pileprep.build.prefork import SPEC
+from pileprep.runner.local_worker import ignore_interrupts
+from pileprep.runner.prefork import SPEC
 
 # Text that takes an encoder through every compiled step it has (pre-tokens, memo, BPE).
 WARM_TEXTS = ["Warm up: the engine's 12 compiled steps, once. 数据\u0301 <|endoftext|>  x"]
@@ -40,7 +40,7 @@ def _warm() -> None:
             fast_encoder(tokenizer).encode_batch(WARM_TEXTS)
 
 
-ignore_interrupts()  # before anything else: see pileprep.build.local_worker
+ignore_interrupts()  # before anything else: see pileprep.runner.local_worker
 try:
     _warm()
 except BaseException:  # noqa: BLE001 - see the module's docstring (a Rust panic is one)

@@ -1,4 +1,4 @@
-"""Run tasks (:mod:`pileprep.build.tasks`) on Dask: a local cluster, an existing cluster, or the
+"""Run tasks (:mod:`pileprep.runner.tasks`) on Dask: a local cluster, an existing cluster, or the
 synchronous scheduler.
 
 Tasks are independent and write their own outputs; the runner only hands back each task's small
@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import dask
 
-from pileprep.build import prefork
-from pileprep.build.tasks import Task, as_task_error, execute_timed
+from pileprep.runner import prefork
+from pileprep.runner.tasks import Task, as_task_error, execute_timed
 from pileprep.core.config import ClusterConfig
 from pileprep.core.errors import BadRecordError, ClusterError
 from pileprep.core.progress import Progress, log
@@ -37,7 +37,7 @@ _ORDERS = 1 << 48  # orders within a stage
 # 0.6 s of CPU per worker in a 22 s build (docs/benchmarks.md), for the dashboard's profile page
 # only. A cluster pileprep starts goes without; a user's own (--scheduler) keeps its settings.
 LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
-LOCAL_WORKER_PRELOAD = "pileprep.build.local_worker"  # Ctrl-C is the driver's to handle
+LOCAL_WORKER_PRELOAD = "pileprep.runner.local_worker"  # Ctrl-C is the driver's to handle
 POLL_SECONDS = 0.5  # how often the driver looks for work announced by running tasks
 
 

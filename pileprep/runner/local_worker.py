@@ -4,7 +4,7 @@ Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the dri
 local workers with it. The driver reports the interruption in one line and shuts the cluster
 down; a worker that also took the signal would print a ``KeyboardInterrupt`` traceback from
 its event loop, and might stop in the middle of writing a file. So a local worker ignores it
-(forked workers inherit that from the fork server, :mod:`pileprep.build.warm`; a spawned one
+(forked workers inherit that from the fork server, :mod:`pileprep.runner.warm`; a spawned one
 sets it here, as it starts).
 """
 
