@@ -46,7 +46,10 @@ demo: $(STAMP)
 	$(BIN)/pileprep synth --output $(DEMO_DIR)/shards --shards 3 --megabytes 6 --seed 0
 	$(BIN)/pileprep build --input $(DEMO_DIR)/shards --output $(DEMO_DIR)/out --workers 2 \
 		--seq-length 2048 --batch-size 16 --train-iters 200 --overwrite
-	@echo "demo build in $(DEMO_DIR)/out:"; ls -l $(DEMO_DIR)/out
+	@echo; echo "== what the model saw at step 100, and from which documents:"
+	$(BIN)/pileprep batch-at $(DEMO_DIR)/out --step 100
+	@echo; echo "== every step and row that trained on line 7 of shard 01:"
+	$(BIN)/pileprep where $(DEMO_DIR)/out --doc 01.jsonl.zst:7
 
 bench-memory: $(STAMP)
 	$(BIN)/python benchmarks/memory.py

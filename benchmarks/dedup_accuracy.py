@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from dedup_ref import pair_corpus  # noqa: E402
 
-from pileprep.core.config import BuildConfig
+from pileprep.core.config import BuildConfig, with_settings
 from pileprep.jobs.dedup_only import dedup_only
 
 
@@ -29,8 +29,9 @@ def main() -> None:
     work = Path(args.workdir)
     truth = pair_corpus(work / "shards")
     cfg = BuildConfig()
-    cfg.read.inputs, cfg.pack.output = [str(work / "shards")], str(work / "out")
-    cfg.read.partition_bytes, cfg.cluster.scheduler, cfg.quiet = 400_000, "synchronous", True
+    cfg = with_settings(cfg, {"read.inputs": [str(work / "shards")], "pack.output": str(work / "out"),
+                              "read.partition_bytes": 400_000, "cluster.scheduler": "synchronous",
+                              "quiet": True})
     summary = dedup_only(cfg)
     removed = {(r["source"], r["line"]): (r["kept_source"], r["kept_line"])
                for r in pq.read_table(work / "out" / "duplicates.parquet").to_pylist()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pileprep.core.config import BuildConfig
+from pileprep.core.config import BuildConfig, with_settings
 
 # Lines no valid Pile record looks like, planted at known places: (shard, line, raw bytes).
 BAD_LINES = [
@@ -27,18 +27,15 @@ BAD_REASONS = {"invalid_json": 2, "text_not_string": 1, "missing_text": 1, "empt
 
 
 def make_config(inputs, output, tokenizer_spec, **kw) -> BuildConfig:
-    cfg = BuildConfig()
-    cfg.read.inputs = [str(i) for i in inputs]
-    cfg.pack.output = str(output)
-    cfg.tokenize.tokenizer = tokenizer_spec
-    cfg.cluster.scheduler = kw.pop("scheduler", "synchronous")
-    cfg.cluster.workers = kw.pop("workers", 1)
-    cfg.read.partition_bytes = kw.pop("partition_bytes", cfg.read.partition_bytes)
-    cfg.read.strict = kw.pop("strict", False)
-    cfg.pack.name = kw.pop("name", "pile")
-    cfg.keep_work = kw.pop("keep_work", False)
-    cfg.schedule = kw.pop("schedule_cfg", None)
-    cfg.quiet = True
+    cfg = with_settings(BuildConfig(), {
+        "read.inputs": [str(i) for i in inputs], "pack.output": str(output),
+        "tokenize.tokenizer": tokenizer_spec,
+        "cluster.scheduler": kw.pop("scheduler", "synchronous"),
+        "cluster.workers": kw.pop("workers", 1),
+        "read.partition_bytes": kw.pop("partition_bytes", BuildConfig().read.partition_bytes),
+        "read.strict": kw.pop("strict", False), "pack.name": kw.pop("name", "pile"),
+        "keep_work": kw.pop("keep_work", False), "schedule": kw.pop("schedule_cfg", None),
+        "quiet": True})
     assert not kw, kw
     return cfg
 

@@ -10,6 +10,7 @@ import pytest
 
 import megatron_ref
 from helpers import BAD_LINES, BAD_REASONS, make_config, shard_files
+from pileprep.core.config import with_settings
 from pileprep.formats import indexed, provenance
 from pileprep.core.errors import ConfigError
 
@@ -111,7 +112,7 @@ def test_resume_reuses_finished_work(dirty_corpus, dirty_build, tokenizer_spec, 
     parts = sorted(work.glob("tokens-*/*.done.json"))
     assert len(parts) > 3
     parts[1].unlink()  # as if the build had been killed before this part finished
-    cfg.quiet = False
+    cfg = with_settings(cfg, {"quiet": False})
     build(cfg)
     err = capsys.readouterr().err
     assert "ingest: reusing 3 of 3 shards" in err
@@ -291,7 +292,7 @@ def test_scratch_files_are_deleted_once_consumed(dirty_corpus, dirty_build, toke
     _written(monkeypatch)
     seen = _snapshots(monkeypatch, tmp_path)
     cfg = make_config([dirty_corpus], tmp_path, tokenizer_spec, partition_bytes=50_000)
-    cfg.dedup.enabled = dedup
+    cfg = with_settings(cfg, {"dedup.enabled": dedup})
     build(cfg)
     stems = sorted({n.removeprefix("ingest/").removesuffix(".parquet") for _, files in seen
                     for n in files if n.startswith("ingest/") and n.endswith(".parquet")})

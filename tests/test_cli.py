@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from helpers import BAD_LINES
-from pileprep.cli.main import main, parse_size
-from pileprep.core.config import load_toml
+from pileprep.cli.flags import parse_size
+from pileprep.cli.main import main
+from pileprep.core.config import load_toml, with_settings
 from pileprep.core.errors import ConfigError
 
 
@@ -85,8 +86,7 @@ def test_shipped_pipeline_files_load():
     assert dedup.dedup.enabled and dedup.dedup.threshold == 0.87
     assert dedup.dataset_name == "pile_0.87_deduped"
     for cfg in files.values():
-        cfg.pack.output = "x"
-        cfg.read.inputs = ["y"]
+        cfg = with_settings(cfg, {"pack.output": "x", "read.inputs": ["y"]})
         cfg.validate()
 
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from pileprep.core.config import DedupConfig
+from pileprep.core.config import DedupConfig, with_settings
 from pileprep.core.errors import ConfigError
 from pileprep.dedup import minhash, steps
 from pileprep.jobs.build import build
@@ -113,8 +113,7 @@ def pairs(tmp_path_factory):
 def _dedup(inputs, out, tokenizer_spec, **kw):
     cfg = make_config(inputs, out, tokenizer_spec, partition_bytes=kw.pop("partition_bytes", 400_000),
                       workers=kw.pop("workers", 1), scheduler=kw.pop("scheduler", "synchronous"))
-    for k, v in kw.items():
-        setattr(cfg.dedup, k, v)
+    cfg = with_settings(cfg, {f"dedup.{k}": v for k, v in kw.items()})
     return dedup_only(cfg)
 
 
@@ -163,13 +162,13 @@ def test_other_threshold_reuses_signatures_and_no_verify(pairs, tokenizer_spec, 
     out, truth = pairs
     _dedup([out / "shards"], out / "t", tokenizer_spec)
     cfg = make_config([out / "shards"], out / "t", tokenizer_spec, partition_bytes=400_000)
-    cfg.dedup.threshold, cfg.quiet = 0.7, False
+    cfg = with_settings(cfg, {"dedup.threshold": 0.7, "quiet": False})
     loose = dedup_only(cfg)
     assert "minhash: reusing" in capsys.readouterr().err
     assert loose["bands"] != minhash.banding(DedupConfig())[0]
     # At 0.7 some of the low pairs (Jaccard 0.7-0.75) join too.
     assert loose["removed"] > len(truth["high"])
-    cfg.dedup.threshold, cfg.dedup.verify = 0.87, False
+    cfg = with_settings(cfg, {"dedup.threshold": 0.87, "dedup.verify": False})
     unverified = dedup_only(cfg)
     assert unverified["verified_pairs"] == unverified["candidate_pairs"]
     assert np.isnan(pq.read_table(out / "t" / "duplicates.parquet").column("similarity").to_numpy()).all()
@@ -179,7 +178,7 @@ def test_other_threshold_reuses_signatures_and_no_verify(pairs, tokenizer_spec, 
 def dedup_build(clean_corpus, clean_build, tokenizer_spec, tmp_path_factory):
     out = tmp_path_factory.mktemp("dedup_build")
     cfg = make_config([clean_corpus], out, tokenizer_spec, partition_bytes=300_000, name="")
-    cfg.dedup.enabled = True
+    cfg = with_settings(cfg, {"dedup.enabled": True})
     build(cfg)
     return out
 
@@ -213,7 +212,7 @@ def test_dedup_build_drops_exactly_the_removed_documents(clean_corpus, clean_bui
 def test_dedup_build_same_bytes_with_two_workers(clean_corpus, dedup_build, tokenizer_spec, tmp_path):
     cfg = make_config([clean_corpus], tmp_path, tokenizer_spec, partition_bytes=90_000,
                       workers=2, scheduler=None, name="")
-    cfg.dedup.enabled = True
+    cfg = with_settings(cfg, {"dedup.enabled": True})
     build(cfg)
     for name in ("pile_0.87_deduped_text_document.bin", "pile_0.87_deduped_text_document.idx",
                  "provenance.parquet", "duplicates.parquet", "manifest.json"):
@@ -221,8 +220,8 @@ def test_dedup_build_same_bytes_with_two_workers(clean_corpus, dedup_build, toke
 
 
 @pytest.mark.parametrize("kw,message", [
-    ({"threshold": 0.0}, "--threshold"), ({"threshold": 1.2}, "--threshold"),
-    ({"bands": 20, "rows": 10}, "--bands"), ({"bands": 4}, "both"), ({"num_perm": 1}, "--num-perm")])
+    ({"threshold": 0.0}, "dedup.threshold"), ({"threshold": 1.2}, "dedup.threshold"),
+    ({"bands": 20, "rows": 10}, "dedup.bands"), ({"bands": 4}, "both"), ({"num_perm": 1}, "dedup.num_perm")])
 def test_bad_dedup_settings(kw, message):
     with pytest.raises(ConfigError, match=message):
         DedupConfig(**kw).validate()

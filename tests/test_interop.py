@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import pileprep
+from pileprep.core.config import with_settings
 from pileprep.cli.main import main
 from pileprep.jobs.build import build
 from pileprep.sources.synth import SynthConfig, generate
@@ -34,7 +35,7 @@ def pile(tmp_path_factory):
 def _build(inputs, out, tokenizer_spec, **kw):
     cfg = make_config(inputs, out, tokenizer_spec, partition_bytes=60_000)
     for key, value in kw.items():
-        setattr(cfg.read, key, value)
+        cfg = with_settings(cfg, {f"read.{key}": value})
     build(cfg)
     return out
 

@@ -21,7 +21,7 @@ PROBE = textwrap.dedent("""
     import json, multiprocessing.forkserver, os, sys
     from pileprep.runner.prefork import start_for
     from pileprep.runner.dask_runner import Runner
-    from pileprep.core.config import BuildConfig, ClusterConfig
+    from pileprep.core.config import BuildConfig, ClusterConfig, with_settings
 
     def probe():
         import sys, os
@@ -46,8 +46,8 @@ PROBE = textwrap.dedent("""
     if __name__ == "__main__":
         if sys.argv[4] == "foreign":  # somebody else's fork server, started first
             multiprocessing.forkserver.ensure_running()
-        cfg = BuildConfig()
-        cfg.tokenize.tokenizer, cfg.tokenize.engine = sys.argv[1], sys.argv[2]
+        cfg = with_settings(BuildConfig(), {"tokenize.tokenizer": sys.argv[1],
+                                            "tokenize.engine": sys.argv[2]})
         start_for(cfg)
         if sys.argv[4] == "rewritten":  # the tokenizer file changes once the server has it
             st = os.stat(sys.argv[1])

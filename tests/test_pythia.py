@@ -26,7 +26,7 @@ from helpers import API_SCHEDULE, shard_files
 from pileprep.jobs.adopt import adopt
 from pileprep.jobs.align import align
 from pileprep.cli.main import main
-from pileprep.core.config import BuildConfig, ScheduleConfig
+from pileprep.core.config import BuildConfig, ScheduleConfig, with_settings
 from pileprep.core.errors import FormatError, InputError, IntegrityError
 from pileprep.outputs.pieces import shard, unshard
 from pileprep.checks.verify import verify
@@ -125,10 +125,10 @@ def published(clean_corpus, tokenizer, tmp_path_factory):
 
 def _align_cfg(inputs, tokenizer_spec) -> BuildConfig:
     cfg = BuildConfig()
-    cfg.read.inputs = [str(i) for i in inputs]
-    cfg.tokenize.tokenizer = tokenizer_spec
-    cfg.cluster.scheduler, cfg.quiet, cfg.schedule = "synchronous", True, None
-    cfg.read.partition_bytes = 400_000
+    cfg = with_settings(cfg, {"read.inputs": [str(i) for i in inputs],
+                              "tokenize.tokenizer": tokenizer_spec,
+                              "cluster.scheduler": "synchronous", "quiet": True, "schedule": None,
+                              "read.partition_bytes": 400_000})
     return cfg
 
 
@@ -358,6 +358,7 @@ def test_alignment_bytes_do_not_depend_on_workers(published, adopted, clean_corp
     out = tmp_path / "o"
     adopt(published["pieces"], out, quiet=True)
     cfg = _align_cfg([clean_corpus], tokenizer_spec)
-    cfg.cluster.scheduler, cfg.cluster.workers, cfg.read.partition_bytes = None, 2, 150_000
+    cfg = with_settings(cfg, {"cluster.scheduler": None, "cluster.workers": 2,
+                              "read.partition_bytes": 150_000})
     align(out, cfg)
     assert (out / "provenance.parquet").read_bytes() == (adopted[0] / "provenance.parquet").read_bytes()

@@ -13,7 +13,7 @@ import pytest
 
 from pileprep.core import faults
 from pileprep.cli.main import main
-from pileprep.core.config import ScheduleConfig
+from pileprep.core.config import ScheduleConfig, with_settings
 from pileprep.jobs.build import build
 from pileprep.checks.verify import verify
 from pileprep.training import schedule_files
@@ -159,15 +159,15 @@ def test_write_error_names_the_path_and_keeps_the_previous_output(
 def test_changed_setting_redoes_only_later_stages(dirty_corpus, tokenizer_spec, tmp_path, capsys):
     cfg = make_config([dirty_corpus], tmp_path, tokenizer_spec, partition_bytes=60_000,
                       keep_work=True, name="")
-    cfg.dedup.enabled, cfg.quiet = True, False
+    cfg = with_settings(cfg, {"dedup.enabled": True, "quiet": False})
     build(cfg)
     capsys.readouterr()
-    cfg.dedup.threshold = 0.8  # dedup changes: ingest, tokens and signatures stay
+    cfg = with_settings(cfg, {"dedup.threshold": 0.8})  # dedup changes: ingest, tokens and signatures stay
     build(cfg, overwrite=True)
     err = capsys.readouterr().err
     assert "ingest: reusing 3 of 3" in err and "tokenize: reusing" in err and "minhash: reusing" in err
     assert "lsh bands: reusing" not in err
-    cfg.read.partition_bytes = 80_000  # ingest changes: everything after it is redone
+    cfg = with_settings(cfg, {"read.partition_bytes": 80_000})  # ingest changes: everything after it is redone
     build(cfg, overwrite=True)
     err = capsys.readouterr().err
     assert "reusing" not in err

@@ -17,7 +17,7 @@ import megatron_ref
 from helpers import make_config, shard_files
 from pileprep.jobs.build import build, validate
 from pileprep.cli.main import main
-from pileprep.core.config import BuildConfig, load_toml
+from pileprep.core.config import BuildConfig, load_toml, with_settings
 from pileprep.core.errors import ConfigError
 from pileprep.formats import indexed
 
@@ -31,9 +31,9 @@ def test_append_eod_false_writes_what_preprocess_data_writes_without_the_flag(
     toml.write_text(f'[tokenize]\nappend_eod = false\nengine = "{engine}"\n')
     cfg = load_toml(toml)
     base = make_config([clean_corpus], tmp_path / "out", tokenizer_spec, partition_bytes=300_000)
-    cfg.read, cfg.pack, cfg.cluster, cfg.schedule, cfg.quiet = (base.read, base.pack, base.cluster,
-                                                                None, True)
-    cfg.tokenize.tokenizer = tokenizer_spec
+    cfg = dataclasses.replace(cfg, read=base.read, pack=base.pack, cluster=base.cluster,
+                              schedule=None, quiet=True,
+                              tokenize=dataclasses.replace(cfg.tokenize, tokenizer=tokenizer_spec))
     build(cfg)
     ref = tmp_path / "ref_text_document"
     megatron_ref.reference_build(shard_files(clean_corpus), tokenizer, ref, append_eod=False)
@@ -69,9 +69,9 @@ def test_dedup_settings_datasketch_cannot_serve_are_one_line_errors(clean_corpus
 
 def test_pipeline_file_values_of_the_wrong_type_are_named(tmp_path):
     toml = tmp_path / "bad.toml"
-    for text, message in [('[dedup]\nenabled = true\nthreshold = "high"\n', "--threshold must be float"),
-                          ('[schedule]\nseq_length = true\n', "--seq-length must be int"),
-                          ('[tokenize]\nappend_eod = "no"\n', "--append-eod must be bool")]:
+    for text, message in [('[dedup]\nenabled = true\nthreshold = "high"\n', "dedup.threshold must be float"),
+                          ('[schedule]\nseq_length = true\n', "schedule.seq_length must be int"),
+                          ('[tokenize]\nappend_eod = "no"\n', "tokenize.append_eod must be bool")]:
         toml.write_text(f'[read]\ninputs = ["x"]\n[pack]\noutput = "o"\n{text}')
         with pytest.raises(ConfigError, match=message):
             validate(load_toml(toml))
@@ -88,12 +88,12 @@ _SECTIONS = ["read", "tokenize", "pack", "dedup", "cluster", "schedule"]
 @given(st.lists(st.tuples(st.sampled_from(_SECTIONS), st.integers(0, 10), _ANY), max_size=4),
        st.booleans())
 def test_validate_accepts_or_names_a_setting(changes, dedup):
-    cfg = BuildConfig()
-    cfg.read.inputs, cfg.pack.output, cfg.dedup.enabled = ["x"], "out", dedup
+    cfg = with_settings(BuildConfig(), {"read.inputs": ["x"], "pack.output": "out",
+                                        "dedup.enabled": dedup})
     for section, index, value in changes:
         part = getattr(cfg, section)
         field = dataclasses.fields(part)[index % len(dataclasses.fields(part))]
-        setattr(cfg, section, dataclasses.replace(part, **{field.name: value}))
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(part, **{field.name: value})})
     try:
         validate(cfg)
     except ConfigError as exc:

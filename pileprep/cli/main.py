@@ -1,5 +1,4 @@
-"""The ``pileprep`` command line: build, dedup, verify, synth, schedule, batch-at, where, seen,
-sequences, export, plot, shard, unshard, adopt, align, exposures, index, count.
+"""The ``pileprep`` command line (commands grouped in :data:`GROUPS`).
 
 The command line only parses and prints: every computation lives in the library. Every expected
 failure (a :class:`~pileprep.core.errors.PilePrepError`, or an operating-system error) ends
@@ -10,159 +9,48 @@ with one line on stderr naming what and where, and exit code 2; never a tracebac
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
-import re
 import sys
+import textwrap
 from pathlib import Path
 
-from pileprep.core.config import BuildConfig, default_tokenizer, load_toml
+from pileprep.cli import flags
+from pileprep.core.config import default_tokenizer
 from pileprep.core.errors import ConfigError, PilePrepError
 
 DEBUG_ENV = "PILEPREP_DEBUG"
 
 
-def parse_size(text: str) -> int:
-    """``32MB``, ``1.5GiB``, ``4096`` -> bytes."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)\s*", text.lower())
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
-    unit = m.group(2).rstrip("b")
-    scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-             "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}[unit]
-    return int(float(m.group(1)) * scale)
-
-
 def _add_build(sub) -> None:
-    p = sub.add_parser("build", help="shards -> GPT-NeoX .bin/.idx + provenance")
-    p.add_argument("--input", "-i", action="append", default=None, metavar="DIR_OR_GLOB",
-                   help="shard directory, glob, file, or hf:NAME[:CONFIG][@SPLIT] (repeatable); "
-                   "files are sorted by name")
+    p = sub.add_parser("build", help="raw shards -> GPT-NeoX .bin/.idx + provenance + the "
+                       "training order")
+    flags.add_inputs(p)
     p.add_argument("--output", "-o", help="output directory")
     p.add_argument("--config", help="pipeline TOML file (pipelines/*.toml); flags override it")
     p.add_argument("--name", help="dataset name: writes <name>_text_document.bin/.idx (default pile)")
-    p.add_argument("--tokenizer", help="tokenizer.json path or hub id "
-                   f"(env PILEPREP_TOKENIZER; now {default_tokenizer()})")
-    p.add_argument("--tokenizer-engine", choices=_engine_names(),
-                   help="auto (default): the fast engine (compiled pre-tokenizer and word "
-                   "memo) when it reproduces the tokenizer file, else the tokenizers library; "
-                   "same ids either way")
-    _add_cluster_flags(p)
-    p.add_argument("--partition-bytes", type=parse_size,
-                   help="approximate JSON bytes per partition (default 32MiB, at most 1GiB)")
+    flags.add_tokenizer(p, help="tokenizer.json path or hub id "
+                        f"(env PILEPREP_TOKENIZER; now {default_tokenizer()})")
+    flags.add_cluster(p)
     p.add_argument("--strict", action="store_true", default=None,
                    help="stop at the first bad record (exit 2) instead of counting and skipping it")
     p.add_argument("--on-bad-record", choices=["skip", "stop"],
                    help="skip (default): count each bad record in report.json and rejects.jsonl "
                    "and go on; stop: the same as --strict")
-    _add_text_column(p)
-    p.add_argument("--keep-work", action="store_true", help="keep intermediate stage files")
+    flags.add_work(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace a different build already in --output")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    _add_schedule_flags(p)
+    flags.add_schedule(p)
     p.add_argument("--no-schedule", action="store_true",
                    help="do not build the training-order index")
     p.add_argument("--dedup", action="store_true", default=None,
                    help="remove near-duplicates across all shards (MinHash-LSH) before packing")
-    _add_dedup_flags(p)
-
-
-def _add_cluster_flags(p) -> None:
-    """Where the Dask tasks run: the same flags for every command that runs them."""
-    g = p.add_argument_group("where the work runs (Dask)")
-    g.add_argument("--workers", type=int, help="local Dask worker processes (default: all cores)")
-    g.add_argument("--scheduler", help="address of a running dask.distributed scheduler "
-                   "(tcp://HOST:PORT), or 'synchronous' to run in this process")
-    g.add_argument("--connect-timeout", type=float,
-                   help="seconds to wait for --scheduler to answer (default 30)")
-    g.add_argument("--memory-limit", help="memory of each local worker, e.g. 4GiB (default "
-                   "auto: the machine's memory shared by the workers); a worker over it is "
-                   "restarted and its task retried, a few times at most")
-
-
-def _cluster_overrides(args) -> dict:
-    return {("cluster", "workers"): args.workers, ("cluster", "scheduler"): args.scheduler,
-            ("cluster", "connect_timeout"): args.connect_timeout,
-            ("cluster", "memory_limit"): args.memory_limit}
-
-
-def _apply(cfg, overrides: dict) -> None:
-    for (section, key), value in overrides.items():
-        if value is not None:
-            setattr(getattr(cfg, section) if section else cfg, key, value)
-
-
-def _engine_names() -> tuple[str, ...]:
-    from pileprep.tokenizer import engine_names
-
-    return engine_names()
-
-
-def _add_text_column(p) -> None:
-    p.add_argument("--text-column", help="field or column holding the text (default 'text'); "
-                   "inputs may be Pile .jsonl[.zst], .parquet, .arrow files, or "
-                   "hf:NAME[:CONFIG][@SPLIT] for a Hugging Face datasets source (streamed)")
-
-
-def _add_dedup_flags(p) -> None:
-    g = p.add_argument_group("near-duplicate removal (with --dedup, or the dedup command)")
-    g.add_argument("--threshold", type=float, help="Jaccard similarity of 5-word shingle sets "
-                   "at which documents are duplicates (default 0.87, as Pythia)")
-    g.add_argument("--num-perm", type=int, help="MinHash permutations (default 128)")
-    g.add_argument("--minhash-seed", type=int, help="MinHash permutation seed (default 1)")
-    g.add_argument("--shingle-words", type=int, help="words per shingle (default 5)")
-    g.add_argument("--bands", type=int, help="LSH bands (default: datasketch's optimum)")
-    g.add_argument("--rows", type=int, help="LSH rows per band (with --bands)")
-    g.add_argument("--no-verify", action="store_true", default=None,
-                   help="join LSH candidates without checking their estimated Jaccard")
-
-
-def _add_schedule_flags(p, defaults_from_build: bool = False) -> None:
-    note = " (default: the build's schedule)" if defaults_from_build else ""
-    g = p.add_argument_group("training schedule (GPT-NeoX settings; Pythia's by default)" + note)
-    g.add_argument("--seq-length", type=int, help="tokens per sample minus one (Pythia: 2048)")
-    g.add_argument("--batch-size", type=int, help="global batch size in samples (Pythia: 1024)")
-    g.add_argument("--train-iters", type=int, help="optimizer steps (Pythia: 143000)")
-    g.add_argument("--seed", type=int, help="data seed (Pythia: 1234)")
-
-
-def _schedule_overrides(args) -> dict:
-    return {k: getattr(args, k) for k in ("seq_length", "batch_size", "train_iters", "seed")
-            if getattr(args, k) is not None}
-
-
-def _build_config(args) -> BuildConfig:
-    cfg = load_toml(args.config) if args.config else BuildConfig()
-    overrides = {
-        ("read", "inputs"): args.input, ("read", "partition_bytes"): args.partition_bytes,
-        ("read", "strict"): args.strict, ("read", "text_column"): args.text_column,
-        ("tokenize", "tokenizer"): args.tokenizer,
-        ("tokenize", "engine"): getattr(args, "tokenizer_engine", None),
-        ("pack", "output"): args.output, ("pack", "name"): args.name,
-        **_cluster_overrides(args),
-        ("dedup", "enabled"): args.dedup, ("dedup", "threshold"): args.threshold,
-        ("dedup", "num_perm"): args.num_perm, ("dedup", "seed"): args.minhash_seed,
-        ("dedup", "shingle_words"): args.shingle_words, ("dedup", "bands"): args.bands,
-        ("dedup", "rows"): args.rows,
-        ("dedup", "verify"): False if args.no_verify else None,
-    }
-    _apply(cfg, overrides)
-    if getattr(args, "on_bad_record", None):
-        cfg.read.strict = args.on_bad_record == "stop"
-    cfg.quiet, cfg.keep_work = args.quiet, args.keep_work
-    if getattr(args, "no_schedule", True):
-        cfg.schedule = None
-    elif cfg.schedule is not None:
-        cfg.schedule = dataclasses.replace(cfg.schedule, **_schedule_overrides(args))
-    return cfg
+    flags.add_dedup(p)
 
 
 def cmd_build(args) -> int:
     from pileprep.runner import prefork
 
-    cfg = _build_config(args)
+    cfg = flags.build_config(args)
     cfg.validate()  # a bad setting is reported before any process starts
     prefork.start_for(cfg)  # the workers' server warms up while the pipeline's code loads
     from pileprep.jobs.build import build
@@ -174,23 +62,20 @@ def cmd_build(args) -> int:
 def _add_dedup(sub) -> None:
     p = sub.add_parser("dedup", help="only find near-duplicates: writes duplicates.parquet "
                        "and the dedup report (signatures are kept for runs at other thresholds)")
-    p.add_argument("--input", "-i", action="append", default=None, metavar="DIR_OR_GLOB")
+    flags.add_inputs(p)
     p.add_argument("--output", "-o", help="output directory")
     p.add_argument("--config", help="pipeline TOML file; flags override it")
-    _add_cluster_flags(p)
-    p.add_argument("--partition-bytes", type=parse_size)
+    flags.add_cluster(p)
     p.add_argument("--strict", action="store_true", default=None)
-    _add_text_column(p)
-    p.add_argument("--keep-work", action="store_true")
-    p.add_argument("--quiet", "-q", action="store_true")
-    _add_dedup_flags(p)
-    p.set_defaults(tokenizer=None, name=None, dedup=True, overwrite=False)
+    flags.add_work(p)
+    flags.add_dedup(p)
+    p.set_defaults(dedup=True)
 
 
 def cmd_dedup(args) -> int:
     from pileprep.jobs.dedup_only import dedup_only
 
-    summary = dedup_only(_build_config(args))
+    summary = dedup_only(flags.build_config(args, schedule=False))
     print(f"{summary['removed']:,} documents removed as near-duplicates of others "
           f"(threshold {summary['threshold']:g}); see {Path(args.output) / 'dedup_report.md'}")
     return 0
@@ -240,30 +125,22 @@ def _add_schedule_cmd(sub) -> None:
     p.add_argument("--tokenizer", help="tokenizer path written into the GPT-NeoX config fragment "
                    "(default: PILEPREP_TOKENIZER or hub id)")
     p.add_argument("--quiet", "-q", action="store_true")
-    _add_schedule_flags(p)
+    flags.add_schedule(p)
 
 
 def cmd_schedule(args) -> int:
-    from pileprep.core.config import ScheduleConfig
-    from pileprep.core.files import dataset_prefix
-    from pileprep.formats import neox
-    from pileprep.training.order import dataset_name
-    from pileprep.training.schedule_files import build_for_dataset
+    from pileprep.jobs.schedule import add_schedule
 
-    cfg = dataclasses.replace(ScheduleConfig(), **_schedule_overrides(args))
-    cfg.validate()
-    prefix = dataset_prefix(args.out_dir, dataset_name(args.out_dir))
-    for name in build_for_dataset(args.out_dir, prefix, cfg, args.quiet):
-        print(Path(args.out_dir) / name)
-    print(Path(args.out_dir) / neox.write(args.out_dir, prefix, cfg,
-                                          args.tokenizer or default_tokenizer()))
+    cfg = flags.schedule_config(args)
+    for path in add_schedule(args.out_dir, cfg, args.tokenizer or default_tokenizer(), args.quiet):
+        print(path)
     return 0
 
 
 def _order(args):
     from pileprep.training.order import TrainingOrder, resolve_config
 
-    return TrainingOrder(args.out_dir, resolve_config(args.out_dir, **_schedule_overrides(args)))
+    return TrainingOrder(args.out_dir, resolve_config(args.out_dir, **flags.schedule_overrides(args)))
 
 
 def _add_batch_at(sub) -> None:
@@ -274,7 +151,7 @@ def _add_batch_at(sub) -> None:
     p.add_argument("--output", "-o", help="FILE.npy (token array) or FILE.jsonl (rows with text "
                    "and sources); default: a summary on stdout")
     p.add_argument("--tokenizer", help="for decoding text (default: PILEPREP_TOKENIZER or hub id)")
-    _add_schedule_flags(p, defaults_from_build=True)
+    flags.add_schedule(p, defaults_from_build=True)
 
 
 def _decoder(args):
@@ -284,30 +161,18 @@ def _decoder(args):
 
 
 def cmd_batch_at(args) -> int:
+    from pileprep.outputs.batches import check_target, write_batch
 
-    from pileprep.core import atomic
-
+    if args.output:
+        check_target(args.output)
     order = _order(args)
     rows = order.rows(args.step, [_int_arg("--rows", r) for r in args.rows.split(",")]
                       if args.rows else None)
-    out = args.output
-    if out and not out.endswith((".npy", ".jsonl")):
-        raise ConfigError(f"--output must end in .npy or .jsonl, not {out!r}")
-    batch = order.batch(args.step, rows)
-    if out and out.endswith(".npy"):
-        atomic.save_npy(out, batch)
-    elif out:
-        tok = _decoder(args)
-        sources = order.sources(args.step, rows)
-        with atomic.atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            for r, tokens, src in zip(rows, batch, sources):
-                f.write(json.dumps({"step": args.step, "row": r, "tokens": tokens.tolist(),
-                                    "text": tok.decode(tokens.tolist(), skip_special_tokens=False),
-                                    "sources": src}, ensure_ascii=False) + "\n")
-    else:
+    if not args.output:
         _print_batch_summary(order, args.step, rows)
-    if out:
-        print(f"step {args.step}: {len(rows)} rows x {batch.shape[1]} tokens -> {out}")
+        return 0
+    n, width = write_batch(order, args.step, rows, args.output, lambda: _decoder(args))
+    print(f"step {args.step}: {n} rows x {width} tokens -> {args.output}")
     return 0
 
 
@@ -350,18 +215,15 @@ def _add_where(sub) -> None:
                    "the n-gram index when `pileprep index` built one, else by a scan)")
     p.add_argument("--tokenizer", help="for --text (default: PILEPREP_TOKENIZER or hub id)")
     p.add_argument("--limit", type=int, default=20, help="documents at most, for --text")
-    _add_schedule_flags(p, defaults_from_build=True)
+    flags.add_schedule(p, defaults_from_build=True)
 
 
 def cmd_where(args) -> int:
-    from pileprep.training.lookups import docs_by_text, find_doc, occurrences
+    from pileprep.training.lookups import docs_by_text, find_doc, occurrences, parse_doc_ref
 
     order = _order(args)
     if args.doc:
-        source, _, line = args.doc.rpartition(":")
-        if not source or not line.isdigit():
-            raise ConfigError(f"--doc takes SOURCE:LINE, not {args.doc!r}")
-        docs = [find_doc(order, source, int(line))]
+        docs = [find_doc(order, *parse_doc_ref(args.doc))]
     else:
         from pileprep.formats.suffix import open_index
 
@@ -385,7 +247,7 @@ def _add_sequences(sub) -> None:
     p = sub.add_parser("sequences", help="Pythia-style pre-shuffled MMIDIDX of training samples")
     _add_step_range(p)
     p.add_argument("--output", "-o", required=True, help="output prefix (writes PREFIX.bin/.idx)")
-    _add_schedule_flags(p, defaults_from_build=True)
+    flags.add_schedule(p, defaults_from_build=True)
 
 
 def cmd_sequences(args) -> int:
@@ -424,7 +286,7 @@ def _add_export(sub) -> None:
     p.add_argument("--suffix", type=int, default=32, help="memorization: continuation tokens (32)")
     p.add_argument("--text", action="store_true", help="add the decoded text of each sequence")
     p.add_argument("--tokenizer", help="for --text (default: PILEPREP_TOKENIZER or hub id)")
-    _add_schedule_flags(p, defaults_from_build=True)
+    flags.add_schedule(p, defaults_from_build=True)
 
 
 def cmd_export(args) -> int:
@@ -444,7 +306,7 @@ def _add_index(sub) -> None:
     p.add_argument("out_dir")
     p.add_argument("--shard-tokens", type=int, help="tokens per shard at most (default 2^27: "
                    "about 2.7 GB of memory per worker while a shard is sorted)")
-    _add_cluster_flags(p)
+    flags.add_cluster(p)
     p.add_argument("--quiet", "-q", action="store_true")
 
 
@@ -452,9 +314,7 @@ def cmd_index(args) -> int:
     from pileprep.jobs.index import build_index
     from pileprep.core.progress import log
 
-    cfg = BuildConfig()
-    _apply(cfg, _cluster_overrides(args))
-    cluster = cfg.cluster
+    cluster = flags.build_config(args, schedule=False).cluster
     meta = build_index(args.out_dir, cluster, args.shard_tokens, args.quiet)
     tokens, size = meta["tokens"], meta["bytes"]
     if not meta["reused"]:  # timings vary from run to run: a log line, not the result
@@ -480,35 +340,19 @@ def _add_count(sub) -> None:
     p.add_argument("--output", "-o", help="FILE.parquet: one row per query and step range")
     p.add_argument("--plot", help="FILE.png: cumulative samples per query over the steps")
     p.add_argument("--tokenizer", help="for text (default: PILEPREP_TOKENIZER or hub id)")
-    _add_schedule_flags(p, defaults_from_build=True)
+    flags.add_schedule(p, defaults_from_build=True)
 
 
-def _queries(args) -> list[tuple[str, list[int]]]:
-    """``(label, ids)`` of every query given, in order: --text, --ids, then --queries lines."""
-    texts = [("text", t) for t in args.text] + [("ids", i) for i in args.ids]
+def _queries(args):
+    """Every query given, in order: --text, --ids, then the --queries file's lines."""
+    from pileprep.training.queries import make_queries, read_query_file
+
+    given = [("text", t, "--text") for t in args.text] + [("ids", i, "--ids") for i in args.ids]
     if args.queries:
-        try:
-            lines = Path(args.queries).read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise ConfigError(f"--queries {args.queries}: not UTF-8 text") from None
-        texts += [("ids", ln[4:]) if ln.startswith("ids:") else ("text", ln) for ln in lines if ln]
-    if not texts:
+        given += read_query_file(args.queries)
+    if not given:
         raise ConfigError("give a query: --text, --ids or --queries")
-    tok = _decoder(args) if any(kind == "text" for kind, _ in texts) else None
-    out = []
-    for kind, value in texts:
-        if kind == "ids":
-            ids = [_int_arg("--ids", v) for v in value.split(",") if v.strip()]
-            label = ",".join(map(str, ids))
-        else:
-            if not value.strip():
-                raise ConfigError("--text is empty")
-            ids = tok.encode(value if args.no_leading_space else " " + value).ids
-            label = value
-        if not ids:
-            raise ConfigError(f"query {label or value!r} has no tokens")
-        out.append((label, ids))
-    return out
+    return make_queries(given, lambda: _decoder(args), leading_space=not args.no_leading_space)
 
 
 def cmd_count(args) -> int:
@@ -524,8 +368,8 @@ def cmd_count(args) -> int:
     first, end = _step_range(args.steps) if args.steps else (0, order.cfg.train_iters)
     # quiet=False: the first count over a schedule makes its stream map, with progress on stderr
     counter = Counter(order, SuffixIndex(args.out_dir, order.data), first, end, args.bins, quiet=False)
-    labels = [label for label, _ in queries]
-    c = counter.count([ids for _, ids in queries])
+    labels = [q.label for q in queries]
+    c = counter.count([list(q.ids) for q in queries])
     total = c.samples.sum(axis=1)
     print(f"{len(queries)} quer{'y' if len(queries) == 1 else 'ies'}, steps {first}..{end - 1} "
           f"({order.cfg.batch_size} samples of {order.cfg.seq_length + 1} tokens a step)")
@@ -556,7 +400,7 @@ def _add_seen(sub) -> None:
     p.add_argument("--output", "-o", help="FILE.parquet or FILE.csv: one row per document "
                    "(source, line, pile_set_name, tokens_seen, first_step)")
     p.add_argument("--top", type=int, default=5, help="documents to print (most tokens seen)")
-    _add_schedule_flags(p, defaults_from_build=True)
+    flags.add_schedule(p, defaults_from_build=True)
 
 
 def cmd_seen(args) -> int:
@@ -586,7 +430,7 @@ def _add_plot(sub) -> None:
     _add_step_range(p, required=False)
     p.add_argument("--bins", type=int, default=20, help="step ranges (bars) in the plot")
     p.add_argument("--output", "-o", required=True, help="FILE.png")
-    _add_schedule_flags(p, defaults_from_build=True)
+    flags.add_schedule(p, defaults_from_build=True)
 
 
 def cmd_plot(args) -> int:
@@ -609,7 +453,7 @@ def cmd_plot(args) -> int:
 def _add_shard(sub) -> None:
     p = sub.add_parser("shard", help="split a build into upload-sized pieces with SHA256SUMS")
     p.add_argument("out_dir")
-    p.add_argument("--max-size", type=parse_size, required=True, help="e.g. 5GB, 500MiB")
+    p.add_argument("--max-size", type=flags.parse_size, required=True, help="e.g. 5GB, 500MiB")
     p.add_argument("--output", "-o", required=True, help="directory for the pieces")
 
 
@@ -663,28 +507,11 @@ def _add_adopt(sub) -> None:
 
 
 def _add_raw_flags(p, required: bool) -> None:
-    g = p.add_argument_group("raw text to recover sources from, by content")
-    g.add_argument("--input", "-i", action="append", required=required, metavar="DIR_OR_GLOB",
-                   help="raw documents: anything build reads (repeatable)")
-    g.add_argument("--text-column", default="text")
-    g.add_argument("--tokenizer", help="the dataset's tokenizer (env PILEPREP_TOKENIZER)")
-    g.add_argument("--tokenizer-engine", choices=_engine_names(), default="auto")
-    _add_cluster_flags(p)
-    g.add_argument("--partition-bytes", type=parse_size)
-    g.add_argument("--keep-work", action="store_true")
-    p.add_argument("--quiet", "-q", action="store_true")
-
-
-def _align_config(args) -> BuildConfig:
-    cfg = BuildConfig()
-    cfg.read.inputs, cfg.read.text_column = args.input, args.text_column
-    if args.partition_bytes:
-        cfg.read.partition_bytes = args.partition_bytes
-    cfg.tokenize.tokenizer = args.tokenizer or default_tokenizer()
-    cfg.tokenize.engine = args.tokenizer_engine
-    _apply(cfg, _cluster_overrides(args))
-    cfg.quiet, cfg.keep_work, cfg.schedule = args.quiet, args.keep_work, None
-    return cfg
+    flags.add_inputs(p, required, help="raw documents to recover sources from, by content: "
+                     "anything build reads (repeatable)")
+    flags.add_tokenizer(p, help="the dataset's tokenizer (env PILEPREP_TOKENIZER)")
+    flags.add_cluster(p)
+    flags.add_work(p)
 
 
 def _print_alignment(s: dict) -> None:
@@ -711,7 +538,7 @@ def cmd_adopt(args) -> int:
           + (f"; {len(rep['schedules'])} index map(s)" if rep["schedules"] else "")
           + ("" if args.input else "; sources unknown until raw text is aligned (pileprep align)"))
     if args.input:
-        _print_alignment(align(args.output, _align_config(args)))
+        _print_alignment(align(args.output, flags.build_config(args, schedule=False)))
     return 0
 
 
@@ -725,7 +552,7 @@ def _add_align(sub) -> None:
 def cmd_align(args) -> int:
     from pileprep.jobs.align import align
 
-    summary = align(args.out_dir, _align_config(args))
+    summary = align(args.out_dir, flags.build_config(args, schedule=False))
     print(f"{args.out_dir}: provenance by content")
     _print_alignment(summary)
     return 0
@@ -738,7 +565,7 @@ def _add_exposures(sub) -> None:
     p.add_argument("--until-step", type=int, help="count steps 0..K-1 (default: every step)")
     p.add_argument("--output", "-o", help="FILE.parquet: one row per document")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
-    _add_schedule_flags(p, defaults_from_build=True)
+    flags.add_schedule(p, defaults_from_build=True)
 
 
 def cmd_exposures(args) -> int:
@@ -766,14 +593,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+DESCRIPTION = ("pileprep rebuilds the Pile, or the deduplicated Pile, exactly as Pythia-style "
+               "GPT-NeoX training consumed it, and tells which tokens, from which source "
+               "documents, a model saw at any step.")
+GROUPS = [
+    ("make a dataset", ["build", "dedup", "adopt", "align", "schedule", "index", "synth"]),
+    ("ask what was trained", ["batch-at", "where", "seen", "count", "exposures", "export",
+                              "sequences", "plot"]),
+    ("check and move files", ["verify", "shard", "unshard"]),
+]
+
+
+def _epilog() -> str:
+    lines = ["commands:"]
+    for title, names in GROUPS:
+        lines.append(f"  {title + ':':<22} {', '.join(names)}")
+    lines.append("\n`pileprep COMMAND --help` tells more; docs/ has walkthroughs.")
+    return "\n".join(lines)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pileprep", description=textwrap.fill(DESCRIPTION, 79), epilog=_epilog(),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_build, _add_dedup, _add_adopt, _add_align, _add_schedule_cmd, _add_index,
+                _add_synth, _add_batch_at, _add_where, _add_seen, _add_count, _add_exposures,
+                _add_export, _add_sequences, _add_plot, _add_verify, _add_shard, _add_unshard):
+        add(sub)  # in the order of GROUPS
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="pileprep", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_build, _add_dedup, _add_verify, _add_synth, _add_schedule_cmd, _add_batch_at,
-                _add_where, _add_seen, _add_sequences, _add_export, _add_plot, _add_shard,
-                _add_unshard, _add_adopt, _add_align, _add_exposures, _add_index, _add_count):
-        add(sub)
-    args = parser.parse_args(argv)
+    args = make_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (PilePrepError, OSError) as exc:
@@ -795,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, PilePrepError):
-        return f"{exc.label}: " + " ".join(str(exc).split("\n"))
+        return f"{exc.label}: " + flags.in_flag_words(" ".join(str(exc).split("\n")))
     where = f" {exc.filename}:" if getattr(exc, "filename", None) else ""
     return f"error:{where} {exc.strerror or exc}"
 

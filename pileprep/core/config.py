@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import tomllib  # Python 3.11+, as pyproject.toml requires
 
@@ -31,8 +31,10 @@ def default_tokenizer() -> str:
     return os.environ.get(TOKENIZER_ENV) or DEFAULT_TOKENIZER
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def setting_name(settings, name: str) -> str:
+    """``section.key``: how errors name a setting, whether it came from a flag, a pipeline
+    file or Python (the command line says its flag instead)."""
+    return f"{settings.SECTION}.{name}"
 
 
 def check_types(settings) -> None:
@@ -45,7 +47,7 @@ def check_types(settings) -> None:
         if not any(_is_a(value, t) for t in allowed):
             names = " or ".join("none" if t is type(None) else getattr(t, "__name__", str(t))
                                 for t in allowed)
-            raise ConfigError(f"{_flag(f.name)} must be {names}, not {value!r}")
+            raise ConfigError(f"{setting_name(settings, f.name)} must be {names}, not {value!r}")
 
 
 def _is_a(value, t) -> bool:
@@ -66,9 +68,11 @@ def _is_a(value, t) -> bool:
 MAX_PARTITION_BYTES = 1 << 30
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReadConfig:
     """Ingest: shards -> bounded partitions of validated records."""
+
+    SECTION: ClassVar[str] = "read"
 
     inputs: list[str] = field(default_factory=list)
     partition_bytes: int = 32 * 1024 * 1024
@@ -78,22 +82,24 @@ class ReadConfig:
     def validate(self) -> None:
         check_types(self)
         if not self.inputs:
-            raise ConfigError("no --input given")
+            raise ConfigError("no read.inputs given")
         if self.partition_bytes < 1024:
-            raise ConfigError("--partition-bytes must be at least 1024")
+            raise ConfigError("read.partition_bytes must be at least 1024")
         if self.partition_bytes > MAX_PARTITION_BYTES:
-            raise ConfigError("--partition-bytes must be at most 1 GiB (a worker holds a "
+            raise ConfigError("read.partition_bytes must be at most 1 GiB (a worker holds a "
                               "partition's text in memory while it tokenizes it)")
         if not self.text_column:
-            raise ConfigError("--text-column must not be empty")
+            raise ConfigError("read.text_column must not be empty")
 
     def stage_settings(self) -> dict:
         return {"partition_bytes": self.partition_bytes, "text_column": self.text_column}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TokenizeConfig:
     """Tokenize: partitions -> token parts (ids, + EOD with ``append_eod``) and provenance parts."""
+
+    SECTION: ClassVar[str] = "tokenize"
 
     tokenizer: str = field(default_factory=default_tokenizer)
     batch_docs: int = 512  # documents handed to the encoder at once...
@@ -106,12 +112,14 @@ class TokenizeConfig:
     def validate(self) -> None:
         check_types(self)
         if self.batch_docs < 1 or self.batch_bytes < 1:
-            raise ConfigError("batch_docs and batch_bytes must be positive")
+            raise ConfigError("tokenize.batch_docs and tokenize.batch_bytes must be positive")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PackConfig:
     """Pack: token parts -> ``<name>_text_document.bin/.idx`` and provenance."""
+
+    SECTION: ClassVar[str] = "pack"
 
     output: str = ""
     name: str = ""  # "" : "pile", or "pile_<threshold>_deduped" for a deduplicated build
@@ -119,18 +127,20 @@ class PackConfig:
     def validate(self) -> None:
         check_types(self)
         if not self.output:
-            raise ConfigError("no --output given")
+            raise ConfigError("no pack.output given")
         if self.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", self.name):
-            raise ConfigError(f"--name {self.name!r}: use letters, digits and . _ + - "
+            raise ConfigError(f"pack.name {self.name!r}: use letters, digits and . _ + - "
                               "(it names files), starting with a letter or digit")
 
 
 MAX_PERM = 1024  # beyond this, signatures cost more than they tell (and LSH tuning takes long)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DedupConfig:
     """Dedup: MinHash-LSH near-duplicate removal across all shards (off by default)."""
+
+    SECTION: ClassVar[str] = "dedup"
 
     enabled: bool = False
     threshold: float = 0.87  # Jaccard similarity of shingle sets; Pythia's deduped Pile used 0.87
@@ -144,18 +154,18 @@ class DedupConfig:
     def validate(self) -> None:
         check_types(self)
         if not 0 < self.threshold <= 1:
-            raise ConfigError(f"--threshold must be in (0, 1], got {self.threshold}")
+            raise ConfigError(f"dedup.threshold must be in (0, 1], got {self.threshold}")
         if not 2 <= self.num_perm <= MAX_PERM:
-            raise ConfigError(f"--num-perm must be in 2..{MAX_PERM}, got {self.num_perm}")
+            raise ConfigError(f"dedup.num_perm must be in 2..{MAX_PERM}, got {self.num_perm}")
         if not 0 <= self.seed < 2**32:
-            raise ConfigError(f"--minhash-seed must be in 0..2^32-1, got {self.seed}")
+            raise ConfigError(f"dedup.seed must be in 0..2^32-1, got {self.seed}")
         if not 1 <= self.shingle_words <= 1000:
-            raise ConfigError(f"--shingle-words must be in 1..1000, got {self.shingle_words}")
+            raise ConfigError(f"dedup.shingle_words must be in 1..1000, got {self.shingle_words}")
         if (self.bands is None) != (self.rows is None):
-            raise ConfigError("give both --bands and --rows, or neither")
+            raise ConfigError("give both dedup.bands and dedup.rows, or neither")
         if self.bands is not None and (self.bands < 1 or self.rows < 1
                                        or self.bands * self.rows > self.num_perm):
-            raise ConfigError(f"--bands x --rows must be positive and at most --num-perm "
+            raise ConfigError(f"dedup.bands x dedup.rows must be positive and at most dedup.num_perm "
                               f"({self.num_perm})")
 
     def stage_settings(self, bands_rows: tuple[int, int]) -> dict:
@@ -173,6 +183,8 @@ HEADROOM = 1.005  # GPT-NeoX asks weighted datasets for 0.5 % more samples than 
 class ScheduleConfig:
     """Schedule: GPT-NeoX's training order; Pythia's values by default."""
 
+    SECTION: ClassVar[str] = "schedule"
+
     seq_length: int = 2048
     batch_size: int = 1024
     train_iters: int = 143000
@@ -182,11 +194,11 @@ class ScheduleConfig:
         check_types(self)
         for name in ("seq_length", "batch_size", "train_iters"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+                raise ConfigError(f"{setting_name(self, name)} must be positive")
         if self.seq_length < 2:
-            raise ConfigError("--seq-length must be at least 2")
+            raise ConfigError("schedule.seq_length must be at least 2")
         if not 0 <= self.seed < 2**32:
-            raise ConfigError(f"--seed must be in 0..2^32-1 (numpy's RandomState), got {self.seed}")
+            raise ConfigError(f"schedule.seed must be in 0..2^32-1 (numpy's RandomState), got {self.seed}")
 
     @property
     def num_samples(self) -> int:
@@ -195,9 +207,11 @@ class ScheduleConfig:
 
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClusterConfig:
     """Where Dask runs the stages. Does not affect output bytes."""
+
+    SECTION: ClassVar[str] = "cluster"
 
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scheduler: str | None = None  # address of an existing cluster, or "synchronous"
@@ -207,12 +221,12 @@ class ClusterConfig:
     def validate(self) -> None:
         check_types(self)
         if self.workers < 1:
-            raise ConfigError("--workers must be at least 1")
+            raise ConfigError("cluster.workers must be at least 1")
         if not self.connect_timeout > 0:
-            raise ConfigError("--connect-timeout must be more than 0 seconds")
+            raise ConfigError("cluster.connect_timeout must be more than 0 seconds")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuildConfig:
     read: ReadConfig = field(default_factory=ReadConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
@@ -264,17 +278,32 @@ def load_toml(path: str | Path) -> BuildConfig:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read pipeline file {path}: {exc}") from None
-    cfg = BuildConfig()
+    changes = {}
     for section, values in data.items():
         if section not in _SECTIONS or not isinstance(values, dict):
             raise ConfigError(f"{path}: unknown section [{section}]")
-        target = getattr(cfg, section) or _SECTIONS[section]()
-        names = {f.name for f in dataclasses.fields(target)}
+        names = {f.name for f in dataclasses.fields(_SECTIONS[section])}
         unknown = sorted(set(values) - names)
         if unknown:
             raise ConfigError(f"{path}: unknown key {unknown[0]!r} in [{section}]")
-        setattr(cfg, section, dataclasses.replace(target, **values))
-    return cfg
+        changes.update({f"{section}.{k}": v for k, v in values.items()})
+    return with_settings(BuildConfig(), changes)
+
+
+def with_settings(cfg: BuildConfig, changes: dict[str, Any]) -> BuildConfig:
+    """``cfg`` with settings changed: ``{"section.key": value}``, or ``{"quiet": value}`` for a
+    field of the build itself. Settings are frozen: a callee never changes its caller's."""
+    sections: dict[str, dict] = {}
+    top = {}
+    for name, value in changes.items():
+        section, _, key = name.rpartition(".")
+        if section:
+            sections.setdefault(section, {})[key] = value
+        else:
+            top[name] = value
+    replaced = {section: dataclasses.replace(getattr(cfg, section) or _SECTIONS[section](), **kv)
+                for section, kv in sections.items()}
+    return dataclasses.replace(cfg, **replaced, **top)
 
 
 def fingerprint(*parts: Any) -> str:

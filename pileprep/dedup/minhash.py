@@ -236,9 +236,9 @@ def lsh_params(threshold: float, num_perm: int, verify: bool) -> tuple[int, int]
     try:
         lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
     except ValueError as exc:  # e.g. a threshold so high that one band is optimal
-        raise ConfigError(f"--threshold {threshold:g} with --num-perm {num_perm}: datasketch "
-                          f"finds no LSH banding ({exc}); give --bands and --rows, or another "
-                          "threshold or --num-perm") from None
+        raise ConfigError(f"dedup.threshold {threshold:g} with dedup.num_perm {num_perm}: datasketch "
+                          f"finds no LSH banding ({exc}); give dedup.bands and dedup.rows, or another "
+                          "dedup.threshold or dedup.num_perm") from None
     return lsh.b, lsh.r
 
 

@@ -101,7 +101,7 @@ class _PartitionWriter:
             self._file = atomic.atomic_path(path)
             tmp = self._file.__enter__()
             # LZ4: the text is written once and read once or twice (tokenize, MinHash) within
-            # minutes; zstd's smaller files cost 2x the CPU to read back (benchmarks.md).
+            # minutes; zstd's smaller files cost more CPU to read back.
             self._writer = pq.ParquetWriter(tmp, PARTITION_SCHEMA, compression="lz4",
                                             use_dictionary=["pile_set_name"])
         table = pa.table([buf.lines, buf.texts, buf.subsets], schema=PARTITION_SCHEMA)

@@ -74,13 +74,13 @@ def resolve_engine(spec: str, engine: str) -> tuple[str, str]:
     """``(engine to use, why)`` for ``--tokenizer-engine``: auto takes the preferred engine
     that reproduces the tokenizer file; a named engine that cannot is a setting error."""
     if engine != AUTO and engine not in ENGINES:
-        raise ConfigError(f"--tokenizer-engine must be one of {', '.join(engine_names())}, "
+        raise ConfigError(f"tokenize.engine must be one of {', '.join(engine_names())}, "
                           f"not {engine!r}")
     if engine != AUTO:
         try:
             ENGINES[engine].check(spec)
         except EngineUnavailable as exc:
-            raise ConfigError(f"--tokenizer-engine {engine} cannot reproduce {spec}: {exc}") from None
+            raise ConfigError(f"tokenize.engine {engine} cannot reproduce {spec}: {exc}") from None
         return engine, "asked for"
     refused = []
     for name in engine_names()[1:]:

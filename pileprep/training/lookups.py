@@ -20,6 +20,14 @@ _SCAN = 1 << 26  # tokens scanned at once by the text search
 _CHUNK = 1 << 22  # schedule entries scanned at once (16-32 MiB)
 
 
+def parse_doc_ref(text: str) -> tuple[str, int]:
+    """``SOURCE:LINE`` (a shard's file name and a 0-based line in it) as ``(source, line)``."""
+    source, _, line = text.rpartition(":")
+    if not source or not line.isdigit():
+        raise ConfigError(f"a document is SOURCE:LINE, e.g. 00.jsonl.zst:1234, not {text!r}")
+    return source, int(line)
+
+
 def find_doc(order: TrainingOrder, source: str, line: int) -> int:
     return order.provenance().find(source, line)
 
