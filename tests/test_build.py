@@ -234,11 +234,11 @@ def _cut_and_build(corpus, out, tokenizer_spec, monkeypatch, mode):
     seen = []
     real = consumers.tokenize_partition
 
-    def spy(*args):
-        part = args[0]
-        seen.append(("inline" if len(args) == 6 else "written",  # records: the 6th argument
+    def spy(**kwargs):
+        part = kwargs["part"]
+        seen.append(("inline" if "records" in kwargs else "written",
                      (part.shard_index, part.index, part.first_line, part.rows, part.text_bytes)))
-        return real(*args)
+        return real(**kwargs)
 
     with monkeypatch.context() as m:
         m.setattr(consumers, "tokenize_partition", spy)

@@ -23,7 +23,6 @@ from pileprep.core import faults, outdir
 pytestmark = pytest.mark.slow  # real clusters, kills and restarts: minutes
 
 SCHEDULE = ["--seq-length", "64", "--batch-size", "4", "--train-iters", "30"]
-FIRST_BAD_LINE = "00.jsonl.zst: line 3 (0-based): invalid_json:"  # helpers.BAD_LINES[0]
 
 
 def _cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
@@ -111,15 +110,28 @@ def _where(runner: str, remote) -> list[str]:
 
 # --- a task's error ------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def late_bad_corpus(tmp_path_factory) -> Path:
+    """The first shard's bad record comes late, the second's first: a worker finds the
+    second one long before the first, and the first must still be the one reported."""
+    from pileprep.sources.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("late") / "shards"
+    generate(SynthConfig(out, shards=2, megabytes=1.0, seed=3,
+                         bad_lines=[(0, 150, b'{"text": "late'), (1, 0, b"[1]")]))
+    return out
+
+
 @pytest.mark.parametrize("where", ["--workers 1", "--workers 2", "--scheduler synchronous",
                                    "remote"])
 def test_strict_reports_the_first_bad_record_in_one_line_on_every_runner(
-        dirty_corpus, remote, tmp_path, where):
+        late_bad_corpus, remote, tmp_path, where):
     flags = ["--scheduler", remote.address] if where == "remote" else where.split()
-    r = _cli(*_build(dirty_corpus, tmp_path / "out", "--strict", *flags, dedup=False))
+    r = _cli(*_build(late_bad_corpus, tmp_path / "out", "--strict", *flags, dedup=False))
     assert r.returncode == 2
     line = _one_error_line(r)
-    assert line.startswith(f"pileprep build: error: {FIRST_BAD_LINE}"), line
+    assert line.startswith("pileprep build: error: 00.jsonl.zst: line 150 (0-based): "
+                           "invalid_json:"), line
     _no_outputs(tmp_path / "out")
 
 
@@ -155,6 +167,7 @@ def test_debug_shows_where_a_task_failed_on_a_worker(dirty_corpus, tmp_path):
     r = _cli(*_build(dirty_corpus, tmp_path, "--workers", "2", dedup=False),
              env={faults.FAIL_AT: "tokenize:2=bug", "PILEPREP_DEBUG": "1"})
     assert r.returncode != 0
+    assert "the traceback of tokenize" in r.stderr  # printed from the error's own text
     assert "pileprep/core/faults.py" in r.stderr  # the worker's own frames
     assert "TaskError: tokenize" in r.stderr
 
@@ -165,12 +178,13 @@ def test_disk_full_while_indexing_is_one_line_and_the_rerun_completes(
     out = tmp_path / "out"
     shutil.copytree(references[False], out)
     args = ["index", str(out), "--shard-tokens", "100000", *_where(runner, remote)]
+    fault = "write:1=enospc"  # a worker's first atomic write: an index shard's suffix array
     if runner == "remote":
-        remote_faults(**{faults.FAIL_AT: "index:2=enospc"})
-    r = _cli(*args, env={faults.FAIL_AT: "index:2=enospc"})
+        remote_faults(**{faults.FAIL_AT: fault})
+    r = _cli(*args, env={faults.FAIL_AT: fault})
     assert r.returncode == 2
     line = _one_error_line(r, "index")
-    assert "failed: OSError: [Errno 28] No space left on device" in line and "index-" in line
+    assert f"{out}/ngram/" in line and line.endswith(".sa: No space left on device"), line
     assert not (out / "ngram" / "index.json").exists()
     if runner == "remote":
         remote.run_on_workers(set_worker_env(**{faults.FAIL_AT: ""}))
@@ -294,7 +308,32 @@ def test_ctrl_c_anywhere_is_one_line_and_the_rerun_resumes(dirty_corpus, referen
     assert _one_error_line(r).endswith("interrupted; run the same command again to resume")
     resumed = _cli(*args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    if point in ("append", "pack", "schedule", "commit"):  # every shard was read
+        assert "ingest: reusing 3 of 3 shards" in resumed.stderr
     assert _files(tmp_path) == _files(references[True])
+
+
+def test_a_failed_run_stops_its_reads_still_running_on_a_cluster(remote, tmp_path):
+    """A bad record in the first shard fails the build at once; the reads of the others, long
+    ones, stop at their next partition instead of going on for nobody, and the command ends
+    only once the cluster runs nothing of it."""
+    from pileprep.sources.synth import SynthConfig, generate
+
+    shards = tmp_path / "shards"
+    generate(SynthConfig(shards, shards=4, megabytes=4.0, seed=8, bad_lines=[(0, 0, b"[1]")]))
+    out = tmp_path / "out"
+    r = _cli(*_build(shards, out, "--strict", "--partition-bytes", "20000", "--scheduler",
+                     remote.address, dedup=False))
+    assert r.returncode == 2 and "00.jsonl.zst: line 0" in _one_error_line(r)
+    with remote.client() as client:
+        assert not any(keys for keys in client.processing().values())
+
+    def cut() -> int:
+        return len(list((out / ".pileprep-work").glob("ingest-*/0[123].jsonl.zst.*.part.json")))
+
+    stopped = cut()
+    time.sleep(3)
+    assert cut() == stopped < 3 * 4e6 / 20000 / 4  # nothing read on, far from the shards' ends
 
 
 def test_a_second_build_into_the_same_directory_is_refused(dirty_corpus, references, tmp_path):

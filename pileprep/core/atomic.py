@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -25,10 +26,15 @@ from pileprep.core.files import JOURNAL, MANIFEST, STAGING
 
 
 FULL_BYTES = 1 << 20  # a file system with less free space than this is full
+# Errors of writing a file, named after it when they name no file (an error of reading
+# something else meanwhile is left as it is).
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 
 
 def tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """A temporary name beside ``path``, unique to this call: two writers of one target (a task
+    retried while its first run still goes on, in the same process or not) never share one."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 @contextlib.contextmanager
@@ -38,6 +44,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = tmp_path(path)
     try:
         yield tmp
+        faults.checkpoint("write", path)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -45,8 +52,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         full = isinstance(exc, OSError) and exc.errno is None and _no_space(tmp.parent)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        if isinstance(exc, OSError) and not exc.filename:  # a write's ENOSPC names no file
-            raise _named(exc, path, full) from exc
+        if isinstance(exc, OSError) and not exc.filename and (full or exc.errno in WRITE_ERRORS):
+            raise _named(exc, path, full) from exc  # a write's ENOSPC names no file
         raise
 
 

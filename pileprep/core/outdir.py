@@ -18,6 +18,7 @@ through :class:`OutputDir`, in this order:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -30,6 +31,7 @@ from pileprep.core.files import MANIFEST, STAGING, WORK_DIR
 from pileprep.core.progress import log
 
 LOCK_FILE = ".pileprep.lock"
+NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP}  # file systems without flock
 
 
 class OutputDir:
@@ -108,7 +110,13 @@ def _acquire(path: Path, command: str) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as exc:
+            if exc.errno in NO_FLOCK:  # e.g. Lustre mounted noflock, some NFS or FUSE mounts
+                log(f"warning: {path.parent} cannot be locked ({exc.strerror}); make sure no "
+                    "other pileprep command writes it meanwhile", False)
+                return fd
+            if not isinstance(exc, BlockingIOError):
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
             holder = os.pread(fd, 400, 0).decode(errors="replace").strip()
             os.close(fd)
             raise ConfigError(f"{path.parent} is in use by {holder or 'another pileprep command'}"

@@ -32,7 +32,7 @@ from pileprep.core.files import MANIFEST, PROVENANCE, REPORT, WORK_DIR, dataset_
 from pileprep.core.outdir import OutputDir
 from pileprep.formats.manifest import entry
 from pileprep.runner.dask_runner import Runner
-from pileprep.runner.tasks import Task
+from pileprep.runner.tasks import Stage, Task
 from pileprep.stages.graph import run_ingest_and_tokenize, tokenizer_identity
 from pileprep.core.progress import log
 from pileprep.dedup import shuffle
@@ -168,26 +168,9 @@ def _align(od: OutputDir, cfg: BuildConfig) -> dict:
             log("align: every one of these raw inputs was aligned already; nothing to do", cfg.quiet)
             return atomic.read_json(out / REPORT)["alignment"]
         run = fingerprint(fp, [s.sha256 for s in shard_results])  # what every task depends on
-        n_raw = sum(p.docs for p in parts)
-        n_buckets = max(1, math.ceil((len(data) + n_raw) / BUCKET_ROWS))
-        ds_pfx = [str(work / f"ds-{i:05d}") for i in range(math.ceil(len(data) / DOCS_PER_TASK))]
-        runner.run([Task(f"hash dataset {i}", "align", hash_dataset_task,
-                         (str(prefix), i * DOCS_PER_TASK, min(len(data), (i + 1) * DOCS_PER_TASK),
-                          n_buckets, ds_pfx[i]), work / f"ds-{i:05d}.done.json", [run, n_buckets])
-                    for i in range(len(ds_pfx))], "hash dataset")
-        subsets = sorted({name for p in parts for name in p.subsets})
-        shard_of = [i for i, s in enumerate(shard_results) for _ in s.partitions]
-        gid0 = np.concatenate([[0], np.cumsum([p.docs for p in parts])]).tolist()
-        raw_pfx = [str(work / f"raw-{i:05d}") for i in range(len(parts))]
-        runner.run([Task(f"hash raw {i}", "align", hash_raw_task,
-                         (p, i, gid0[i], shard_of[i], subsets, info.dtype, n_buckets,
-                          raw_pfx[i]), work / f"raw-{i:05d}.done.json", [run, n_buckets])
-                    for i, p in enumerate(parts)], "hash raw")
-        match_paths = [work / f"match-{k:05d}.npy" for k in range(n_buckets)]
-        joined = runner.run([Task(f"join {k}", "align", join_task,
-                                  (k, ds_pfx, raw_pfx, str(prefix), [p.bin for p in parts],
-                                   info.dtype, str(match_paths[k])), work / f"match-{k:05d}.done.json",
-                                  [run, n_buckets]) for k in range(n_buckets)], "join")
+        match_paths, subsets, joined = _match(runner, work, prefix, data, shard_results, parts,
+                                              info.dtype, [run])
+    n_raw = sum(p.docs for p in parts)
     names = [s.source for s in shard_results]
     stage = od.stage()
     summary = write_provenance(out / PROVENANCE, stage / PROVENANCE, data, match_paths, names, subsets)
@@ -203,6 +186,39 @@ def _align(od: OutputDir, cfg: BuildConfig) -> dict:
     od.commit(stage, manifest)
     od.clean(cfg.keep_work, work)
     return summary
+
+
+def _task(name: str, fn, done: Path, inputs: list, **kwargs) -> Task:
+    return Task(name=name, stage=Stage.ALIGN, fn=fn, kwargs=kwargs, done=done, inputs=inputs)
+
+
+def _match(runner: Runner, work: Path, prefix: Path, data, shard_results, parts, dtype: str,
+           run: list) -> tuple[list[Path], list[str], list[dict]]:
+    """The hash join as Dask tasks: hash the dataset's documents and the raw ones into
+    buckets, then join each bucket. Returns the match files, the subsets, the joins' results."""
+    n_raw = sum(p.docs for p in parts)
+    n_buckets = max(1, math.ceil((len(data) + n_raw) / BUCKET_ROWS))
+    inputs = [*run, n_buckets]
+    ds_pfx = [str(work / f"ds-{i:05d}") for i in range(math.ceil(len(data) / DOCS_PER_TASK))]
+    runner.run([_task(f"hash dataset {i}", hash_dataset_task, work / f"ds-{i:05d}.done.json",
+                      inputs, prefix=str(prefix), lo=i * DOCS_PER_TASK,
+                      hi=min(len(data), (i + 1) * DOCS_PER_TASK), n_buckets=n_buckets,
+                      out_prefix=ds_pfx[i]) for i in range(len(ds_pfx))], "hash dataset")
+    subsets = sorted({name for p in parts for name in p.subsets})
+    shard_of = [i for i, s in enumerate(shard_results) for _ in s.partitions]
+    gid0 = np.concatenate([[0], np.cumsum([p.docs for p in parts])]).tolist()
+    raw_pfx = [str(work / f"raw-{i:05d}") for i in range(len(parts))]
+    runner.run([_task(f"hash raw {i}", hash_raw_task, work / f"raw-{i:05d}.done.json", inputs,
+                      part=p, part_no=i, gid0=gid0[i], shard_no=shard_of[i], subsets=subsets,
+                      dtype=dtype, n_buckets=n_buckets, out_prefix=raw_pfx[i])
+                for i, p in enumerate(parts)], "hash raw")
+    match_paths = [work / f"match-{k:05d}.npy" for k in range(n_buckets)]
+    joined = runner.run([_task(f"join {k}", join_task, work / f"match-{k:05d}.done.json", inputs,
+                               k=k, ds_prefixes=ds_pfx, raw_prefixes=raw_pfx,
+                               dataset=str(prefix), part_bins=[p.bin for p in parts],
+                               dtype=dtype, out_path=str(match_paths[k]))
+                         for k in range(n_buckets)], "join")
+    return match_paths, subsets, joined
 
 
 def write_provenance(old_path: Path, new_path: Path, data, match_paths: list[Path],

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pileprep.runner.dask_runner import Runner
-from pileprep.runner.tasks import Task
+from pileprep.runner.tasks import Stage, Task
 from pileprep.core import atomic
 from pileprep.core.outdir import OutputDir
 from pileprep.core.config import ClusterConfig
@@ -31,7 +31,7 @@ from pileprep.training.order import dataset_name
 
 
 @dataclass
-class ShardResult:
+class IndexShardResult:
     path: str
     tokens: int
     last_tokens: list  # the distinct last tokens of the shard's documents (at most 2 kept)
@@ -44,12 +44,12 @@ class ShardResult:
         return dict(self.__dict__)
 
     @classmethod
-    def from_json(cls, obj: dict) -> "ShardResult":
+    def from_json(cls, obj: dict) -> "IndexShardResult":
         return cls(**obj)
 
 
 def index_shard(prefix: str, first_doc: int, end_doc: int, start: int, end: int,
-                target: str) -> ShardResult:
+                target: str) -> IndexShardResult:
     """Sort the suffixes of tokens ``start .. end-1`` (documents ``first_doc .. end_doc-1``)
     and write them to ``target`` (runs on a worker)."""
     t0 = time.monotonic()
@@ -60,7 +60,7 @@ def index_shard(prefix: str, first_doc: int, end_doc: int, start: int, end: int,
         sa.tofile(tmp)
     doc_ends = np.cumsum(np.asarray(data.sizes[first_doc:end_doc], np.int64))
     last = np.unique(tokens[doc_ends - 1]) if len(doc_ends) else np.zeros(0, np.int64)
-    return ShardResult(target, end - start, [int(t) for t in last[:2]], time.monotonic() - t0)
+    return IndexShardResult(target, end - start, [int(t) for t in last[:2]], time.monotonic() - t0)
 
 
 def build_index(out_dir: str | Path, cluster: ClusterConfig, shard_tokens: int | None = None,
@@ -91,11 +91,12 @@ def _build_index(out_dir: str | Path, cluster: ClusterConfig, shard_tokens: int 
     ranges = suffix.shard_ranges(data.sizes, shard_tokens)
     work = folder / NGRAM_WORK
     work.mkdir(parents=True, exist_ok=True)
-    tasks = [Task(f"index-{i}", "index", index_shard,
-                  (str(prefix), d0, d1, t0, t1, str(folder / ngram_shard(i))),
-                  work / f"shard-{i:05d}.done.json",
+    tasks = [Task(name=f"index-{i}", stage=Stage.INDEX, fn=index_shard,
+                  kwargs=dict(prefix=str(prefix), first_doc=d0, end_doc=d1, start=t0, end=t1,
+                              target=str(folder / ngram_shard(i))),
+                  done=work / f"shard-{i:05d}.done.json",
                   inputs={"data": identity, "range": [d0, d1, t0, t1], "version": suffix.VERSION},
-                  result_type=ShardResult, weight=(t1 - t0) * data.dtype.itemsize)
+                  result_type=IndexShardResult, weight=(t1 - t0) * data.dtype.itemsize)
              for i, (d0, d1, t0, t1) in enumerate(ranges)]
     t0 = time.monotonic()
     with Runner(cluster, quiet) as runner:

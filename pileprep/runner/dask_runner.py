@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import dask
 
 from pileprep.runner import prefork
-from pileprep.runner.tasks import Task, as_task_error, execute_timed
+from pileprep.runner.tasks import Stage, Task, as_task_error, execute_timed
 from pileprep.core.config import ClusterConfig
 from pileprep.core.errors import BadRecordError, ClusterError
 from pileprep.core.progress import Progress, log
@@ -39,6 +39,7 @@ _ORDERS = 1 << 48  # orders within a stage
 LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 LOCAL_WORKER_PRELOAD = "pileprep.runner.local_worker"  # Ctrl-C is the driver's to handle
 POLL_SECONDS = 0.5  # how often the driver looks for work announced by running tasks
+SETTLE_SECONDS = 30.0  # how long a failed run waits for its tasks still running on a cluster
 
 
 def priority(task: Task) -> int:
@@ -62,6 +63,7 @@ class Runner:
         self._error: BaseException | None = None
         self._shut_error: BaseException | None = None
         self._starting = self._closing = None
+        self._no_workers_since: float | None = None
         # Each worker runs one task at a time in its own process; a tokenizer that also spawned
         # a thread per core in every worker would oversubscribe the machine (and its time would
         # not be counted on the task's thread).
@@ -144,14 +146,15 @@ class Runner:
 
     def run_graph(self, initial: Sequence[Task],
                   expand: Callable[[Task, Any], Sequence[Task]] = lambda task, result: (),
-                  poll: Callable[[int], Sequence[Task]] = lambda outstanding: ()
-                  ) -> Iterator[tuple[Any, Any]]:
+                  poll: Callable[[int], Sequence[Task]] = lambda outstanding: (),
+                  stop: Callable[[], None] = lambda: None) -> Iterator[tuple[Any, Any]]:
         """Run tasks; each finished one may add more through ``expand(task, result)``, and
         ``poll(outstanding)``, called about every ``POLL_SECONDS`` while tasks run with the
         number of submitted, unfinished tasks, may add work that running tasks announced
         (partitions cut from a shard still being read). Yields
         ``(task, result)`` as tasks finish. Ready work goes by :func:`priority`, so a later
-        stage starts on the first results of an earlier one."""
+        stage starts on the first results of an earlier one. When the run fails or is
+        interrupted, ``stop()`` tells the tasks still running to end (Dask cannot stop them)."""
         if self.synchronous:
             yield from self._run_synchronous(initial, expand, poll)
             return
@@ -184,7 +187,7 @@ class Runner:
                         continue
                     if future.status != "finished":
                         first.add(task, self._failure(task, future.status, outcome))
-                        first.cancel_later(pending.futures, jobs)
+                        first.cancel_later(pending.futures, jobs, self._running())
                     else:
                         result, seconds = outcome
                         self._count(task, seconds)
@@ -194,12 +197,55 @@ class Runner:
                     first.raise_when_known(jobs)
                 if time.monotonic() - last_poll >= POLL_SECONDS:
                     last_poll = time.monotonic()
+                    self._check_workers()
                     for more in poll(len(jobs)):
                         pending.add(submit(more))
+        except BaseException:
+            stop()
+            self._settle(list(pending.futures))
+            raise
         finally:
-            for future in list(pending.futures):
-                future.cancel()
+            with contextlib.suppress(Exception):  # the scheduler may be gone
+                self._client.cancel(list(pending.futures))
             pending.clear()
+
+    def _check_workers(self) -> None:
+        """A cluster left without workers (none started, or all lost) for longer than the
+        connect timeout would wait for ever: say so."""
+        try:
+            n = len(self._client.scheduler_info().get("workers", {}))
+        except Exception:  # noqa: BLE001 - a lost scheduler shows in the futures
+            return
+        now = time.monotonic()
+        if n:
+            self._no_workers_since = None
+            return
+        self._no_workers_since = self._no_workers_since or now
+        if now - self._no_workers_since > self.cfg.connect_timeout:
+            raise ClusterError(f"the Dask scheduler at {self._client.scheduler.address} has had "
+                               f"no workers for {now - self._no_workers_since:.0f} s; start some "
+                               f"(dask worker {self._client.scheduler.address}) and run the same "
+                               "command again")
+
+    def _running(self) -> set[str]:
+        """Keys the cluster's workers are running (or hold to run)."""
+        try:
+            return {k for keys in self._client.processing().values() for k in keys}
+        except Exception:  # noqa: BLE001 - a lost scheduler shows in the futures
+            return set()
+
+    def _settle(self, futures: list, timeout: float = SETTLE_SECONDS) -> None:
+        """A failed run on a cluster pileprep did not start: cancel what has not started, and
+        wait (at most ``timeout``) for what runs to end, so a rerun does not race it. A local
+        cluster's workers end with it."""
+        if self.cluster is not None or not futures:
+            return
+        with contextlib.suppress(Exception):  # a lost scheduler: nothing to wait for
+            running = self._running()
+            self._client.cancel([f for f in futures if f.key not in running])
+            from distributed import wait
+
+            wait([f for f in futures if f.key in running], timeout=timeout)
 
     def _failure(self, task: Task, status: str, outcome: Any) -> BaseException:
         """The error to report for a task the cluster did not finish. ``outcome`` is what
@@ -216,12 +262,12 @@ class Runner:
                                 f"({status}); run the same command again to resume")
         _, exc, tb = outcome
         if isinstance(exc, KilledWorker):
+            more = (f"--memory-limit, now {self.cfg.memory_limit}" if self.cluster is not None
+                    else "start your dask workers with a larger --memory-limit")
             return ClusterError(
-                f"{task.name}: every worker that ran it died (Dask's "
-                f"distributed.scheduler.allowed-failures, "
-                f"{dask.config.get('distributed.scheduler.allowed-failures')} here, reached); "
-                f"the usual cause is memory: give workers more (--memory-limit, now "
-                f"{self.cfg.memory_limit}) or use a smaller --partition-bytes")
+                f"{task.name}: every worker that ran it died, as many times as the scheduler "
+                f"retries a task (distributed.scheduler.allowed-failures); the usual cause is "
+                f"memory: give workers more ({more}) or use a smaller --partition-bytes")
         return as_task_error(task.name, exc.with_traceback(tb))
 
     def _run_synchronous(self, initial, expand, poll) -> Iterator[tuple[Any, Any]]:
@@ -298,12 +344,14 @@ class _FirstError:
             raise error
         self.errors.append((task.order, error))
 
-    def cancel_later(self, futures, jobs: dict[str, Task]) -> None:
-        """Cancel the reads of shards after the earliest one with a bad record."""
+    def cancel_later(self, futures, jobs: dict[str, Task], running: set[str]) -> None:
+        """Cancel the reads of shards after the earliest one with a bad record that have not
+        started (one that runs ends when the run is given up: see ``run_graph``'s ``stop``)."""
         first = min(order for order, _ in self.errors)
         for future in list(futures):
             task = jobs.get(future.key)
-            if task is not None and task.stage == "ingest" and task.order > first:
+            if (task is not None and task.stage == Stage.INGEST and task.order > first
+                    and future.key not in running):
                 self.cancelled.add(future.key)
                 future.cancel()
 
@@ -341,7 +389,7 @@ def _connect(client_type, address: str, timeout: float):
     """A client of the scheduler at ``address``, or one line saying it cannot be reached."""
     try:
         return client_type(address, timeout=f"{timeout}s")
-    except (OSError, TimeoutError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is one line
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ClusterError(f"cannot reach the Dask scheduler at {address} "
                            f"(--scheduler): {reason}") from None

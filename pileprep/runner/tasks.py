@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,12 +26,22 @@ from pileprep.core import atomic, faults
 from pileprep.core.errors import FormatError, PilePrepError, TaskError
 
 
-@dataclass(frozen=True)
+class Stage(enum.StrEnum):
+    """What a task belongs to: progress lines, CPU accounting, fault points, task priority."""
+
+    INGEST = "ingest"
+    TOKENIZE = "tokenize"
+    DEDUP = "dedup"
+    INDEX = "index"
+    ALIGN = "align"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Task:
     name: str  # unique in a run: the Dask key and log lines use it
-    stage: str  # the stage it belongs to (progress, fault points)
+    stage: Stage
     fn: Callable[..., Any]
-    args: tuple
+    kwargs: dict = field(default_factory=dict)  # fn's arguments, by name
     done: Path  # completion record, written by the worker after the outputs
     inputs: Any = None  # what the outputs are made from; a record with other inputs is redone
     result_type: type | None = None  # has from_json/to_json/outputs; else the result is JSON
@@ -67,7 +78,7 @@ def execute_timed(task: Task) -> tuple[Any, float]:
     worker may run a second task in another thread while a read waits (ingest.READ_AHEAD)."""
     start = time.thread_time()
     try:
-        result = task.fn(*task.args)
+        result = task.fn(**task.kwargs)
         seconds = time.thread_time() - start
         faults.checkpoint(task.stage)
     except Exception as exc:
@@ -87,7 +98,8 @@ def as_task_error(name: str, exc: BaseException) -> BaseException:
     permission, a vanished input); one that does not gets the task's name."""
     if isinstance(exc, PilePrepError) or (isinstance(exc, OSError) and exc.filename):
         return exc
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = f"the traceback of {name}, where it ran:\n" + "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__))
     return TaskError(name, f"{type(exc).__name__}: {exc}".rstrip(": "), tb)
 
 

@@ -10,12 +10,17 @@ failure only leaves a worker to do the same work itself, where any error is repo
 
 from __future__ import annotations
 
-import importlib
-import json
-import os
+import signal
 
-from pileprep.runner.local_worker import ignore_interrupts
-from pileprep.runner.prefork import SPEC
+# First of all: a Ctrl-C is the driver's to handle (pileprep.runner.local_worker), also while
+# this server imports Dask below; its workers inherit the setting.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+
+from pileprep.runner.prefork import SPEC  # noqa: E402
 
 # Text that takes an encoder through every compiled step it has (pre-tokens, memo, BPE).
 WARM_TEXTS = ["Warm up: the engine's 12 compiled steps, once. 数据\u0301 <|endoftext|>  x"]
@@ -40,7 +45,6 @@ def _warm() -> None:
             fast_encoder(tokenizer).encode_batch(WARM_TEXTS)
 
 
-ignore_interrupts()  # before anything else: see pileprep.runner.local_worker
 try:
     _warm()
 except BaseException:  # noqa: BLE001 - see the module's docstring (a Rust panic is one)

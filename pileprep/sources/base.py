@@ -26,8 +26,11 @@ class ShardError(InputError):
     """A whole-shard failure; ``reason`` is a short machine-readable tag."""
 
     def __init__(self, source: str, reason: str, detail: str, line: int):
-        super().__init__(f"{source}: {reason} after {line} complete lines: {detail}")
+        super().__init__(source, reason, detail, line)  # all of them: it crosses the cluster
         self.source, self.reason, self.detail, self.line = source, reason, detail, line
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.reason} after {self.line} complete lines: {self.detail}"
 
 
 @dataclass(frozen=True)

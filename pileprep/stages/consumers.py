@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pileprep.runner.tasks import Task, execute_timed
+from pileprep.runner.tasks import Stage, Task, execute_timed
 from pileprep.stages.tokenize import tokenize_partition
 from pileprep.core.config import BuildConfig
 from pileprep.formats.parts import Partition, Records, TokenPart
@@ -35,10 +35,11 @@ def order(part: Partition) -> int:
 
 def tokenize_task(part: Partition, key: str, workdir: Path, cfg: BuildConfig,
                   info: TokenizerInfo) -> Task:
-    return Task(f"tokenize {part.stem}", "tokenize", tokenize_partition,
-                (part, str(workdir), cfg.tokenize, info, key),
-                workdir / f"{part.stem}.done.json", [key, part.rows], TokenPart, part.text_bytes,
-                order(part))
+    return Task(name=f"tokenize {part.stem}", stage=Stage.TOKENIZE, fn=tokenize_partition,
+                kwargs=dict(part=part, out_dir=str(workdir), cfg=cfg.tokenize, info=info,
+                            shard_sha256=key),
+                done=workdir / f"{part.stem}.done.json", inputs=[key, part.rows],
+                result_type=TokenPart, weight=part.text_bytes, order=order(part))
 
 
 @dataclass(frozen=True)
@@ -101,5 +102,5 @@ class Inline:
             if finished(task, part, self.appended) is not None:
                 reused[task.stage] = reused.get(task.stage, 0) + 1
                 continue
-            _, seconds = execute_timed(dataclasses.replace(task, args=(*task.args, records)))
+            _, seconds = execute_timed(dataclasses.replace(task, kwargs={**task.kwargs, "records": records}))
             cpu[task.stage] = cpu.get(task.stage, 0.0) + seconds

@@ -8,6 +8,7 @@ interrupted run resumes.
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +23,7 @@ from pileprep.dedup import apply, minhash, report as dedup_report, shuffle, step
 from pileprep.dedup.result import DedupResult
 from pileprep.formats.parts import Partition, ShardResult, TokenPart
 from pileprep.runner.dask_runner import Runner
-from pileprep.runner.tasks import Task
+from pileprep.runner.tasks import Stage, Task
 from pileprep.stages.pack import Appender
 from pileprep.stages.report import sum_subsets
 
@@ -39,14 +40,18 @@ def signature_dir(out: Path, ingest_fp: str, cfg: DedupConfig) -> Path:
 
 def signature_tasks(parts: Sequence[Partition], shas: Sequence[str], sig_dir: Path,
                     cfg: DedupConfig) -> list[Task]:
-    return [Task(f"minhash {p.stem}", "dedup", steps.signature_task,
-                 (p.path, str(sig_dir / f"{p.stem}.parquet"), cfg.num_perm, cfg.seed,
-                  cfg.shingle_words), sig_dir / f"{p.stem}.done.json", [sha, p.rows])
+    return [Task(name=f"minhash {p.stem}", stage=Stage.DEDUP, fn=steps.signature_task,
+                 kwargs=dict(part_path=p.path, out_path=str(sig_dir / f"{p.stem}.parquet"),
+                             num_perm=cfg.num_perm, seed=cfg.seed, words=cfg.shingle_words),
+                 done=sig_dir / f"{p.stem}.done.json", inputs=[sha, p.rows])
             for p, sha in zip(parts, shas)]
 
 
 def _task(work: Path, name: str, fn, args: tuple) -> Task:
-    return Task(name, "dedup", fn, args, work / f"{name}.done.json")
+    """A dedup step's task: ``args`` are ``fn``'s parameters in order."""
+    names = inspect.signature(fn).parameters
+    return Task(name=name, stage=Stage.DEDUP, fn=fn, kwargs=dict(zip(names, args)),
+                done=work / f"{name}.done.json")
 
 
 def dedup(runner: Runner, parts: Sequence[Partition], shas: Sequence[str], sig_dir: Path,

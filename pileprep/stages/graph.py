@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +21,7 @@ from pileprep.core.files import WORK_DIR
 from pileprep.core.progress import log
 from pileprep.formats.parts import Partition, ShardResult, TokenPart, preload_arrow
 from pileprep.runner.dask_runner import SYNCHRONOUS, Runner
-from pileprep.runner.tasks import Task
+from pileprep.runner.tasks import Stage, Task
 from pileprep.sources import Shard
 from pileprep.stages import consumers
 from pileprep.stages.consumers import Consumers, Inline
@@ -53,14 +54,17 @@ def shard_key(shard: Shard) -> str:
 
 
 def ingest_task(shard: Shard, index: int, workdir: Path, cfg: BuildConfig,
-                inline: Inline | None = None) -> Task:
+                inline: Inline | None = None, stop: Path | None = None) -> Task:
     # Bounded read-ahead needs partitions to be deleted as consumed, and readers running
     # meanwhile: not with --keep-work, nor on the synchronous scheduler (one task at a time).
     bounded = not cfg.keep_work and cfg.cluster.scheduler != SYNCHRONOUS
-    return Task(f"ingest {shard.name}", "ingest", ingest_shard,
-                (shard, index, str(workdir), cfg.read, READ_AHEAD if bounded else 0, inline),
-                workdir / f"{shard.file_stem}.done.json", shard.identity(), ShardResult, shard.size,
-                index)
+    identity = shard.identity()
+    return Task(name=f"ingest {shard.name}", stage=Stage.INGEST, fn=ingest_shard,
+                kwargs=dict(shard=shard, shard_index=index, workdir=str(workdir), cfg=cfg.read,
+                            read_ahead=READ_AHEAD if bounded else 0, inline=inline,
+                            identity=identity, stop=str(stop) if stop else None),
+                done=workdir / f"{shard.file_stem}.done.json", inputs=identity,
+                result_type=ShardResult, weight=shard.size, order=index)
 
 class _Graph:
     """The overlapped ingest -> tokenize (-> minhash) work, and the scratch files it consumes.
@@ -82,7 +86,10 @@ class _Graph:
         self.specs = [Consumers(shard_key(s), cfg, info, tokens_dir, sig_dir) for s in shards]
         self.workers = workers
         self.flag = ingest_dir / HANDOFF_FLAG
-        self.ingest = [ingest_task(s, i, ingest_dir, cfg, self._inline(i))
+        # Up when this run is given up: its reads still running on a cluster stop (a rerun has
+        # another flag, so what is left of this run never stops it).
+        self.stop = ingest_dir / f"stop-{uuid.uuid4().hex[:12]}"
+        self.ingest = [ingest_task(s, i, ingest_dir, cfg, self._inline(i), self.stop)
                        for i, s in enumerate(shards)]
         self.results: list[ShardResult | None] = [None] * len(shards)
         self.seen: list[int] = [0] * len(shards)  # partitions announced per shard
@@ -195,14 +202,15 @@ class _Graph:
             self.appender.add(pos, result)
 
     def expand(self, task: Task, result) -> list[Task]:
-        if task.stage == "ingest":
-            self.results[task.args[1]] = result
+        if task.stage == Stage.INGEST:
+            self.results[task.kwargs["shard_index"]] = result
             for stage, seconds in result.inline_cpu.items():
                 self.inline_cpu[stage] = self.inline_cpu.get(stage, 0.0) + seconds
             for stage, n in result.inline_reused.items():
                 self._reuse(stage, n)
-            return self._shard_read(task.args[1], result)
-        part = self.announced[task.args[0].path if task.stage == "tokenize" else task.args[0]]
+            return self._shard_read(task.kwargs["shard_index"], result)
+        part = self.announced[task.kwargs["part"].path if task.stage == Stage.TOKENIZE
+                              else task.kwargs["part_path"]]
         self._consumer_done(task, part, result)
         self.waiting[part.path] -= 1
         if self.waiting[part.path] == 0:
@@ -244,7 +252,8 @@ def run_ingest_and_tokenize(runner: Runner, shards: Sequence[Shard], ingest_dir:
     preload_arrow()  # while the workers start (runner.workers waits for them)
     graph = _Graph(shards, ingest_dir, tokens_dir, cfg, info, sig_dir, appender, runner.workers)
     initial = graph.start()
-    for task, result in runner.run_graph(initial, graph.expand, graph.poll):
+    # A failure, Ctrl-C or a lost scheduler: the reads still running stop at their next cut.
+    for task, result in runner.run_graph(initial, graph.expand, graph.poll, graph.stop.touch):
         graph.bars.done(task, result)
     graph.bars.close()
     graph.flag.unlink(missing_ok=True)

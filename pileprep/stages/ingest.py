@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from pileprep.stages.consumers import Inline
 from pileprep.core import atomic, faults
 from pileprep.core.config import ReadConfig
-from pileprep.core.errors import BadRecordError, InputError
+from pileprep.core.errors import BadRecordError, InputError, PilePrepError
 from pileprep.formats.parts import PARTITION_SCHEMA, Partition, Records, ShardResult
 from pileprep.sources import BadRecord, Shard, ShardError, records
 
@@ -58,10 +58,10 @@ class _PartitionWriter:
     ROW_GROUP_BYTES = 4 << 20
 
     def __init__(self, workdir: Path, source: str, stem: str, shard_index: int, limit: int,
-                 read_ahead: int = 0, inline: Inline | None = None):
+                 read_ahead: int = 0, inline: Inline | None = None, stop: str | None = None):
         self.workdir, self.source, self.stem = workdir, source, stem
         self.shard_index, self.limit, self.read_ahead = shard_index, limit, read_ahead
-        self.inline, self.held = inline, False
+        self.inline, self.held, self.stop = inline, False, stop
         self.inline_cpu: dict[str, float] = {}  # by stage: consumers run inline
         self.inline_reused: dict[str, int] = {}  # by stage: found finished by an earlier run
         self.done: list[Partition] = []
@@ -124,11 +124,15 @@ class _PartitionWriter:
         self._file.__exit__(None, None, None)
         part = Partition(str(self._path(len(self.done))), self.source, self.shard_index,
                          len(self.done), self._first_line, self._rows, self._bytes)
-        self._announce(part)
         if self.inline is not None and self.inline.consumed(part):
-            os.unlink(part.path)  # a retried read: nobody will read this partition again
+            # A retried (or resumed) read re-cut a partition whose readers all finished:
+            # nobody will read or delete it. Deleted before it is announced, as the driver
+            # may delete it too once it sees the announcement.
+            Path(part.path).unlink(missing_ok=True)
+        self._announce(part)
         if self.read_ahead:
-            _wait_for_readers([p.path for p in self.done if not p.inline], self.read_ahead)
+            _wait_for_readers([p.path for p in self.done if not p.inline], self.read_ahead,
+                              self.stop)
         self._file = self._writer = None
         self._rows = self._bytes = 0
 
@@ -155,21 +159,25 @@ class _PartitionWriter:
 
 
 def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig,
-                 read_ahead: int = 0, inline: Inline | None = None) -> ShardResult:
+                 read_ahead: int = 0, inline: Inline | None = None,
+                 identity: dict | None = None, stop: str | None = None) -> ShardResult:
     """Read one shard into partitions; return what was read, kept and rejected.
 
     ``read_ahead`` > 0: pause while that many of the shard's partitions are still on disk (the
     driver deletes each once its readers finished); 0 reads on regardless (kept work files).
     ``inline``: consume partitions here instead of writing them, unless its hand-off flag is up
-    (:mod:`pileprep.stages.consumers`)."""
+    (:mod:`pileprep.stages.consumers`). ``identity``: the shard's as the driver listed it (its
+    work is recorded under it), else as the read starts. ``stop``: a file whose existence means
+    the driver has given the run up (a failure elsewhere, Ctrl-C): the read stops at its next
+    partition instead of reading the rest of the shard for nobody."""
     work = Path(workdir)
     source = shard.name
-    before = _identity(shard)
-    if before is None:
+    before = identity if identity is not None else _identity(shard)
+    if _identity(shard) is None:
         raise InputError(f"{shard.location}: the input shard is gone (deleted or moved after "
                          "the build listed it)")
     writer = _PartitionWriter(work, source, shard.file_stem, shard_index, cfg.partition_bytes,
-                              read_ahead, inline)
+                              read_ahead, inline, stop)
     stream = records(shard, cfg.text_column)
     rejected: dict[str, int] = {}
     rejects = work / f"{shard.file_stem}.rejects.jsonl"
@@ -190,6 +198,7 @@ def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig,
                 if len(writer.done) != cut:  # a partition was cut
                     cut = len(writer.done)
                     faults.checkpoint("read", shard.location)
+                    check_stop(stop)
                 if isinstance(rec, BadRecord):
                     reject(line, rec.reason, rec.detail)
                 else:
@@ -257,7 +266,16 @@ class _ReadProgress:
             pass
 
 
-def _wait_for_readers(paths: list[str], limit: int) -> None:
+class Stopped(PilePrepError):
+    """The driver gave the run up; this task stops (nobody waits for its result)."""
+
+
+def check_stop(stop: str | None) -> None:
+    if stop is not None and os.path.exists(stop):
+        raise Stopped(f"stopped: the run was given up ({stop})")
+
+
+def _wait_for_readers(paths: list[str], limit: int, stop: str | None = None) -> None:
     """Wait until fewer than ``limit`` of these partitions remain. On a Dask worker the task
     first leaves the worker's thread pool (``secede``), so the worker runs the tokenize tasks
     that consume them meanwhile; the read goes on once the worker has a free thread again."""
@@ -268,6 +286,7 @@ def _wait_for_readers(paths: list[str], limit: int) -> None:
         return
     seceded = _secede()
     while waiting() >= limit:
+        check_stop(stop)
         time.sleep(0.1)
     if seceded:
         from distributed import rejoin
