@@ -28,7 +28,7 @@ from pileprep.jobs.align import align
 from pileprep.cli.main import main
 from pileprep.core.config import BuildConfig, ScheduleConfig, with_settings
 from pileprep.core.errors import FormatError, InputError, IntegrityError
-from pileprep.outputs.pieces import shard, unshard
+from pileprep.outputs.pieces import join, split
 from pileprep.checks.verify import verify
 from pileprep.training import schedule_files
 from pileprep.training.order import TrainingOrder
@@ -75,11 +75,11 @@ def test_a_schedule_found_only_under_v1_names_is_used(scheduled_build, tmp_path)
 
 
 def test_shard_keeps_one_copy_of_linked_schedules(scheduled_build, tmp_path):
-    desc = shard(scheduled_build, tmp_path / "pieces", 1 << 20)
+    desc = split(scheduled_build, tmp_path / "pieces", 1 << 20)
     links = {n: f["link_to"] for n, f in desc["files"].items() if "link_to" in f}
     assert len(links) == 3  # one name of each schedule file is a link, not a second copy
     assert all(("_packedpi_ac_" in a) != ("_packedpi_ac_" in b) for a, b in links.items())
-    unshard(tmp_path / "pieces", tmp_path / "back")
+    join(tmp_path / "pieces", tmp_path / "back")
     assert not verify(tmp_path / "back").problems
 
 

@@ -450,34 +450,36 @@ def cmd_plot(args) -> int:
     return 0
 
 
-def _add_shard(sub) -> None:
-    p = sub.add_parser("shard", help="split a build into upload-sized pieces with SHA256SUMS")
+def _add_split(sub) -> None:
+    p = sub.add_parser("split", aliases=["shard"], help="a build in upload-sized pieces with "
+                       "SHA256SUMS (old name: shard)")
     p.add_argument("out_dir")
     p.add_argument("--max-size", type=flags.parse_size, required=True, help="e.g. 5GB, 500MiB")
     p.add_argument("--output", "-o", required=True, help="directory for the pieces")
 
 
-def cmd_shard(args) -> int:
-    from pileprep.outputs.pieces import SUMS, shard
+def cmd_split(args) -> int:
+    from pileprep.outputs.pieces import SUMS, split
 
-    desc = shard(args.out_dir, args.output, args.max_size)
+    desc = split(args.out_dir, args.output, args.max_size)
     pieces = sum(len(f.get("pieces", [])) for f in desc["files"].values())
     print(f"{len(desc['files'])} files -> {pieces} pieces of at most {args.max_size:,} bytes in "
           f"{args.output} (check with: cd {args.output} && sha256sum -c {SUMS})")
     return 0
 
 
-def _add_unshard(sub) -> None:
-    p = sub.add_parser("unshard", help="check and join pieces made by `pileprep shard`")
+def _add_join(sub) -> None:
+    p = sub.add_parser("join", aliases=["unshard"], help="check and join pieces made by "
+                       "`pileprep split` (old name: unshard)")
     p.add_argument("pieces_dir")
     p.add_argument("--output", "-o", required=True, help="directory for the rebuilt build")
 
 
-def cmd_unshard(args) -> int:
-    from pileprep.outputs.pieces import unshard
+def cmd_join(args) -> int:
+    from pileprep.outputs.pieces import join
     from pileprep.checks.verify import verify
 
-    files = unshard(args.pieces_dir, args.output)
+    files = join(args.pieces_dir, args.output)
     v = verify(args.output)
     for line in v.problems:
         print(f"PROBLEM: {line}")
@@ -581,8 +583,8 @@ def cmd_exposures(args) -> int:
 
 COMMANDS = {"build": cmd_build, "dedup": cmd_dedup, "verify": cmd_verify, "synth": cmd_synth, "schedule": cmd_schedule,
             "batch-at": cmd_batch_at, "where": cmd_where, "sequences": cmd_sequences,
-            "seen": cmd_seen, "plot": cmd_plot, "export": cmd_export, "shard": cmd_shard,
-            "unshard": cmd_unshard, "adopt": cmd_adopt, "align": cmd_align,
+            "seen": cmd_seen, "plot": cmd_plot, "export": cmd_export, "split": cmd_split,
+            "shard": cmd_split, "join": cmd_join, "unshard": cmd_join, "adopt": cmd_adopt, "align": cmd_align,
             "exposures": cmd_exposures, "index": cmd_index, "count": cmd_count}
 
 
@@ -600,7 +602,7 @@ GROUPS = [
     ("make a dataset", ["build", "dedup", "adopt", "align", "schedule", "index", "synth"]),
     ("ask what was trained", ["batch-at", "where", "seen", "count", "exposures", "export",
                               "sequences", "plot"]),
-    ("check and move files", ["verify", "shard", "unshard"]),
+    ("check and move files", ["verify", "split", "join"]),
 ]
 
 
@@ -618,7 +620,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_build, _add_dedup, _add_adopt, _add_align, _add_schedule_cmd, _add_index,
                 _add_synth, _add_batch_at, _add_where, _add_seen, _add_count, _add_exposures,
-                _add_export, _add_sequences, _add_plot, _add_verify, _add_shard, _add_unshard):
+                _add_export, _add_sequences, _add_plot, _add_verify, _add_split, _add_join):
         add(sub)  # in the order of GROUPS
     return parser
 

@@ -1,11 +1,11 @@
 """Split a build into upload-sized pieces with checksums, and put it back together.
 
-``shard(OUT_DIR, DEST, max_size)`` copies every file of the build into DEST; a file larger than
+``split(OUT_DIR, DEST, max_size)`` copies every file of the build into DEST; a file larger than
 ``max_size`` becomes ``NAME.part-00000-of-00012`` … pieces of at most ``max_size`` bytes. DEST
 gets ``SHA256SUMS`` (the ``sha256sum`` format, one line per piece, so ``sha256sum -c
 SHA256SUMS`` checks a download with standard tools) and ``pieces.json`` (which pieces make
 which file, and each whole file's size and sha256). A file that is a link to another (a schedule
-under GPT-NeoX v1.0's name) is recorded as such and not copied. ``unshard(DEST, OUT)`` checks
+under GPT-NeoX v1.0's name) is recorded as such and not copied. ``join(DEST, OUT)`` checks
 every piece, joins them, checks every whole file, writes each file atomically, and recreates
 the links.
 """
@@ -33,7 +33,7 @@ def _files(out_dir: Path) -> list[Path]:
     listed = sorted(out_dir.glob("*" + PIECES_SUFFIX))
     if listed:  # its tokens live outside out_dir: pieces of it would hold no tokens
         raise ConfigError(f"{out_dir} reads a published dataset's pieces in place ({listed[0].name}); "
-                          "shard the published pieces themselves, or adopt with --copy first")
+                          "split the published pieces themselves, or adopt with --copy first")
     return sorted(p for p in out_dir.iterdir() if p.is_file() and p.name not in _SKIP
                   and not p.name.startswith("."))
 
@@ -62,7 +62,7 @@ def _piece_names(name: str, count: int) -> list[str]:
     return [f"{name}.part-{i:0{width}d}-of-{count:0{width}d}" for i in range(count)]
 
 
-def shard(out_dir: str | Path, dest: str | Path, max_size: int,
+def split(out_dir: str | Path, dest: str | Path, max_size: int,
           progress: Callable[[str], None] = lambda _: None) -> dict:
     """Write the pieces, ``SHA256SUMS`` and ``pieces.json``; return the pieces description."""
     if max_size < 1:
@@ -108,13 +108,13 @@ def _check_sums(src: Path) -> dict[str, str]:
     return sums
 
 
-def unshard(src: str | Path, out_dir: str | Path,
+def join(src: str | Path, out_dir: str | Path,
             progress: Callable[[str], None] = lambda _: None) -> list[str]:
     """Check and join the pieces in ``src`` into ``out_dir``; return the files written."""
     src, out_dir = Path(src), Path(out_dir)
     for needed in (PIECES, SUMS):
         if not (src / needed).exists():
-            raise NotFoundError(f"{src} has no {needed}: not made by `pileprep shard`")
+            raise NotFoundError(f"{src} has no {needed}: not made by `pileprep split`")
     sums = _check_sums(src)
     files = atomic.read_json(src / PIECES)["files"]
     out_dir.mkdir(parents=True, exist_ok=True)
