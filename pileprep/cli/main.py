@@ -146,7 +146,12 @@ def _order(args):
 def _add_batch_at(sub) -> None:
     p = sub.add_parser("batch-at", help="the exact batch a GPT-NeoX trainer consumed at a step")
     p.add_argument("out_dir")
-    p.add_argument("--step", type=int, required=True, help="optimizer step, counted from 0")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--step", type=int, help="optimizer step, counted from 0")
+    g.add_argument("--checkpoint", help="stepN: the last batch Pythia's checkpoint stepN "
+                   "trained on (step N-1)")
+    g.add_argument("--v0-step", type=int, help="K: the 4M-token batch of a v0 model's "
+                   "training step K (steps 2K and 2K+1, one after the other)")
     p.add_argument("--rows", help="comma-separated rows of the batch (default: all)")
     p.add_argument("--output", "-o", help="FILE.npy (token array) or FILE.jsonl (rows with text "
                    "and sources); default: a summary on stdout")
@@ -162,17 +167,26 @@ def _decoder(args):
 
 def cmd_batch_at(args) -> int:
     from pileprep.outputs.batches import check_target, write_batch
+    from pileprep.training.checkpoints import checkpoint_step, v0_steps
 
     if args.output:
         check_target(args.output)
+    if args.checkpoint:
+        steps = [checkpoint_step(args.checkpoint) - 1]
+        if steps[0] < 0:
+            raise ConfigError("step0 is the model before any training: it saw no batch")
+    else:
+        steps = list(range(*v0_steps(args.v0_step))) if args.v0_step is not None else [args.step]
     order = _order(args)
-    rows = order.rows(args.step, [_int_arg("--rows", r) for r in args.rows.split(",")]
+    rows = order.rows(steps[0], [_int_arg("--rows", r) for r in args.rows.split(",")]
                       if args.rows else None)
     if not args.output:
-        _print_batch_summary(order, args.step, rows)
+        for step in steps:
+            _print_batch_summary(order, step, order.rows(step, rows))
         return 0
-    n, width = write_batch(order, args.step, rows, args.output, lambda: _decoder(args))
-    print(f"step {args.step}: {n} rows x {width} tokens -> {args.output}")
+    n, width = write_batch(order, steps, rows, args.output, lambda: _decoder(args))
+    print(f"step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}: {n} rows x "
+          f"{width} tokens -> {args.output}")
     return 0
 
 
@@ -221,14 +235,14 @@ def _add_where(sub) -> None:
 def cmd_where(args) -> int:
     from pileprep.training.lookups import docs_by_text, find_doc, occurrences, parse_doc_ref
 
-    order = _order(args)
+    order = _order(args).for_documents()
     if args.doc:
         docs = [find_doc(order, *parse_doc_ref(args.doc))]
     else:
         from pileprep.formats.suffix import open_index
 
         docs = docs_by_text(order, _decoder(args), args.text, args.limit,
-                            open_index(args.out_dir, order.data))
+                            open_index(order.out_dir, order.data))
         if not docs:
             print(f"no document contains {args.text!r}")
             return 1
@@ -253,8 +267,8 @@ def _add_sequences(sub) -> None:
 def cmd_sequences(args) -> int:
     from pileprep.outputs.sequences import write_sequences
 
-    first, end = _step_range(args.steps)
     order = _order(args)
+    first, end = _steps(args, order)
     n = write_sequences(order, first, end, args.output)
     print(f"wrote {n} sequences of {order.cfg.seq_length + 1} tokens to {args.output}.bin/.idx")
     return 0
@@ -269,8 +283,26 @@ def _step_range(text: str) -> tuple[int, int]:
 
 def _add_step_range(p, required: bool = True) -> None:
     p.add_argument("out_dir")
-    p.add_argument("--steps", required=required,
-                   help="A:B, steps A..B-1" + ("" if required else " (default: every step)"))
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--steps", help="A:B, steps A..B-1" + ("" if required else
+                                                          " (default: every step)"))
+    g.add_argument("--checkpoint", help="stepN: the steps Pythia's checkpoint stepN had "
+                   "trained on, 0..N-1")
+    g.add_argument("--v0-step", type=int, help="K: the steps a v0 model's training step K "
+                   "read (4M-token batches): 2K and 2K+1")
+
+
+def _steps(args, order) -> tuple[int, int]:
+    """The step range given (--steps, --checkpoint or --v0-step), else every step."""
+    from pileprep.training.checkpoints import steps_until, v0_steps
+
+    if args.steps:
+        return _step_range(args.steps)
+    if args.checkpoint:
+        return steps_until(args.checkpoint)
+    if args.v0_step is not None:
+        return v0_steps(args.v0_step)
+    return 0, order.cfg.train_iters
 
 
 def _add_export(sub) -> None:
@@ -292,8 +324,8 @@ def _add_export(sub) -> None:
 def cmd_export(args) -> int:
     from pileprep.outputs.export import export
 
-    first, end = _step_range(args.steps)
     order = _order(args)
+    first, end = _steps(args, order)
     n = export(order, first, end, args.output, args.format,
                _decoder(args) if args.text else None, args.prefix, args.suffix)
     print(f"wrote {n} sequences (steps {first}..{end - 1}) to {args.output} ({args.format})")
@@ -364,10 +396,11 @@ def cmd_count(args) -> int:
     if args.output and not args.output.endswith(".parquet"):
         raise ConfigError(f"--output must end in .parquet, not {args.output!r}")
     queries = _queries(args)  # bad queries are refused before any work
-    order = _order(args)
-    first, end = _step_range(args.steps) if args.steps else (0, order.cfg.train_iters)
+    order = _order(args).for_documents()
+    first, end = _steps(args, order)
     # quiet=False: the first count over a schedule makes its stream map, with progress on stderr
-    counter = Counter(order, SuffixIndex(args.out_dir, order.data), first, end, args.bins, quiet=False)
+    order.require_schedule("counting terms over the training stream")  # before the index
+    counter = Counter(order, SuffixIndex(order.out_dir, order.data), first, end, args.bins, quiet=False)
     labels = [q.label for q in queries]
     c = counter.count([list(q.ids) for q in queries])
     total = c.samples.sum(axis=1)
@@ -407,8 +440,8 @@ def cmd_seen(args) -> int:
     from pileprep.outputs.export import write_seen
     from pileprep.training.steps import seen
 
-    first, end = _step_range(args.steps)
-    order = _order(args)
+    order = _order(args).for_documents()
+    first, end = _steps(args, order)
     s = seen(order, first, end)
     print(f"steps {first}..{end - 1}: {s.sequences:,} sequences, "
           f"{s.tokens:,} tokens from {len(s.docs):,} documents "
@@ -438,7 +471,7 @@ def cmd_plot(args) -> int:
     from pileprep.training.steps import subset_mix
 
     order = _order(args)
-    first, end = _step_range(args.steps) if args.steps else (0, order.cfg.train_iters)
+    first, end = _steps(args, order)
     if args.bins < 1:
         raise ConfigError("--bins must be positive")
     table, names, edges = subset_mix(order, first, end, args.bins)
@@ -502,6 +535,11 @@ def _add_adopt(sub) -> None:
                    "checked against the dataset and linked in")
     p.add_argument("--batch-size", type=int, default=1024,
                    help="global batch the index maps were made for (Pythia: 1024)")
+    p.add_argument("--preshuffled", action="store_true", help="the dataset's items are the "
+                   "training samples in training order (Pythia's *-pythia-preshuffled; taken "
+                   "as such by itself when named document.idx and all items have one length)")
+    p.add_argument("--seq-length", type=int, help="with --preshuffled: items are this + 1 "
+                   "tokens (default 2048)")
     p.add_argument("--copy", action="store_true", help="join pieces (or copy the .bin) into "
                    "OUT_DIR instead of reading them in place; GPT-NeoX needs one .bin")
     p.add_argument("--overwrite", action="store_true")
@@ -535,13 +573,47 @@ def cmd_adopt(args) -> int:
     from pileprep.jobs.align import align
 
     rep = adopt(args.dataset, args.output, args.name, args.hashes, args.index_maps,
-                args.batch_size, args.copy, args.overwrite, args.quiet)
+                args.batch_size, args.copy, args.overwrite, args.quiet, args.preshuffled,
+                args.seq_length)
+    items = rep.get("preshuffled")
+    if items:
+        print(f"adopted {items['items']:,} training samples of {items['seq_length'] + 1} tokens "
+              f"in training order ({items['items'] // items['batch_size']:,} steps of "
+              f"{items['batch_size']}) into {args.output}; their documents are known once "
+              "compared with the same data's index maps (pileprep compare)")
+        return 0
     print(f"adopted {rep['documents']:,} documents, {rep['tokens']:,} tokens into {args.output}"
           + (f"; {len(rep['schedules'])} index map(s)" if rep["schedules"] else "")
           + ("" if args.input else "; sources unknown until raw text is aligned (pileprep align)"))
     if args.input:
         _print_alignment(align(args.output, flags.build_config(args, schedule=False)))
     return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="prove a preshuffled dataset's items are another "
+                       "dataset's training samples (Pythia's preshuffled vs idxmaps data), and "
+                       "link them: its samples then have documents and sources")
+    p.add_argument("preshuffled", help="an adopted preshuffled dataset")
+    p.add_argument("out_dir", help="a dataset with the schedule it was made from (adopted "
+                   "with its index maps, or built)")
+    flags.add_cluster(p)
+    p.add_argument("--quiet", "-q", action="store_true")
+
+
+def cmd_compare(args) -> int:
+    from pileprep.jobs.compare import compare
+
+    cluster = flags.build_config(args, schedule=False).cluster
+    r = compare(args.preshuffled, args.out_dir, cluster, args.quiet)
+    if r["equal"]:
+        print(f"equal: all {r['items']:,} items of {args.preshuffled} are the training samples "
+              f"of {args.out_dir}; linked (its samples' documents and sources are known)")
+        return 0
+    d, B = r["first_difference"], r["schedule"]["batch_size"]
+    print(f"differ: item {d['item']:,} (step {d['item'] // B}, row {d['item'] % B}) differs from "
+          f"the training sample at token {d['token']}; not linked")
+    return 1
 
 
 def _add_align(sub) -> None:
@@ -573,7 +645,7 @@ def _add_exposures(sub) -> None:
 def cmd_exposures(args) -> int:
     from pileprep.outputs.exposures import compute
 
-    summary = compute(_order(args), args.until_step, args.output, quiet=args.quiet)
+    summary = compute(_order(args).for_documents(), args.until_step, args.output, quiet=args.quiet)
     for line in summary.lines():
         print(line)
     if summary.output:
@@ -585,7 +657,7 @@ COMMANDS = {"build": cmd_build, "dedup": cmd_dedup, "verify": cmd_verify, "synth
             "batch-at": cmd_batch_at, "where": cmd_where, "sequences": cmd_sequences,
             "seen": cmd_seen, "plot": cmd_plot, "export": cmd_export, "split": cmd_split,
             "shard": cmd_split, "join": cmd_join, "unshard": cmd_join, "adopt": cmd_adopt, "align": cmd_align,
-            "exposures": cmd_exposures, "index": cmd_index, "count": cmd_count}
+            "exposures": cmd_exposures, "compare": cmd_compare, "index": cmd_index, "count": cmd_count}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -599,7 +671,8 @@ DESCRIPTION = ("pileprep rebuilds the Pile, or the deduplicated Pile, exactly as
                "GPT-NeoX training consumed it, and tells which tokens, from which source "
                "documents, a model saw at any step.")
 GROUPS = [
-    ("make a dataset", ["build", "dedup", "adopt", "align", "schedule", "index", "synth"]),
+    ("make a dataset", ["build", "dedup", "adopt", "align", "compare", "schedule", "index",
+                        "synth"]),
     ("ask what was trained", ["batch-at", "where", "seen", "count", "exposures", "export",
                               "sequences", "plot"]),
     ("check and move files", ["verify", "split", "join"]),
@@ -618,7 +691,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pileprep", description=textwrap.fill(DESCRIPTION, 79), epilog=_epilog(),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_build, _add_dedup, _add_adopt, _add_align, _add_schedule_cmd, _add_index,
+    for add in (_add_build, _add_dedup, _add_adopt, _add_align, _add_compare, _add_schedule_cmd,
+                _add_index,
                 _add_synth, _add_batch_at, _add_where, _add_seen, _add_count, _add_exposures,
                 _add_export, _add_sequences, _add_plot, _add_verify, _add_split, _add_join):
         add(sub)  # in the order of GROUPS

@@ -15,6 +15,7 @@ PROVENANCE = "provenance.parquet"  # one row per document: where it came from
 DUPLICATES = "duplicates.parquet"  # with --dedup: every removed document
 DEDUP_SUMMARY = "dedup.json"  # `pileprep dedup`: the summary without a dataset
 SCHEDULES = "schedules.json"  # which training-order indexes were built, newest last
+ORDER_LINK = "order_link.json"  # a preshuffled dataset: the dataset and schedule it equals
 MINHASH_DIR = "minhash"  # MinHash signatures, kept for other thresholds
 WORK_DIR = ".pileprep-work"  # intermediate stage files (removed after a build)
 STAGING = ".pileprep-staging"  # finished outputs before they are moved in

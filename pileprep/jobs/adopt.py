@@ -185,6 +185,32 @@ def place_data(pub: Published, prefix: Path, copy: bool, quiet: bool) -> None:
             {"path": str(p.resolve()), "bytes": p.stat().st_size} for p in pub.data]})
 
 
+PRESHUFFLED_STEM = "document"  # Pythia's preshuffled datasets: document.idx + document-*.bin
+
+
+def preshuffled_items(pub: Published, index: indexed.Index, force: bool,
+                      seq_length: int | None, batch_size: int) -> dict | None:
+    """``{"seq_length", "batch_size", "items"}`` when the dataset is preshuffled (see
+    :func:`adopt`), else None; a forced one whose items are not all L+1 tokens is refused,
+    naming the first that is not."""
+    if not len(index) or not (force or pub.stem == PRESHUFFLED_STEM):
+        return None
+    width = (seq_length if seq_length is not None else 2048) + 1 if force else int(index.sizes[0])
+    for lo in range(0, len(index), _CHUNK):
+        sizes = np.asarray(index.sizes[lo:lo + _CHUNK])
+        odd = np.flatnonzero(sizes != width)
+        if len(odd) and not force:
+            return None  # items of several lengths: documents, not samples
+        if len(odd):
+            i = lo + int(odd[0])
+            raise FormatError(f"{pub.index.name}: not a preshuffled dataset of {width}-token "
+                              f"samples (--seq-length {width - 1}): item {i:,} has "
+                              f"{int(sizes[odd[0]]):,} tokens")
+    if width < 3:
+        raise FormatError(f"{pub.index.name}: items of {width} tokens are no training samples")
+    return {"seq_length": width - 1, "batch_size": batch_size, "items": len(index)}
+
+
 def write_unknown_provenance(index: indexed.Index, path: Path) -> str:
     """Provenance with every source unknown: doc, tokens and token_start only."""
     with atomic.atomic_path(path) as tmp, pq.ParquetWriter(tmp, provenance.ALIGNED_SCHEMA,
@@ -312,9 +338,14 @@ def default_name(stem: str) -> str:
 def adopt(dataset: str | Path, out_dir: str | Path, name: str | None = None,
           hashes: str | Path | None = None, index_maps: str | Path | None = None,
           batch_size: int = 1024, copy: bool = False, overwrite: bool = False,
-          quiet: bool = False) -> dict:
+          quiet: bool = False, preshuffled: bool = False, seq_length: int | None = None) -> dict:
     """Adopt a published dataset into ``out_dir``; return the report. Nothing is written
-    until every check has passed (a failed adopt leaves ``out_dir`` as it was)."""
+    until every check has passed (a failed adopt leaves ``out_dir`` as it was).
+
+    A *preshuffled* dataset (Pythia's ``*-pythia-preshuffled``: ``document.idx`` and its
+    pieces) holds the training samples themselves, L+1 tokens each, in training order: it is
+    taken as such when it is named ``document`` and every item has one length, or with
+    ``preshuffled`` (every item must then be ``seq_length + 1`` tokens, 2049 by default)."""
     pub = locate(dataset)
     name = name or default_name(pub.stem)
     PackConfig(output=str(out_dir), name=name).validate()
@@ -322,20 +353,24 @@ def adopt(dataset: str | Path, out_dir: str | Path, name: str | None = None,
     with OutputDir(out_dir, "adopt", quiet) as out:
         out.guard(lambda old: False, overwrite, "a dataset already")
         index = check_data(pub)
+        items = preshuffled_items(pub, index, preshuffled, seq_length, batch_size)
+        if items is not None and index_maps:
+            raise ConfigError("a preshuffled dataset's order is its own: it takes no --index-maps")
         sha = check_hashes(pub, read_hash_list(hashes), quiet) if hashes else {}
         maps = find_index_maps(index_maps, pub.stem) if index_maps else []
         for m in maps:  # refuse a map for another dataset before anything is written
             schedule_of(m, batch_size)
             check_index_map(m, index)
-        log(f"adopt: {pub.stem}: {len(index):,} documents in {len(pub.data)} data file(s), "
-            f"{index.dtype}", quiet)
+        log(f"adopt: {pub.stem}: {len(index):,} " + (
+            f"training samples of {items['seq_length'] + 1} tokens (preshuffled)" if items
+            else "documents") + f" in {len(pub.data)} data file(s), {index.dtype}", quiet)
         return _write(dataset, pub, out, name, index, sha, maps, batch_size, copy, overwrite,
-                      quiet)
+                      quiet, items)
 
 
 def _write(dataset: str | Path, pub: Published, od: OutputDir, name: str, index: indexed.Index,
            sha: dict[str, str], maps: list[IndexMap], batch_size: int, copy: bool,
-           overwrite: bool, quiet: bool) -> dict:
+           overwrite: bool, quiet: bool, items: dict | None = None) -> dict:
     """Every check passed: stage the dataset, its provenance and schedules, and commit."""
     out = od.path
     stage = od.stage()
@@ -343,23 +378,27 @@ def _write(dataset: str | Path, pub: Published, od: OutputDir, name: str, index:
     place_data(pub, prefix, copy, quiet)
     outputs = {PROVENANCE: write_unknown_provenance(index, stage / PROVENANCE)}
     schedules = [adopt_index_map(m, index, prefix, stage, batch_size) for m in maps]
-    for cfg in schedules:  # the whole check verify makes: permutations, the stream walk
+    for m, cfg in zip(maps, schedules):  # the whole check verify makes: permutations, the walk
         v = Verdict()
         check_schedule(prefix, cfg, index.sizes, v)
         if v.problems:
             shutil.rmtree(stage, ignore_errors=True)
-            raise FormatError(f"index map for {cfg.num_samples} samples: {v.problems[0]}")
+            problem = v.problems[0]
+            kind = next((k for k in ("shuffle", "sample", "doc") if f"{k}_idx" in problem), "doc")
+            raise FormatError(f"index map {m.files[kind]}: {problem.split(': ', 1)[-1]} "
+                              "(a damaged or incomplete download?)")
     if overwrite and (out / MANIFEST).exists():
         clear_previous(out)
     tokens = schedule_files.total_tokens(index.sizes)
     report = {"kind": "adopted", "documents": len(index), "tokens": tokens,
-              "alignment": None, "schedules": [dataclasses.asdict(s) for s in schedules]}
+              "alignment": None, "schedules": [dataclasses.asdict(s) for s in schedules],
+              **({"preshuffled": items} if items else {})}
     adopted = {"from": str(Path(dataset).resolve()), "stem": pub.stem,
                "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha.get(p.name)}
                          for p in pub.files],
                "layout": "joined copy" if copy else ("pieces in place" if len(pub.data) > 1
                                                      else "linked"),
-               "hashes_checked": bool(sha)}
+               "hashes_checked": bool(sha), **({"preshuffled": items} if items else {})}
     manifest = Manifest(index.dtype.name, {"pack": {"name": name}}, entries(stage, outputs), [],
                         adopted=adopted)
     atomic.write_json(stage / REPORT, report)

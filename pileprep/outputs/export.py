@@ -73,7 +73,7 @@ def tables(order: TrainingOrder, first_step: int, end_step: int, tokenizer=None
             cols["text"] = tokenizer.decode_batch(flat.reshape(len(ns), width).tolist(),
                                                   skip_special_tokens=False)
         cols["sources"] = [[{k: rec[k] for k in SOURCE_FIELDS} for rec in row]
-                           for row in group_by_sample(ns, p, order.describe)]
+                           for row in order.sources_of(ns, p)]
         yield pa.table(cols, schema=sch)
 
 
@@ -126,7 +126,7 @@ def memorization_tables(order: TrainingOrder, first_step: int, end_step: int, pr
         ns = np.arange(lo, min(lo + _ROWS, end_step * B))
         p = order.pieces(ns)
         flat = order.tokens_of(p).reshape(len(ns), width)
-        sources = group_by_sample(ns, p, order.describe)
+        sources = order.sources_of(ns, p)
         yield pa.table({
             "step": ns // B, "row": ns % B, "sample": ns,
             "prefix": _lists(flat[:, :prefix], token_type),

@@ -34,6 +34,7 @@ class Stage(enum.StrEnum):
     DEDUP = "dedup"
     INDEX = "index"
     ALIGN = "align"
+    COMPARE = "compare"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -143,6 +143,7 @@ def _tallied(summary: Summary, buckets: Iterator["BucketRows"]) -> Iterator[pa.T
 
 def check_until(order: TrainingOrder, until_step: int | None) -> int:
     """``until_step`` checked against the schedule (1 .. train_iters); None means train_iters."""
+    order.require_schedule("exposures")
     T = order.cfg.train_iters
     if until_step is None:
         return T

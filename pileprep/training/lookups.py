@@ -15,6 +15,7 @@ import numpy as np
 from pileprep.core.errors import ConfigError
 from pileprep.formats import indexed
 from pileprep.training.order import TrainingOrder
+from pileprep.training.pieces import Preshuffled
 
 _SCAN = 1 << 26  # tokens scanned at once by the text search
 _CHUNK = 1 << 22  # schedule entries scanned at once (16-32 MiB)
@@ -88,6 +89,12 @@ def occurrences(order: TrainingOrder, doc: int) -> list[dict]:
     """Every trained (step, row) whose tokens include document ``doc``, in step order: the
     source record of each piece plus ``step`` and ``row``. Reads the schedule a chunk at a time:
     memory does not grow with the dataset."""
+    B = order.cfg.batch_size
+    if isinstance(order.schedule, Preshuffled):  # item ``doc`` is training sample ``doc``
+        if doc >= order.num_trained_samples:
+            return []
+        p = order.pieces([doc])
+        return [{"step": doc // B, "row": doc % B, **order.describe(p)[0]}]
     ks = _stream_samples(order, doc)
     if not len(ks):
         return []

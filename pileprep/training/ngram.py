@@ -94,6 +94,7 @@ class Counter:
 
     def __init__(self, order: TrainingOrder, index: SuffixIndex, first_step: int, end_step: int,
                  bins: int = 1, unit: int = UNIT, quiet: bool = True):
+        order.require_schedule("counting terms over the training stream")
         order.check_steps(first_step, end_step)
         self.order, self.index = order, index
         self.edges = bin_edges(first_step, end_step, bins)

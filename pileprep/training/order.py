@@ -24,11 +24,11 @@ import numpy as np
 from pileprep.core import atomic
 from pileprep.core.config import ScheduleConfig
 from pileprep.core.errors import ConfigError, IntegrityError, NotFoundError
-from pileprep.core.files import MANIFEST, PROVENANCE, dataset_prefix
+from pileprep.core.files import MANIFEST, ORDER_LINK, PROVENANCE, dataset_prefix
 from pileprep.formats import provenance
 from pileprep.formats.indexed import FileArray, IndexedDataset
 from pileprep.training import pieces as pieces_of, schedule_files
-from pileprep.training.pieces import Pieces
+from pileprep.training.pieces import Pieces, Preshuffled
 
 
 def dataset_name(out_dir: str | Path) -> str:
@@ -38,12 +38,41 @@ def dataset_name(out_dir: str | Path) -> str:
     return atomic.read_json(manifest)["settings"]["pack"]["name"]
 
 
+def preshuffled(out_dir: str | Path) -> dict | None:
+    """``{"seq_length", "batch_size", "items"}`` of an adopted preshuffled dataset (its items
+    are the training samples, in order), else None."""
+    manifest = Path(out_dir) / MANIFEST
+    if not manifest.exists():
+        raise NotFoundError(f"{out_dir} holds no pileprep build (no {MANIFEST})")
+    return (atomic.read_json(manifest).get("adopted") or {}).get("preshuffled")
+
+
 def resolve_config(out_dir: str | Path, **given) -> ScheduleConfig:
-    """Settings not given come from the build's newest schedule (else Pythia's defaults)."""
+    """Settings not given come from the build's newest schedule (else Pythia's defaults); a
+    preshuffled dataset's from its items (their length, and every whole batch of them)."""
+    given = {k: v for k, v in given.items() if v is not None}
+    items = preshuffled(out_dir)
+    if items is not None:
+        return _preshuffled_config(items, given)
     entries = schedule_files.recorded(out_dir)
     base = entries[-1] if entries else ScheduleConfig()
-    cfg = replace(base, **{k: v for k, v in given.items() if v is not None})
+    cfg = replace(base, **given)
     cfg.validate()
+    return cfg
+
+
+def _preshuffled_config(items: dict, given: dict) -> ScheduleConfig:
+    L = items["seq_length"]
+    if given.get("seq_length", L) != L:
+        raise ConfigError(f"schedule.seq_length is {L} in a preshuffled dataset (its items are "
+                          f"{L + 1} tokens), not {given['seq_length']}")
+    B = given.get("batch_size", items["batch_size"])
+    cfg = replace(ScheduleConfig(seq_length=L, batch_size=B, train_iters=max(items["items"] // B, 1)),
+                  **{k: v for k, v in given.items() if k in ("train_iters", "seed")})
+    cfg.validate()
+    if cfg.train_iters * B > items["items"]:
+        raise ConfigError(f"schedule.train_iters {cfg.train_iters} x schedule.batch_size {B} is more "
+                          f"than the preshuffled dataset's {items['items']:,} items")
     return cfg
 
 
@@ -56,17 +85,20 @@ class TrainingOrder:
         self.prefix = dataset_prefix(out_dir, dataset_name(out_dir))
         self.cfg = cfg or resolve_config(out_dir)
         self.data = data if data is not None else IndexedDataset(self.prefix)
+        self.sizes, self._pointers, self._tokens = self.data.scattered()
+        self._prov = self._linked = None
+        if preshuffled(out_dir) is not None:  # the items are the samples: no index maps
+            self.schedule = Preshuffled(len(self.data))
+            return
         s = schedule_files.load(self.prefix, self.cfg, self.data.sizes)
         # Samples are scattered over the whole dataset and schedule: read them with pread, so
         # a batch costs what it reads, not the page-cache folios a memory map would hold.
         self.schedule = replace(s, doc_idx=FileArray.of(s.doc_idx), sample_idx=FileArray.of(s.sample_idx),
                                 shuffle_idx=FileArray.of(s.shuffle_idx))
-        self.sizes, self._pointers, self._tokens = self.data.scattered()
         if len(self.schedule.doc_idx) != len(self.data) * self.schedule.epochs:
             raise IntegrityError(f"schedule files for {self.prefix} do not match the dataset "
                                  f"({len(self.schedule.doc_idx)} doc_idx entries for "
                                  f"{len(self.data)} documents x {self.schedule.epochs} epochs)")
-        self._prov = None
 
     def __repr__(self) -> str:
         c = self.cfg
@@ -148,6 +180,44 @@ class TrainingOrder:
 
     # -- sources -----------------------------------------------------------------------------
 
+    @property
+    def linked(self) -> "TrainingOrder | None":
+        """For a preshuffled dataset whose items were proven equal to another dataset's
+        samples (``pileprep compare``): that dataset's order, which knows their documents."""
+        if self._linked is None and isinstance(self.schedule, Preshuffled):
+            link = self.out_dir / ORDER_LINK
+            if link.exists():
+                rec = atomic.read_json(link)
+                try:
+                    linked = TrainingOrder(rec["dataset"], ScheduleConfig(**rec["schedule"]))
+                except NotFoundError:
+                    raise NotFoundError(f"{link}: the dataset it links to, {rec['dataset']}, is "
+                                        "gone; adopt it again or remove the link") from None
+                # Sample n is item n whatever the batch: batches are cut as this order cuts them.
+                linked.cfg = replace(linked.cfg, batch_size=self.cfg.batch_size,
+                                     train_iters=self.cfg.train_iters)
+                self._linked = linked
+        return self._linked
+
+    def require_schedule(self, what: str) -> None:
+        """``what`` needs the documents' order: refused on a preshuffled dataset not linked."""
+        if isinstance(self.schedule, Preshuffled):
+            raise ConfigError(f"{what} needs the documents of the samples: link this "
+                              "preshuffled dataset to the same data's index maps first "
+                              f"(pileprep compare {self.out_dir} IDXMAPS_DIR)")
+
+    def for_documents(self) -> "TrainingOrder":
+        """The order whose pieces are documents: the linked one of a linked preshuffled
+        dataset (same samples, same tokens: proven), else this one."""
+        return self.linked or self
+
+    def sources_of(self, samples: np.ndarray, p: Pieces | None = None) -> list[list[dict]]:
+        """Source records of each of ``samples`` (``p``: their pieces, when known)."""
+        if self.linked is not None:
+            return self.linked.sources_of(samples)
+        pieces = p if p is not None else self.pieces(np.unique(samples))
+        return group_by_sample(samples, pieces, self.describe)
+
     def provenance(self) -> provenance.ByDocument:
         """The provenance table, read by document (a few row groups at a time)."""
         if self._prov is None:
@@ -172,12 +242,11 @@ class TrainingOrder:
 
     def sample_sources(self, n: int) -> list[dict]:
         """The documents training sample n came from, with token ranges in each."""
-        return self.describe(self.pieces([n]))
+        return self.sources_of(np.array([n], np.int64))[0]
 
     def sources(self, step: int, rows: list[int] | None = None) -> list[list[dict]]:
         """For each row, the documents its tokens came from and which token ranges."""
-        samples = self.samples(step, rows)
-        return group_by_sample(samples, self.pieces(np.unique(samples)), self.describe)
+        return self.sources_of(self.samples(step, rows))
 
 
 def group_by_sample(samples: np.ndarray, p: Pieces, describe) -> list[list[dict]]:

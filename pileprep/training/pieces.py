@@ -39,9 +39,22 @@ class Pieces:
 FIELDS = ("sample", "doc", "offset", "tokens", "row_start")
 
 
-def expand(schedule: Schedule, sizes: np.ndarray, samples) -> Pieces:
+@dataclass(frozen=True)
+class Preshuffled:
+    """The order of a preshuffled dataset (Pythia's ``*-pythia-preshuffled``): its items are
+    the training samples, L+1 tokens each, in training order, so training sample n is item n,
+    whole: one piece."""
+
+    items: int
+    epochs: int = 1
+
+
+def expand(schedule: Schedule | Preshuffled, sizes: np.ndarray, samples) -> Pieces:
     """Every piece of the training samples ``samples`` (numbers n, any order), sample by sample."""
     n = np.asarray(samples, dtype=np.int64)
+    if isinstance(schedule, Preshuffled):
+        zeros = np.zeros(len(n), np.int64)
+        return Pieces(n, n, zeros, np.asarray(sizes[n] if len(n) else n, np.int64), zeros.copy())
     k = np.asarray(schedule.shuffle_idx[n] if len(n) else n[:0], dtype=np.int64)
     sample_idx = schedule.sample_idx
     # Both ends in one request: on disk that is one pass over sample_idx, not two.

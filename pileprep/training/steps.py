@@ -246,6 +246,7 @@ class Seen:
 
 
 def seen(order: TrainingOrder, first: int, end: int) -> Seen:
+    order = order.for_documents()
     subsets, totals = SubsetTable(1), DocumentTotals(order.cfg.batch_size)
     for p in chunks(order, first, end):
         subsets.add(*subset_tokens(order, p))
@@ -260,6 +261,7 @@ def subset_mix(order: TrainingOrder, first: int, end: int, bins: int
                ) -> tuple[np.ndarray, list[str], list[int]]:
     """Tokens per (step range, subset) over ``bins`` equal step ranges of ``first .. end-1``:
     the table, the subset names and the range edges."""
+    order = order.for_documents()
     edges = sorted(set(np.linspace(first, end, min(bins, end - first) + 1).round().astype(int).tolist()))
     inner = np.asarray(edges[1:-1])
     mix = SubsetTable(len(edges) - 1)

@@ -1,0 +1,233 @@
+"""Pythia's preshuffled datasets: items that are the training samples, in training order.
+
+The preshuffled dataset is made here as EleutherAI made theirs, by independent code: every
+training sample of the published idxmaps dataset (tests/schedule_ref.py walking the document
+stream) written as one MMIDIDX item (tests/megatron_ref.py), cut into Pythia's
+``document-00000-of-000NN.bin`` pieces with a hash list. pileprep adopts it, proves it equal to
+the adopted idxmaps dataset's schedule, and answers with documents and sources through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import megatron_ref
+import schedule_ref
+from test_pythia import B, L, T, adopted, published  # noqa: F401 - the fixtures are shared
+from pileprep.checks.verify import verify
+from pileprep.cli.main import main
+from pileprep.core.config import ClusterConfig
+from pileprep.core.errors import ConfigError, FormatError
+from pileprep.jobs import compare as compare_job
+from pileprep.jobs.adopt import adopt
+from pileprep.training.order import TrainingOrder
+
+SYNC = ClusterConfig(scheduler="synchronous")
+PIECE_BYTES = 20_000
+
+
+def _samples(published) -> list[list[int]]:
+    doc_idx, sample_idx, shuffle_idx = published["schedule"]
+    return [schedule_ref.reference_sample(published["docs"], doc_idx, sample_idx, shuffle_idx, n, L)
+            for n in range(T * B)]
+
+
+def _publish(root, items: list[list[int]]):
+    """``items`` as Pythia publishes a preshuffled dataset: document.idx and the pieces of
+    document.bin, named -of- the last piece's number, with a hash list."""
+    whole = root / "whole"
+    whole.mkdir(parents=True)
+    megatron_ref.write_documents(whole / "document", items)
+    pieces = root / "pieces"
+    pieces.mkdir()
+    data = (whole / "document.bin").read_bytes()
+    n = -(-len(data) // PIECE_BYTES)
+    for i in range(n):
+        (pieces / f"document-{i:05d}-of-{n - 1:05d}.bin").write_bytes(
+            data[i * PIECE_BYTES:(i + 1) * PIECE_BYTES])
+    shutil.copy(whole / "document.idx", pieces / "document.idx")
+    (root / "sha256.txt").write_text("".join(
+        f"{p.name} {hashlib.sha256(p.read_bytes()).hexdigest()}\n" for p in sorted(pieces.iterdir())))
+    return pieces, root / "sha256.txt", whole / "document"
+
+
+@pytest.fixture(scope="module")
+def preshuffled(published, tmp_path_factory):
+    items = _samples(published)
+    pieces, hashes, prefix = _publish(tmp_path_factory.mktemp("preshuffled-published"), items)
+    out = tmp_path_factory.mktemp("preshuffled")
+    rep = adopt(pieces, out, hashes=hashes, batch_size=B, quiet=True, overwrite=True)
+    return {"out": out, "items": items, "report": rep, "prefix": prefix, "pieces": pieces}
+
+
+@pytest.fixture(scope="module")
+def linked(preshuffled, adopted, monkeypatch_module):
+    monkeypatch_module.setattr(compare_job, "ITEMS_PER_TASK", 128)  # several tasks...
+    monkeypatch_module.setattr(compare_job, "CHUNK_ITEMS", 50)  # ...of several chunks
+    result = compare_job.compare(preshuffled["out"], adopted[0], SYNC, quiet=True)
+    return result
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_a_preshuffled_dataset_is_recognised_and_read_in_place(preshuffled):
+    rep = preshuffled["report"]
+    assert rep["preshuffled"] == {"seq_length": L, "batch_size": B, "items": T * B}
+    assert rep["schedules"] == []  # no index maps are built for it
+    assert not list(preshuffled["out"].glob("*.bin"))
+    assert verify(preshuffled["out"]).problems == []
+
+
+def test_batches_are_the_items_of_their_step_as_pythias_batch_viewer_reads_them(preshuffled):
+    order = TrainingOrder(preshuffled["out"])
+    assert (order.cfg.seq_length, order.cfg.batch_size, order.cfg.train_iters) == (L, B, T)
+    viewer = megatron_ref.read_documents(preshuffled["prefix"])  # utils/batch_viewer.py's slicing
+    for step in (0, 3, T - 1):
+        batch = order.batch(step)
+        assert batch.tolist() == [list(viewer[i]) for i in range(step * B, step * B + B)]
+        assert batch.tolist() == preshuffled["items"][step * B:(step + 1) * B]
+
+
+def test_the_order_is_proven_equal_and_linked(linked, preshuffled):
+    assert linked["equal"] and linked["items"] == T * B and linked["first_difference"] is None
+    assert (preshuffled["out"] / "order_link.json").exists()
+    assert verify(preshuffled["out"]).problems == []  # the link is in the manifest
+
+
+def test_every_item_has_its_documents_and_sources(linked, preshuffled, published, adopted):
+    order = TrainingOrder(preshuffled["out"])
+    idxmaps = TrainingOrder(adopted[0])
+    for step in range(T):
+        batch = order.batch(step)
+        sources = order.sources(step)
+        assert sources == idxmaps.sources(step)
+        for row, recs in enumerate(sources):
+            assert sum(r["row_end"] - r["row_start"] for r in recs) == L + 1
+            for r in recs:  # first and last pieces are a suffix and a prefix of documents
+                assert batch[row][r["row_start"]:r["row_end"]].tolist() == \
+                    published["docs"][r["doc"]][r["doc_start"]:r["doc_end"]]
+                assert (r["source"], r["line"]) == published["truth"][r["doc"]][0]
+
+
+def test_memorization_sets_slice_as_pythias_evaluation(linked, preshuffled, tmp_path):
+    out = tmp_path / "mem.parquet"
+    assert main(["export", str(preshuffled["out"]), "--steps", "2:5", "--format", "memorization",
+                 "--output", str(out)]) == 0
+    rows = pq.read_table(out).to_pylist()
+    items = preshuffled["items"]
+    assert [r["sample"] for r in rows] == list(range(2 * B, 5 * B))
+    for r in rows:  # eval_memorization.py: tokens[:32] the prompt, [32:64] the truth
+        assert r["prefix"] == items[r["sample"]][:32]
+        assert r["continuation"] == items[r["sample"]][32:64]
+        assert all(s["source"] is not None for s in r["prefix_sources"] + r["continuation_sources"])
+
+
+def test_seen_and_sequences_on_the_linked_dataset(linked, preshuffled, tmp_path, capsys):
+    assert main(["seen", str(preshuffled["out"]), "--steps", "0:10"]) == 0
+    assert "documents" in capsys.readouterr().out
+    prefix = tmp_path / "seq"
+    assert main(["sequences", str(preshuffled["out"]), "--steps", "0:10", "-o", str(prefix)]) == 0
+    got = megatron_ref.read_documents(prefix)
+    assert [list(x) for x in got] == preshuffled["items"][:10 * B]
+
+
+def test_a_swapped_item_is_named_and_not_linked(published, adopted, tmp_path):
+    items = _samples(published)
+    items[2 * B + 1], items[5 * B + 2] = items[5 * B + 2], items[2 * B + 1]
+    pieces, hashes, _ = _publish(tmp_path / "pub", items)
+    out = tmp_path / "out"
+    adopt(pieces, out, hashes=hashes, batch_size=B, quiet=True)
+    r = compare_job.compare(out, adopted[0], SYNC, quiet=True)
+    assert not r["equal"]
+    token = next(i for i, (a, b) in enumerate(zip(items[2 * B + 1], _samples(published)[2 * B + 1]))
+                 if a != b)
+    assert r["first_difference"] == {"item": 2 * B + 1, "token": token}
+    assert not (out / "order_link.json").exists()
+    assert main(["compare", str(out), str(adopted[0]), "--scheduler", "synchronous"]) == 1
+
+
+def test_without_a_link_items_are_their_own_documents_and_counts_say_why_not(preshuffled,
+                                                                              tmp_path, capsys):
+    out = tmp_path / "unlinked"
+    adopt(preshuffled["pieces"], out, batch_size=B, quiet=True)
+    order = TrainingOrder(out)
+    (recs,) = order.sources(4, [1])
+    assert recs == [{"doc": 4 * B + 1, "source": None, "line": None, "pile_set_name": "",
+                     "doc_start": 0, "doc_end": L + 1, "row_start": 0, "row_end": L + 1}]
+    assert main(["count", str(out), "--ids", "1,2"]) == 2
+    assert "link this preshuffled dataset" in capsys.readouterr().err
+
+
+def test_items_of_another_length_are_refused(published, tmp_path):
+    items = _samples(published)[:40]
+    items[17] = items[17][:-1]
+    pieces, _, _ = _publish(tmp_path / "pub", items)
+    with pytest.raises(FormatError, match=r"item 17 has 64 tokens"):
+        adopt(pieces, tmp_path / "out", batch_size=B, preshuffled=True, seq_length=L, quiet=True)
+    # the same items under a name that is not Pythia's are documents, unless said otherwise
+    good, _, _ = _publish(tmp_path / "pub2", _samples(published)[:40])
+    renamed = preshuffled_copy(good, tmp_path)
+    assert "preshuffled" not in adopt(renamed, tmp_path / "docs", batch_size=B, quiet=True)
+    forced = adopt(renamed, tmp_path / "forced", batch_size=B, quiet=True, preshuffled=True,
+                   seq_length=L)
+    assert forced["preshuffled"]["items"] == 40
+
+
+def preshuffled_copy(pieces, tmp_path):
+    """The same pieces under a name that is not Pythia's ``document``."""
+    d = tmp_path / "renamed"
+    d.mkdir()
+    for f in pieces.iterdir():
+        shutil.copy(f, d / f.name.replace("document", "samples"))
+    return d
+
+
+def test_a_damaged_shuffle_map_is_refused_naming_the_file(published, tmp_path):
+    maps = tmp_path / "maps"
+    shutil.copytree(published["maps"], maps)
+    shuffle = next(maps.glob("*_shuffle_idx.npy"))
+    arr = np.load(shuffle)
+    arr[: int(len(arr) * 0.92)] = 0  # as pile-preshuffled-seeds' seed-2 map (pythia#190)
+    np.save(shuffle, arr)
+    with pytest.raises(FormatError, match=rf"{shuffle.name}.*not a permutation"):
+        adopt(published["pieces"], tmp_path / "out", hashes=published["hashes"],
+              index_maps=maps, batch_size=B, quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_pythias_checkpoints_and_the_v0_rule():
+    from pileprep.training.checkpoints import CHECKPOINTS, steps_until, v0_steps
+
+    names = [f"step{n}" for n in CHECKPOINTS]
+    assert len(names) == 154 and names[:11] == ["step0", "step1", "step2", "step4", "step8",
+                                                "step16", "step32", "step64", "step128",
+                                                "step256", "step512"]
+    assert names[11:13] == ["step1000", "step2000"] and names[-1] == "step143000"
+    assert steps_until("step3000") == (0, 3000) and steps_until("4") == (0, 4)
+    assert v0_steps(0) == (0, 2) and v0_steps(35750) == (71500, 71502)
+    for bad, said in [("step1500", "nearest: step1000 or step2000"), ("step0", "seen no data"),
+                      ("3k", "stepN")]:
+        with pytest.raises(ConfigError, match=said):
+            steps_until(bad)
+
+
+def test_checkpoint_and_v0_flags_pick_their_steps(linked, preshuffled, tmp_path, capsys):
+    items = preshuffled["items"]
+    out = tmp_path / "v0.npy"
+    assert main(["batch-at", str(preshuffled["out"]), "--v0-step", "3", "-o", str(out)]) == 0
+    assert np.load(out).tolist() == items[6 * B:8 * B]  # v0 step 3: steps 6 and 7
+    assert main(["batch-at", str(preshuffled["out"]), "--checkpoint", "step8", "-o", str(out)]) == 0
+    assert np.load(out).tolist() == items[7 * B:8 * B]  # the last batch before step8
+    capsys.readouterr()
+    assert main(["seen", str(preshuffled["out"]), "--checkpoint", "step64"]) == 0
+    assert capsys.readouterr().out.startswith("steps 0..63:")
