@@ -1,10 +1,11 @@
 """pileprep: rebuild the Pile (and the deduplicated Pile) as GPT-NeoX/Pythia training data.
 
-The folders follow the data: ``sources`` (inputs) -> ``tokenizer`` (engines) -> ``dedup`` ->
-``formats`` (MMIDIDX, provenance, GPT-NeoX config) -> ``build`` (tasks and stages on Dask) ->
-``training`` (schedule, training order, lookups) -> ``outputs`` (export, pieces, verify) ->
-``cli``; ``core`` holds settings, errors, file names and atomic writes. ``pileprep.open``
-(module ``api``) reads a finished build. docs/architecture.md has the import rule.
+The folders follow the data: ``sources`` (inputs) and ``tokenizer`` (engines) over ``formats``
+(MMIDIDX, provenance, manifest) and ``core`` (settings, errors, file names, atomic writes, the
+output directory); ``dedup`` and ``training`` (schedule, training order, lookups, counts) as
+algorithms; ``checks`` (verify) and ``outputs`` (every file a query writes); ``runner`` (tasks
+on Dask), ``stages`` (ingest, tokenize, dedup, pack) and ``jobs`` (the commands that write an
+output directory); ``api`` (``pileprep.open``) and ``cli``. docs/architecture.md has the rules.
 """
 
 from pileprep.core.version import __version__

@@ -21,7 +21,7 @@ import schedule_ref
 from test_pythia import B, L, T, adopted, published  # noqa: F401 - the fixtures are shared
 from pileprep.checks.verify import verify
 from pileprep.cli.main import main
-from pileprep.core.config import ClusterConfig
+from pileprep.core.config import ClusterConfig, ScheduleConfig
 from pileprep.core.errors import ConfigError, FormatError
 from pileprep.jobs import compare as compare_job
 from pileprep.jobs.adopt import adopt
@@ -221,7 +221,13 @@ def test_pythias_checkpoints_and_the_v0_rule():
             steps_until(bad)
 
 
-def test_checkpoint_and_v0_flags_pick_their_steps(linked, preshuffled, tmp_path, capsys):
+def test_checkpoint_and_v0_flags_pick_their_steps(linked, preshuffled, tmp_path, capsys,
+                                                   monkeypatch):
+    from pileprep.training import checkpoints
+
+    assert main(["seen", str(preshuffled["out"]), "--checkpoint", "step64"]) == 2
+    assert "Pythia's steps of 1024 samples" in capsys.readouterr().err  # these are 4 a step
+    monkeypatch.setattr(checkpoints, "PYTHIA_BATCH", B)  # Pythia's rule, at this small scale
     items = preshuffled["items"]
     out = tmp_path / "v0.npy"
     assert main(["batch-at", str(preshuffled["out"]), "--v0-step", "3", "-o", str(out)]) == 0
@@ -231,3 +237,28 @@ def test_checkpoint_and_v0_flags_pick_their_steps(linked, preshuffled, tmp_path,
     capsys.readouterr()
     assert main(["seen", str(preshuffled["out"]), "--checkpoint", "step64"]) == 0
     assert capsys.readouterr().out.startswith("steps 0..63:")
+
+
+def test_a_link_holds_only_for_the_data_it_was_proven_on(preshuffled, adopted, tmp_path):
+    import os
+
+    from pileprep.core.errors import IntegrityError
+
+    other = tmp_path / "idxmaps"
+    shutil.copytree(adopted[0], other, symlinks=True)
+    out = tmp_path / "pre"
+    adopt(preshuffled["pieces"], out, batch_size=B, quiet=True)
+    assert compare_job.compare(out, other, SYNC, quiet=True)["equal"]
+    assert TrainingOrder(out).sources(1)[0][0]["source"] is not None
+    halves = TrainingOrder(out, ScheduleConfig(seq_length=L, batch_size=B // 2, train_iters=10))
+    with pytest.raises(ConfigError, match="linked schedule's batches are 4"):
+        halves.sources(0)
+    idx = next(other.glob("*.idx"))
+    os.utime(idx, ns=(idx.stat().st_atime_ns, idx.stat().st_mtime_ns + 10**9))  # rebuilt
+    with pytest.raises(IntegrityError, match="changed since it was compared"):
+        TrainingOrder(out).sources(1)
+    # adopted anew over it: the old link goes with the old dataset
+    adopt(preshuffled["pieces"], out, batch_size=B, quiet=True, overwrite=True)
+    assert not (out / "order_link.json").exists()
+    assert TrainingOrder(out).sources(1)[0][0]["source"] is None
+    assert verify(out).problems == []

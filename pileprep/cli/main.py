@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pileprep.cli import flags
 from pileprep.core.config import default_tokenizer
+from pileprep.core.files import DEDUP_MARKDOWN, NGRAM_DIR
 from pileprep.core.errors import ConfigError, PilePrepError
 
 DEBUG_ENV = "PILEPREP_DEBUG"
@@ -77,7 +78,7 @@ def cmd_dedup(args) -> int:
 
     summary = dedup_only(flags.build_config(args, schedule=False))
     print(f"{summary['removed']:,} documents removed as near-duplicates of others "
-          f"(threshold {summary['threshold']:g}); see {Path(args.output) / 'dedup_report.md'}")
+          f"(threshold {summary['threshold']:g}); see {Path(args.output) / DEDUP_MARKDOWN}")
     return 0
 
 
@@ -167,17 +168,12 @@ def _decoder(args):
 
 def cmd_batch_at(args) -> int:
     from pileprep.outputs.batches import check_target, write_batch
-    from pileprep.training.checkpoints import checkpoint_step, v0_steps
+    from pileprep.training.checkpoints import batch_steps
 
     if args.output:
         check_target(args.output)
-    if args.checkpoint:
-        steps = [checkpoint_step(args.checkpoint) - 1]
-        if steps[0] < 0:
-            raise ConfigError("step0 is the model before any training: it saw no batch")
-    else:
-        steps = list(range(*v0_steps(args.v0_step))) if args.v0_step is not None else [args.step]
     order = _order(args)
+    steps = batch_steps(order.cfg.batch_size, args.step, args.checkpoint, args.v0_step)
     rows = order.rows(steps[0], [_int_arg("--rows", r) for r in args.rows.split(",")]
                       if args.rows else None)
     if not args.output:
@@ -294,15 +290,11 @@ def _add_step_range(p, required: bool = True) -> None:
 
 def _steps(args, order) -> tuple[int, int]:
     """The step range given (--steps, --checkpoint or --v0-step), else every step."""
-    from pileprep.training.checkpoints import steps_until, v0_steps
+    from pileprep.training.checkpoints import step_range
 
-    if args.steps:
-        return _step_range(args.steps)
-    if args.checkpoint:
-        return steps_until(args.checkpoint)
-    if args.v0_step is not None:
-        return v0_steps(args.v0_step)
-    return 0, order.cfg.train_iters
+    return step_range(order.cfg.batch_size, order.cfg.train_iters,
+                      _step_range(args.steps) if args.steps else None, args.checkpoint,
+                      args.v0_step)
 
 
 def _add_export(sub) -> None:
@@ -354,7 +346,7 @@ def cmd_index(args) -> int:
             f"({tokens / max(meta['wall_seconds'], 1e-9) / 1e6:.2f} M tokens/s)", args.quiet)
     print(f"{'index up to date' if meta['reused'] else 'indexed'}: {tokens:,} tokens in "
           f"{len(meta['shards'])} shard(s), {size:,} bytes ({size / max(tokens, 1):.2f} bytes/token)"
-          f" -> {Path(args.out_dir) / 'ngram'}")
+          f" -> {Path(args.out_dir) / NGRAM_DIR}")
     return 0
 
 
@@ -388,21 +380,16 @@ def _queries(args):
 
 
 def cmd_count(args) -> int:
-    from pileprep.formats import charts
-    from pileprep.formats.suffix import SuffixIndex
-    from pileprep.outputs import counts as count_table
-    from pileprep.training.ngram import Counter
+    from pileprep.outputs import counts as count_table, plots
+    from pileprep.training.ngram import count_terms
 
-    if args.output and not args.output.endswith(".parquet"):
-        raise ConfigError(f"--output must end in .parquet, not {args.output!r}")
+    if args.output:
+        count_table.check_target(args.output)
     queries = _queries(args)  # bad queries are refused before any work
     order = _order(args).for_documents()
     first, end = _steps(args, order)
-    # quiet=False: the first count over a schedule makes its stream map, with progress on stderr
-    order.require_schedule("counting terms over the training stream")  # before the index
-    counter = Counter(order, SuffixIndex(order.out_dir, order.data), first, end, args.bins, quiet=False)
     labels = [q.label for q in queries]
-    c = counter.count([list(q.ids) for q in queries])
+    c = count_terms(order, [list(q.ids) for q in queries], first, end, args.bins)
     total = c.samples.sum(axis=1)
     print(f"{len(queries)} quer{'y' if len(queries) == 1 else 'ies'}, steps {first}..{end - 1} "
           f"({order.cfg.batch_size} samples of {order.cfg.seq_length + 1} tokens a step)")
@@ -418,11 +405,7 @@ def cmd_count(args) -> int:
         count_table.write(c, labels, args.output)
         print(f"{len(queries)} x {len(c.edges) - 1} rows -> {args.output}")
     if args.plot:
-        cfg = order.cfg
-        charts.term_frequency(c.edges, c.cumulative("samples")[:10], labels[:10], Path(args.plot),
-                              f"Training samples containing each term, steps {first}-{end - 1} "
-                              f"(seq {cfg.seq_length}, batch {cfg.batch_size}, seed {cfg.seed})")
-        print(f"{min(len(queries), 10)} curves -> {args.plot}")
+        print(f"{plots.term_frequency(c, labels, order, args.plot)} curves -> {args.plot}")
     return 0
 
 
@@ -467,19 +450,14 @@ def _add_plot(sub) -> None:
 
 
 def cmd_plot(args) -> int:
-    from pileprep.formats import charts
-    from pileprep.training.steps import subset_mix
+    from pileprep.outputs.plots import subset_mix
 
-    order = _order(args)
-    first, end = _steps(args, order)
     if args.bins < 1:
         raise ConfigError("--bins must be positive")
-    table, names, edges = subset_mix(order, first, end, args.bins)
-    c = order.cfg
-    charts.subset_mix(table, names, edges, Path(args.output),
-                      f"Subset mix of training tokens, steps {first}-{end - 1} (seq {c.seq_length}, "
-                      f"batch {c.batch_size}, seed {c.seed})")
-    print(f"{len(edges) - 1} step ranges x {len(names)} subsets -> {args.output}")
+    order = _order(args)
+    first, end = _steps(args, order)
+    ranges, subsets = subset_mix(order, first, end, args.bins, args.output)
+    print(f"{ranges} step ranges x {subsets} subsets -> {args.output}")
     return 0
 
 
@@ -572,6 +550,9 @@ def cmd_adopt(args) -> int:
     from pileprep.jobs.adopt import adopt
     from pileprep.jobs.align import align
 
+    if args.preshuffled and args.input:
+        raise ConfigError("--input aligns documents by content; a preshuffled dataset's items "
+                          "are samples: link them with pileprep compare instead")
     rep = adopt(args.dataset, args.output, args.name, args.hashes, args.index_maps,
                 args.batch_size, args.copy, args.overwrite, args.quiet, args.preshuffled,
                 args.seq_length)
@@ -597,6 +578,7 @@ def _add_compare(sub) -> None:
     p.add_argument("preshuffled", help="an adopted preshuffled dataset")
     p.add_argument("out_dir", help="a dataset with the schedule it was made from (adopted "
                    "with its index maps, or built)")
+    flags.add_schedule(p, defaults_from_build=True)
     flags.add_cluster(p)
     p.add_argument("--quiet", "-q", action="store_true")
 
@@ -605,7 +587,7 @@ def cmd_compare(args) -> int:
     from pileprep.jobs.compare import compare
 
     cluster = flags.build_config(args, schedule=False).cluster
-    r = compare(args.preshuffled, args.out_dir, cluster, args.quiet)
+    r = compare(args.preshuffled, args.out_dir, cluster, args.quiet, flags.schedule_overrides(args))
     if r["equal"]:
         print(f"equal: all {r['items']:,} items of {args.preshuffled} are the training samples "
               f"of {args.out_dir}; linked (its samples' documents and sources are known)")

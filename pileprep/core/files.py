@@ -13,6 +13,7 @@ REPORT = "report.json"  # every input line accounted for
 REJECTS = "rejects.jsonl"  # each rejected line with its reason
 PROVENANCE = "provenance.parquet"  # one row per document: where it came from
 DUPLICATES = "duplicates.parquet"  # with --dedup: every removed document
+DEDUP_MARKDOWN = "dedup_report.md"  # the human-readable dedup report
 DEDUP_SUMMARY = "dedup.json"  # `pileprep dedup`: the summary without a dataset
 SCHEDULES = "schedules.json"  # which training-order indexes were built, newest last
 ORDER_LINK = "order_link.json"  # a preshuffled dataset: the dataset and schedule it equals

@@ -1,7 +1,8 @@
 """An output directory, written by one command at a time, all at once.
 
-Every command that writes an output directory (build, dedup, adopt, align, index) does it
-through :class:`OutputDir`, in this order:
+Every command that writes an output directory (build, dedup, adopt, align, compare, join;
+schedule and index, which add files beside a dataset, take its lock) does it through
+:class:`OutputDir`, in this order:
 
 1. **lock** (entering it): an exclusive ``flock`` on ``OUT_DIR/.pileprep.lock``, whose text
    names the holder. Two commands writing one directory at once would take each other's work

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from pileprep.core import atomic
+from pileprep.core.files import DEDUP_MARKDOWN
 from pileprep.formats import charts
 
-MARKDOWN = "dedup_report.md"
+MARKDOWN = DEDUP_MARKDOWN
 RATES_PNG = "dedup_removal_by_subset.png"
 SIMILARITY_PNG = "dedup_similarity.png"
 

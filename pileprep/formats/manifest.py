@@ -37,6 +37,12 @@ class Manifest:
     tokenizer: dict | None = None  # built from raw text: vocab_size, eod_id, sha256
     adopted: dict | None = None  # adopted: the published files and how they are placed
 
+    @classmethod
+    def from_json(cls, record: dict) -> "Manifest":
+        """The manifest a directory holds, to change (its version is written anew)."""
+        return cls(record["format"]["dtype"], record["settings"], dict(record["outputs"]),
+                   record["inputs"], record.get("tokenizer"), record.get("adopted"))
+
     def to_json(self) -> dict:
         record = {"pileprep_version": __version__,
                   "format": {"dataset": "MMIDIDX", "version": FORMAT_VERSION, "dtype": self.dtype}}

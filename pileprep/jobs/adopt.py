@@ -28,7 +28,7 @@ from pileprep.core.outdir import OutputDir
 from pileprep.core.config import HEADROOM, PackConfig, ScheduleConfig
 from pileprep.core.errors import ConfigError, FormatError, InputError, IntegrityError
 from pileprep.core.files import (DOCUMENT_SUFFIX, DUPLICATES, MANIFEST, PROVENANCE, REJECTS,
-                                 REPORT, SCHEDULES, data_path, dataset_prefix, index_path,
+                                 ORDER_LINK, REPORT, SCHEDULES, data_path, dataset_prefix, index_path,
                                  pieces_path)
 from pileprep.core.progress import Progress, log
 from pileprep.formats.manifest import Manifest, entries
@@ -324,7 +324,7 @@ def clear_previous(out: Path) -> None:
     """``--overwrite``: remove what the dataset already in ``out`` consists of (its data links,
     provenance, report, schedules, config fragments), so nothing of it is read with the new one."""
     old = dataset_prefix(out, atomic.read_json(out / MANIFEST)["settings"]["pack"]["name"]).name
-    owned = {MANIFEST, REPORT, PROVENANCE, SCHEDULES, REJECTS, DUPLICATES}
+    owned = {MANIFEST, REPORT, PROVENANCE, SCHEDULES, REJECTS, DUPLICATES, ORDER_LINK}
     for p in out.iterdir():
         if (p.is_file() or p.is_symlink()) and (p.name.startswith(old) or p.name in owned
                                                 or p.name.startswith("gpt_neox_")):

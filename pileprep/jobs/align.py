@@ -30,7 +30,7 @@ from pileprep.core.config import BuildConfig, fingerprint
 from pileprep.core.errors import ConfigError, NotFoundError
 from pileprep.core.files import MANIFEST, PROVENANCE, REPORT, WORK_DIR, dataset_prefix
 from pileprep.core.outdir import OutputDir
-from pileprep.formats.manifest import entry
+from pileprep.formats.manifest import Manifest, entry
 from pileprep.runner.dask_runner import Runner
 from pileprep.runner.tasks import Stage, Task
 from pileprep.stages.graph import run_ingest_and_tokenize, tokenizer_identity
@@ -182,8 +182,9 @@ def _align(od: OutputDir, cfg: BuildConfig) -> dict:
         summary["warning"] = (f"only {matched:,} of {len(data):,} documents matched raw text: is the "
                               "raw text tokenized with the dataset's tokenizer (--tokenizer)?")
     _record(out, stage, summary)
-    manifest["outputs"][PROVENANCE] = entry(stage / PROVENANCE)
-    od.commit(stage, manifest)
+    manifest = Manifest.from_json(manifest)
+    manifest.outputs[PROVENANCE] = entry(stage / PROVENANCE)
+    od.commit(stage, manifest.to_json())
     od.clean(cfg.keep_work, work)
     return summary
 

@@ -24,10 +24,11 @@ from pileprep.core.errors import ConfigError
 from pileprep.core.files import ORDER_LINK
 from pileprep.core.outdir import OutputDir
 from pileprep.core.progress import log
-from pileprep.formats.manifest import entry
+from pileprep.formats.manifest import Manifest, entry
+from pileprep.formats.suffix import data_identity
 from pileprep.runner.dask_runner import Runner
 from pileprep.runner.tasks import Stage, Task
-from pileprep.training.order import TrainingOrder, preshuffled, resolve_config
+from pileprep.training.order import TrainingOrder, link_identity, preshuffled, resolve_config
 
 ITEMS_PER_TASK = 1 << 16  # items compared by one task (~270 MB of tokens a side at Pythia's L)
 CHUNK_ITEMS = 1 << 11  # items held at once, per side (~8 MB at L = 2048)
@@ -48,10 +49,12 @@ def compare_items(preshuffled_dir: str, other_dir: str, other: dict, lo: int, hi
     return None
 
 
-def other_schedule(other_dir: str | Path, seq_length: int, items: int) -> ScheduleConfig:
-    """The other dataset's schedule the items are checked against: its newest, which must
-    have the items' sequence length and at least as many samples."""
-    cfg = resolve_config(other_dir)
+def other_schedule(other_dir: str | Path, seq_length: int, items: int,
+                   given: dict | None = None) -> ScheduleConfig:
+    """The other dataset's schedule the items are checked against: the one ``given`` names
+    (settings not given: its newest), which must have the items' sequence length and at least
+    as many samples."""
+    cfg = resolve_config(other_dir, **(given or {}))
     if cfg.seq_length != seq_length:
         raise ConfigError(f"{other_dir}'s schedule has schedule.seq_length {cfg.seq_length}, the "
                           f"preshuffled items {seq_length + 1} tokens; build or adopt the "
@@ -63,29 +66,33 @@ def other_schedule(other_dir: str | Path, seq_length: int, items: int) -> Schedu
 
 
 def compare(preshuffled_dir: str | Path, other_dir: str | Path, cluster: ClusterConfig,
-            quiet: bool = False) -> dict:
-    """``{"items", "equal", "first_difference"}``; when equal, the link is written."""
+            quiet: bool = False, schedule: dict | None = None) -> dict:
+    """``{"items", "equal", "first_difference"}``; when equal, the link is written.
+    ``schedule``: settings naming the other dataset's schedule (default: its newest)."""
     items = preshuffled(preshuffled_dir)
     if items is None:
         raise ConfigError(f"{preshuffled_dir} is not a preshuffled dataset (adopt it with "
                           "--preshuffled)")
     cluster.validate()
     n = items["items"]
-    other = other_schedule(other_dir, items["seq_length"], n)
+    other = other_schedule(other_dir, items["seq_length"], n, schedule)
     with OutputDir(preshuffled_dir, "compare", quiet) as out:
-        work = out.work / f"compare-{fingerprint(COMPARE_FORMAT, str(Path(other_dir).resolve()), dataclasses.asdict(other), n)}"
+        # What the result holds for: both datasets' files and the schedule, as they are now.
+        identity = [link_identity(TrainingOrder(other_dir, other)),
+                    data_identity(TrainingOrder(out.path).prefix)]
+        work = out.work / f"compare-{fingerprint(COMPARE_FORMAT, identity, n)}"
         work.mkdir(parents=True, exist_ok=True)
         tasks = [Task(name=f"compare {lo}", stage=Stage.COMPARE, fn=compare_items,
                       kwargs=dict(preshuffled_dir=str(out.path), other_dir=str(other_dir),
                                   other=dataclasses.asdict(other), lo=lo,
                                   hi=min(lo + ITEMS_PER_TASK, n)),
-                      done=work / f"{lo:012d}.done.json", inputs=[n, dataclasses.asdict(other)],
+                      done=work / f"{lo:012d}.done.json", inputs=identity,
                       weight=(min(lo + ITEMS_PER_TASK, n) - lo) * (other.seq_length + 1))
                  for lo in range(0, n, ITEMS_PER_TASK)]
         with Runner(cluster, quiet) as runner:
             found = [r for r in runner.run(tasks, "compare") if r is not None]
         result = _result(n, other, found)
-        _record(out, other_dir, other, result)
+        _record(out, other_dir, other, result, identity[0])
         out.clean(False, work)
     log(f"compare: {n:,} items against {other_dir} ({'equal' if result['equal'] else 'differ'})",
         quiet)
@@ -101,16 +108,20 @@ def _result(items: int, other: ScheduleConfig, found: list[list[int]]) -> dict:
     return result
 
 
-def _record(out: OutputDir, other_dir: str | Path, other: ScheduleConfig, result: dict) -> None:
-    """Equal: the link, in the manifest's outputs. Different: no link (an old one is removed)."""
-    manifest = out.manifest
+def _record(out: OutputDir, other_dir: str | Path, other: ScheduleConfig, result: dict,
+            identity: dict) -> None:
+    """Equal: the link, in the manifest's outputs. Different: no link (an old one is unlisted
+    by the new manifest first, then removed)."""
+    manifest = Manifest.from_json(out.manifest)
     stage = out.stage()
     if result["equal"]:
         atomic.write_json(stage / ORDER_LINK, {"dataset": str(Path(other_dir).resolve()),
                                                "schedule": dataclasses.asdict(other),
+                                               "identity": identity,
                                                "items_compared": result["items"]})
-        manifest["outputs"][ORDER_LINK] = entry(stage / ORDER_LINK)
+        manifest.outputs[ORDER_LINK] = entry(stage / ORDER_LINK)
     else:
+        manifest.outputs.pop(ORDER_LINK, None)
+    out.commit(stage, manifest.to_json())
+    if not result["equal"]:
         (out.path / ORDER_LINK).unlink(missing_ok=True)
-        manifest["outputs"].pop(ORDER_LINK, None)
-    out.commit(stage, manifest)

@@ -2,7 +2,7 @@
 
 Each task reads its shard's tokens (whole documents, ``formats.suffix.shard_ranges``) with
 ``pread`` (``IndexedDataset.read_tokens``), sorts its suffixes with libdivsufsort and writes
-``shard-NNNNN.sa`` atomically, then its completion record (``build.tasks``): a killed run
+``shard-NNNNN.sa`` atomically, then its completion record (``runner.tasks``): a killed run
 resumes with the shards not yet done.
 ``index.json`` is written last, naming the shards and the data files they were made from; a
 changed dataset (other sizes or modification times) is indexed again.

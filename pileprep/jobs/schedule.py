@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pileprep.core.config import ScheduleConfig
+from pileprep.core.errors import ConfigError
 from pileprep.core.files import dataset_prefix
 from pileprep.core.outdir import OutputDir
 from pileprep.formats import neox
-from pileprep.training.order import dataset_name
+from pileprep.training.order import dataset_name, preshuffled
 from pileprep.training.schedule_files import build_for_dataset
 
 
@@ -18,6 +19,9 @@ def add_schedule(out_dir: str | Path, cfg: ScheduleConfig, tokenizer: str,
     """The files written: the index (both namings) and the config fragment, whose tokenizer
     path is ``tokenizer``."""
     cfg.validate()
+    if preshuffled(out_dir) is not None:
+        raise ConfigError(f"{out_dir} is a preshuffled dataset: its items are the training "
+                          "samples, in order; it has no schedule to build")
     with OutputDir(out_dir, "schedule", quiet) as out:
         prefix = dataset_prefix(out.path, dataset_name(out.path))
         names = list(build_for_dataset(out.path, prefix, cfg, quiet))

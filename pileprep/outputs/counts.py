@@ -35,8 +35,12 @@ def table(counts: Counts, labels: list[str]) -> pa.Table:
     })
 
 
-def write(counts: Counts, labels: list[str], target: str | Path) -> None:
+def check_target(target: str | Path) -> None:
     if not str(target).endswith(".parquet"):
         raise ConfigError(f"--output must end in .parquet, not {str(target)!r}")
+
+
+def write(counts: Counts, labels: list[str], target: str | Path) -> None:
+    check_target(target)
     with atomic.atomic_path(target) as tmp:
         pq.write_table(table(counts, labels), tmp, compression="zstd")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from pileprep.core import atomic
+from pileprep.core.outdir import OutputDir
 from pileprep.core.errors import ConfigError, FormatError, IntegrityError, NotFoundError
 from pileprep.core.files import MANIFEST, PIECES_SUFFIX, STAGING, WORK_DIR
 
@@ -117,12 +118,21 @@ def join(src: str | Path, out_dir: str | Path,
             raise NotFoundError(f"{src} has no {needed}: not made by `pileprep split`")
     sums = _check_sums(src)
     files = atomic.read_json(src / PIECES)["files"]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with OutputDir(out_dir, "join") as out:
+        out.guard(lambda old: False, False, "a dataset already")
+        stage = out.stage()
+        _join_files(src, stage, files, sums, progress)
+        out.commit(stage, None)  # every file, the manifest last
+    return sorted(files)
+
+
+def _join_files(src: Path, stage: Path, files: dict, sums: dict[str, str],
+                progress: Callable[[str], None]) -> None:
     for name, info in files.items():
         if "link_to" in info:
             continue
         whole = hashlib.sha256()
-        with atomic.atomic_path(out_dir / name) as tmp, open(tmp, "wb") as f:
+        with atomic.atomic_path(stage / name) as tmp, open(tmp, "wb") as f:
             for piece in info["pieces"]:
                 path = src / piece["name"]
                 if not path.exists():
@@ -140,5 +150,4 @@ def join(src: str | Path, out_dir: str | Path,
                 raise IntegrityError(f"{name}: the joined file does not match its sha256")
     for name, info in files.items():
         if "link_to" in info:
-            atomic.link(out_dir / info["link_to"], out_dir / name)
-    return sorted(files)
+            atomic.link(stage / info["link_to"], stage / name)

@@ -23,6 +23,7 @@ from pileprep.core.errors import ConfigError
 
 LOG_STEPS = [0] + [2 ** i for i in range(10)]  # step0, step1, step2, step4 ... step512
 CHECKPOINTS = LOG_STEPS + list(range(1000, 143_001, 1000))
+PYTHIA_BATCH = 1024  # samples a step in the schedule checkpoints are named in
 
 
 def checkpoint_step(name: str) -> int:
@@ -45,6 +46,40 @@ def steps_until(name: str) -> tuple[int, int]:
     if n == 0:
         raise ConfigError("step0 is the model before any training: it has seen no data")
     return 0, n
+
+
+def _pythias(batch_size: int, flag: str) -> None:
+    if batch_size != PYTHIA_BATCH:
+        raise ConfigError(f"{flag} names Pythia's steps of {PYTHIA_BATCH} samples; this schedule's "
+                          f"batches are {batch_size} (give --steps)")
+
+
+def step_range(batch_size: int, train_iters: int, steps: tuple[int, int] | None = None,
+               checkpoint: str | None = None, v0_step: int | None = None) -> tuple[int, int]:
+    """The steps a command covers: ``steps``, those a checkpoint had trained on, those a v0
+    training step read, or every step."""
+    if steps is not None:
+        return steps
+    if checkpoint is not None:
+        _pythias(batch_size, "--checkpoint")
+        return steps_until(checkpoint)
+    if v0_step is not None:
+        _pythias(batch_size, "--v0-step")
+        return v0_steps(v0_step)
+    return 0, train_iters
+
+
+def batch_steps(batch_size: int, step: int | None = None, checkpoint: str | None = None,
+                v0_step: int | None = None) -> list[int]:
+    """The steps whose batches make the batch asked for: ``step``; the last a checkpoint
+    trained on (N-1); or the two a v0 training step read."""
+    if checkpoint is not None:
+        _pythias(batch_size, "--checkpoint")
+        return [steps_until(checkpoint)[1] - 1]
+    if v0_step is not None:
+        _pythias(batch_size, "--v0-step")
+        return list(range(*v0_steps(v0_step)))
+    return [step]
 
 
 def v0_steps(k: int) -> tuple[int, int]:

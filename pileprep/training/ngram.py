@@ -88,6 +88,16 @@ class _Unit:
                      for v in (self.query, self.doc, self.offset, self.j))
 
 
+def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int,
+                end_step: int, bins: int = 1) -> "Counts":
+    """Counts of token sequences in the corpus and in the trained samples of steps
+    ``first_step .. end_step-1`` (in ``bins`` step ranges), from the dataset's n-gram index. The
+    first count over a schedule makes its stream map, with progress on stderr."""
+    order.require_schedule("counting terms over the training stream")
+    index = SuffixIndex(order.out_dir, order.data)
+    return Counter(order, index, first_step, end_step, bins, quiet=False).count(queries)
+
+
 class Counter:
     """Counts queries over a step range of one training order, with an index of its dataset.
     The schedule's stream map is made on first use (``quiet=False``: with progress)."""

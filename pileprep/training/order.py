@@ -87,7 +87,11 @@ class TrainingOrder:
         self.data = data if data is not None else IndexedDataset(self.prefix)
         self.sizes, self._pointers, self._tokens = self.data.scattered()
         self._prov = self._linked = None
-        if preshuffled(out_dir) is not None:  # the items are the samples: no index maps
+        items = preshuffled(out_dir)
+        if items is not None:  # the items are the samples: no index maps
+            if cfg is not None:  # settings given by a caller: checked as a user's would be
+                self.cfg = _preshuffled_config(items, {k: getattr(cfg, k) for k in
+                                                       ("seq_length", "batch_size", "train_iters")})
             self.schedule = Preshuffled(len(self.data))
             return
         s = schedule_files.load(self.prefix, self.cfg, self.data.sizes)
@@ -186,18 +190,26 @@ class TrainingOrder:
         samples (``pileprep compare``): that dataset's order, which knows their documents."""
         if self._linked is None and isinstance(self.schedule, Preshuffled):
             link = self.out_dir / ORDER_LINK
-            if link.exists():
-                rec = atomic.read_json(link)
-                try:
-                    linked = TrainingOrder(rec["dataset"], ScheduleConfig(**rec["schedule"]))
-                except NotFoundError:
-                    raise NotFoundError(f"{link}: the dataset it links to, {rec['dataset']}, is "
-                                        "gone; adopt it again or remove the link") from None
-                # Sample n is item n whatever the batch: batches are cut as this order cuts them.
-                linked.cfg = replace(linked.cfg, batch_size=self.cfg.batch_size,
-                                     train_iters=self.cfg.train_iters)
-                self._linked = linked
+            listed = ORDER_LINK in atomic.read_json(self.out_dir / MANIFEST).get("outputs", {})
+            if link.exists() and listed:
+                self._linked = self._open_link(link)
         return self._linked
+
+    def _open_link(self, link: Path) -> "TrainingOrder":
+        rec = atomic.read_json(link)
+        try:
+            linked = TrainingOrder(rec["dataset"], ScheduleConfig(**rec["schedule"]))
+        except NotFoundError:
+            raise NotFoundError(f"{link}: the dataset it links to, {rec['dataset']}, is gone; "
+                                "adopt it again or remove the link") from None
+        if link_identity(linked) != rec.get("identity"):
+            raise IntegrityError(f"{link}: {rec['dataset']} changed since it was compared with "
+                                 "this dataset; run pileprep compare again")
+        if linked.cfg.batch_size != self.cfg.batch_size:
+            raise ConfigError(f"schedule.batch_size {self.cfg.batch_size}: the linked schedule's "
+                              f"batches are {linked.cfg.batch_size} samples (a v0 model's "
+                              "4M-token step is --v0-step)")
+        return linked
 
     def require_schedule(self, what: str) -> None:
         """``what`` needs the documents' order: refused on a preshuffled dataset not linked."""
@@ -247,6 +259,16 @@ class TrainingOrder:
     def sources(self, step: int, rows: list[int] | None = None) -> list[list[dict]]:
         """For each row, the documents its tokens came from and which token ranges."""
         return self.sources_of(self.samples(step, rows))
+
+
+def link_identity(order: TrainingOrder) -> dict:
+    """What a link to ``order`` was proven against: its data and schedule files (sizes and
+    modification times), so a link outlives no rebuild of either."""
+    from pileprep.formats.suffix import data_identity, files_identity
+
+    files = [p for naming in ("neox", "v1.0")
+             for p in schedule_files.paths(order.prefix, order.cfg, naming).values() if p.exists()]
+    return {"data": data_identity(order.prefix), "schedule": files_identity(files[:3])}
 
 
 def group_by_sample(samples: np.ndarray, p: Pieces, describe) -> list[list[dict]]:

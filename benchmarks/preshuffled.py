@@ -1,0 +1,70 @@
+"""Order-check benchmark: prove a preshuffled dataset equal to its idxmaps dataset's schedule.
+
+Builds a dataset from generated shards with a schedule of ``--steps`` steps of 1,024 samples of
+2,049 tokens (several epochs of a small corpus: the samples are what is compared), writes its
+samples in training order as Pythia's preshuffled ``document.bin/.idx`` (``pileprep
+sequences``), adopts that, and times ``pileprep compare`` with ``--workers N``, sampling the RSS
+of every process. Prints the rate in MB of preshuffled tokens per second and per core, the peak
+RSS per process, and the projection for Pythia's 600 GB preshuffled Pile.
+
+    python benchmarks/preshuffled.py [--steps 250] [--megabytes 256] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+from memory import corpus, machine, run_sampled
+
+PILE_PRESHUFFLED_BYTES = 600_078_336_000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--megabytes", type=float, default=256)
+    ap.add_argument("--steps", type=int, default=250)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workdir", default="bench-out/preshuffled")
+    args = ap.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}")
+    raw = corpus(work, args.megabytes, 4)
+    built = work / "idxmaps"
+    schedule = ["--seq-length", "2048", "--batch-size", "1024", "--train-iters", str(args.steps)]
+    if not (built / "manifest.json").exists():
+        t, _, _ = run_sampled(["build", "--input", str(raw), "--output", str(built), "--workers",
+                               str(args.workers), *schedule, "--quiet", "--overwrite"])
+        print(f"idxmaps stand-in built in {t:.1f} s")
+    pre = work / "published"
+    if not (pre / "document.idx").exists():
+        pre.mkdir(exist_ok=True)
+        t, _, _ = run_sampled(["sequences", str(built), "--steps", f"0:{args.steps}",
+                               "--output", str(pre / "document")])
+        print(f"preshuffled stand-in written in {t:.1f} s")
+    size = (pre / "document.bin").stat().st_size
+    out = work / "adopted"
+    shutil.rmtree(out, ignore_errors=True)
+    run_sampled(["adopt", str(pre), "--output", str(out), "-q"])
+    t, peaks, _ = run_sampled(["compare", str(out), str(built), "--workers", str(args.workers),
+                               "--quiet"])
+    rate = size / 1e6 / t
+    print(f"\ncompare {args.steps * 1024:,} items ({size / 1e9:.2f} GB) with {args.workers} "
+          f"workers: {t:.1f} s = {rate:.1f} MB/s, {rate / args.workers:.1f} MB/s per core")
+    for pid, (label, peak) in sorted(peaks.items(), key=lambda kv: -kv[1][1]):
+        if peak > 20 << 20:
+            print(f"  pid {pid:>7} {label:<7} peak RSS {peak / (1 << 20):7.1f} MiB")
+    for cores, what in ((64, "one 64-core node"), (640, "10 such nodes")):
+        hours = PILE_PRESHUFFLED_BYTES / 1e6 / (rate / args.workers * cores) / 3600
+        print(f"projection, Pythia's preshuffled Pile (600 GB) on {what}: {hours:.2f} h at this "
+              "per-core rate, if the disks deliver "
+              f"{rate / args.workers * cores * 2 / 1e3:.1f} GB/s (both datasets are read)")
+    if os.environ.get("KEEP") != "1":
+        shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
