@@ -147,3 +147,19 @@ def test_errors_name_settings_and_the_command_line_says_flags():
     assert (flags.in_flag_words("dedup.bands x dedup.rows must be at most dedup.num_perm")
             == "--bands x --rows must be at most --num-perm")
     assert flags.in_flag_words("a dedup.thresholds word") == "a dedup.thresholds word"
+
+
+@pytest.mark.parametrize("value", ["4XB", "-3GB", "0"])
+def test_a_bad_memory_limit_is_a_setting_error(value):
+    cfg = flags.build_config(_args(memory_limit=value, input=["x"], output="o"))
+    with pytest.raises(ConfigError) as err:
+        cfg.validate()
+    assert flags.in_flag_words(str(err.value)).startswith("--memory-limit must be auto or a size")
+
+
+def test_a_write_into_a_missing_folder_names_the_file_asked_for(tmp_path):
+    from pileprep.core import atomic
+
+    with pytest.raises(FileNotFoundError) as err:
+        atomic.write_json(tmp_path / "nodir" / "x.json", {})
+    assert err.value.filename == str(tmp_path / "nodir" / "x.json")

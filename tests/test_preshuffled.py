@@ -156,15 +156,15 @@ def test_a_swapped_item_is_named_and_not_linked(published, adopted, tmp_path):
     assert main(["compare", str(out), str(adopted[0]), "--scheduler", "synchronous"]) == 1
 
 
-def test_without_a_link_items_are_their_own_documents_and_counts_say_why_not(preshuffled,
-                                                                              tmp_path, capsys):
+def test_without_a_link_items_are_their_own_documents_and_exposures_say_why_not(
+        preshuffled, tmp_path, capsys):
     out = tmp_path / "unlinked"
     adopt(preshuffled["pieces"], out, batch_size=B, quiet=True)
     order = TrainingOrder(out)
     (recs,) = order.sources(4, [1])
     assert recs == [{"doc": 4 * B + 1, "source": None, "line": None, "pile_set_name": "",
                      "doc_start": 0, "doc_end": L + 1, "row_start": 0, "row_end": L + 1}]
-    assert main(["count", str(out), "--ids", "1,2"]) == 2
+    assert main(["exposures", str(out)]) == 2  # documents' exposure needs the documents
     assert "link this preshuffled dataset" in capsys.readouterr().err
 
 
@@ -262,3 +262,27 @@ def test_a_link_holds_only_for_the_data_it_was_proven_on(preshuffled, adopted, t
     assert not (out / "order_link.json").exists()
     assert TrainingOrder(out).sources(1)[0][0]["source"] is None
     assert verify(out).problems == []
+
+
+def test_terms_are_counted_over_the_items_themselves(preshuffled, tmp_path):
+    """Unlinked: an occurrence inside item n is one in training sample n; brute force agrees."""
+    from pileprep.jobs.index import build_index
+    from pileprep.training.ngram import count_terms
+
+    out = tmp_path / "unlinked"
+    adopt(preshuffled["pieces"], out, batch_size=B, quiet=True)
+    build_index(out, SYNC, shard_tokens=5000, quiet=True)
+    items = preshuffled["items"]
+    common = max(set(items[0]), key=items[0].count)
+    queries = [[common], items[9][10:13], items[100][0:2], [50_000, 50_001]]
+    first, end = 3, 120
+    c = count_terms(TrainingOrder(out), queries, first, end, bins=4)
+    for qi, q in enumerate(queries):
+        m = len(q)
+        hits = [(n, sum(items[n][o:o + m] == q for o in range(L + 2 - m)))
+                for n in range(len(items))]
+        assert c.corpus[qi] == sum(h for _, h in hits)
+        for b, (a, z) in enumerate(zip(c.edges[:-1], c.edges[1:])):
+            trained = [h for n, h in hits if a * B <= n < z * B]
+            assert c.samples[qi, b] == sum(h > 0 for h in trained)
+            assert c.occurrences[qi, b] == sum(trained)

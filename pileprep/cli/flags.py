@@ -122,8 +122,9 @@ def add_dedup(p) -> None:
 
 
 def add_schedule(p, defaults_from_build: bool = False) -> None:
-    note = " (default: the build's schedule)" if defaults_from_build else ""
-    g = p.add_argument_group("training schedule (GPT-NeoX settings; Pythia's by default)" + note)
+    g = p.add_argument_group(
+        "training schedule (default: the dataset's newest, as `pileprep schedule` last made it)"
+        if defaults_from_build else "training schedule (GPT-NeoX settings; Pythia's by default)")
     g.add_argument("--seq-length", type=int, help="tokens per sample minus one (Pythia: 2048)")
     g.add_argument("--batch-size", type=int, help="global batch size in samples (Pythia: 1024)")
     g.add_argument("--train-iters", type=int, help="optimizer steps (Pythia: 143000)")

@@ -135,6 +135,7 @@ def cmd_schedule(args) -> int:
     cfg = flags.schedule_config(args)
     for path in add_schedule(args.out_dir, cfg, args.tokenizer or default_tokenizer(), args.quiet):
         print(path)
+    print("queries of this dataset now use this schedule unless given other settings")
     return 0
 
 
@@ -214,6 +215,8 @@ def _print_batch_summary(order, step: int, rows: list[int]) -> None:
     for r, row in list(zip(rows, summary.sources))[:5]:
         print(f"  row {r}: " + ", ".join(f"{_source_label(p)}[{p['doc_start']}:{p['doc_end']}]"
                                         for p in row))
+    if len(rows) > 5:
+        print(f"  ... {len(rows) - 5} more rows (--rows to choose, --output for every row)")
 
 
 def _add_where(sub) -> None:

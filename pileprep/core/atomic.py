@@ -54,6 +54,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
         if isinstance(exc, OSError) and not exc.filename and (full or exc.errno in WRITE_ERRORS):
             raise _named(exc, path, full) from exc  # a write's ENOSPC names no file
+        if isinstance(exc, OSError) and exc.filename == str(tmp):  # the name the user gave
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 

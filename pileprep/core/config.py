@@ -224,6 +224,19 @@ class ClusterConfig:
             raise ConfigError("cluster.workers must be at least 1")
         if not self.connect_timeout > 0:
             raise ConfigError("cluster.connect_timeout must be more than 0 seconds")
+        if self.memory_limit != "auto" and not _positive_size(self.memory_limit):
+            raise ConfigError(f"cluster.memory_limit must be auto or a size such as 4GiB, not "
+                              f"{self.memory_limit!r}")
+
+
+def _positive_size(text: str) -> bool:
+    """Whether Dask reads ``text`` as a positive number of bytes."""
+    from dask.utils import parse_bytes
+
+    try:
+        return parse_bytes(text) > 0
+    except (ValueError, TypeError):
+        return False
 
 
 @dataclass(frozen=True)

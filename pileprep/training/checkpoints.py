@@ -51,7 +51,7 @@ def steps_until(name: str) -> tuple[int, int]:
 def _pythias(batch_size: int, flag: str) -> None:
     if batch_size != PYTHIA_BATCH:
         raise ConfigError(f"{flag} names Pythia's steps of {PYTHIA_BATCH} samples; this schedule's "
-                          f"batches are {batch_size} (give --steps)")
+                          f"batches are {batch_size} (give the steps themselves)")
 
 
 def step_range(batch_size: int, train_iters: int, steps: tuple[int, int] | None = None,

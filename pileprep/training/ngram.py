@@ -34,7 +34,7 @@ from pileprep.core.errors import ConfigError
 from pileprep.formats.suffix import SuffixIndex
 from pileprep.training.lookups import doc_and_offset
 from pileprep.training.order import TrainingOrder
-from pileprep.training.pieces import Pieces
+from pileprep.training.pieces import Pieces, Preshuffled
 from pileprep.training.streammap import open_map
 
 UNIT = 1 << 20  # document copies per unit of work (bounds every temporary array)
@@ -93,8 +93,9 @@ def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int,
     """Counts of token sequences in the corpus and in the trained samples of steps
     ``first_step .. end_step-1`` (in ``bins`` step ranges), from the dataset's n-gram index. The
     first count over a schedule makes its stream map, with progress on stderr."""
-    order.require_schedule("counting terms over the training stream")
     index = SuffixIndex(order.out_dir, order.data)
+    if isinstance(order.schedule, Preshuffled):
+        return ItemCounter(order, index, first_step, end_step, bins).count(queries)
     return Counter(order, index, first_step, end_step, bins, quiet=False).count(queries)
 
 
@@ -276,3 +277,29 @@ class _Seen:
     def clear(self) -> None:
         if self.bits is not None:
             self.bits[:] = 0
+
+
+class ItemCounter(Counter):
+    """Counts over a preshuffled dataset: its items are the trained samples, each whole, so an
+    occurrence inside item n is one in training sample n, and no occurrence crosses two items
+    (they were never side by side in one sample). No stream map is needed."""
+
+    def __init__(self, order: TrainingOrder, index: SuffixIndex, first_step: int, end_step: int,
+                 bins: int = 1, unit: int = UNIT):
+        order.check_steps(first_step, end_step)
+        self.order, self.index = order, index
+        self.edges = bin_edges(first_step, end_step, bins)
+        self.unit = unit
+        self._item = order.data.dtype.itemsize
+
+    def _hits(self, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        m = len(q)
+        for pos in self.index.positions(q):
+            doc, offset = doc_and_offset(self.order.data, np.sort(pos))
+            inside = offset + m <= np.asarray(self.order.data.sizes[doc], np.int64)
+            yield doc[inside], offset[inside], 0
+
+    def _trained(self, queries, qidx, doc, offset, j) -> tuple[np.ndarray, np.ndarray]:
+        B = self.order.cfg.batch_size
+        ok = (doc >= self.edges[0] * B) & (doc < self.edges[-1] * B)
+        return qidx[ok], doc[ok]
