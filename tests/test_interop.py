@@ -14,6 +14,7 @@ import pytest
 
 import pileprep
 from pileprep.core.config import with_settings
+from pileprep.core.errors import InputError
 from pileprep.cli.main import main
 from pileprep.jobs.build import build
 from pileprep.sources.synth import SynthConfig, generate
@@ -104,9 +105,10 @@ def test_bad_rows_in_tables_are_counted(tmp_path, tokenizer_spec):
 
 def test_missing_text_column_and_unknown_hf_source(pile, tmp_path, tokenizer_spec, capsys):
     root, shards, _ = pile
-    out = _build(shards, tmp_path / "out", tokenizer_spec, text_column="body")
-    report = json.loads((out / "report.json").read_text())
-    assert report["kept"] == 0 and report["rejected"] == {"missing_text": report["lines_read"]}
+    with pytest.raises(InputError, match=r"all [\d,]+ lines read were rejected \(missing_text "
+                       r"[\d,]+\); check read.text_column \('body'\)"):
+        _build(shards, tmp_path / "out", tokenizer_spec, text_column="body")
+    assert not (tmp_path / "out" / "manifest.json").exists()
     code = main(["build", "-i", f"hf:{tmp_path / 'nothing-here'}", "-o", str(tmp_path / "o2"),
                  "--scheduler", "synchronous", "-q", "--no-schedule"])
     assert code == 2 and "cannot open with datasets" in capsys.readouterr().err

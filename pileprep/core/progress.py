@@ -21,8 +21,10 @@ def fmt_eta(seconds: float) -> str:
 
 class Progress:
     def __init__(self, stage: str, total_bytes: int, total_items: int, *, quiet: bool = False,
-                 stream: TextIO | None = None, interval: float = 5.0):
+                 stream: TextIO | None = None, interval: float = 5.0, unit: str = "parts"):
         self.stage, self.total_bytes, self.total_items = stage, total_bytes, total_items
+        self.unit = unit  # what an item is: parts, shards, files
+        self._shown: tuple[int, int] | None = None  # (items, bytes) of the last line shown
         self.quiet = quiet
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
@@ -49,13 +51,14 @@ class Progress:
                     f"ETA {fmt_eta(left)}")
         rate = self.bytes / elapsed
         left = (self.total_bytes - self.bytes) / rate if rate > 0 else float("inf")
-        return (f"[{self.stage}] {self.items}/{self.total_items} parts  {self.docs:,} docs  "
+        return (f"[{self.stage}] {self.items}/{self.total_items} {self.unit}  {self.docs:,} docs  "
                 f"{self.bytes / 1e6:,.1f}/{self.total_bytes / 1e6:,.1f} MB  "
                 f"{rate / 1e6:.2f} MB/s  ETA {fmt_eta(left)}")
 
     def _show(self, final: bool) -> None:
-        if self.quiet:
-            return
+        if self.quiet or (final and not self.tty and self._shown == (self.items, self.bytes)):
+            return  # the last line said it already
+        self._shown = (self.items, self.bytes)
         if self.tty:
             self.stream.write("\r" + self.line() + ("\n" if final else ""))
         else:

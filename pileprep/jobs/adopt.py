@@ -142,7 +142,8 @@ def check_hashes(pub: Published, hashes: dict[str, str], quiet: bool) -> dict[st
     unlisted = [p.name for p in pub.files if p.name not in hashes]
     if unlisted:
         raise InputError(f"--hashes has no hash for {', '.join(unlisted[:5])}")
-    bar = Progress("hash", sum(p.stat().st_size for p in pub.files), len(pub.files), quiet=quiet)
+    bar = Progress("hash", sum(p.stat().st_size for p in pub.files), len(pub.files), quiet=quiet,
+                   unit="files")
     for p in pub.files:
         digest = atomic.sha256_file(p, on_block=lambda n: bar.update(nbytes=n))
         bar.update(items=1)
@@ -175,7 +176,8 @@ def place_data(pub: Published, prefix: Path, copy: bool, quiet: bool) -> None:
     if len(pub.data) == 1 and not copy:
         atomic.link(pub.data[0].resolve(), data_path(prefix))
     elif copy:
-        bar = Progress("copy", sum(p.stat().st_size for p in pub.data), len(pub.data), quiet=quiet)
+        bar = Progress("copy", sum(p.stat().st_size for p in pub.data), len(pub.data), quiet=quiet,
+                       unit="files")
         with atomic.atomic_path(data_path(prefix)) as tmp, open(tmp, "wb") as f:
             indexed.copy_concat(pub.data, f)
         bar.update(nbytes=bar.total_bytes, items=len(pub.data))

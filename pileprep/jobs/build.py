@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 from pileprep.core import atomic
 from pileprep.core.config import BuildConfig, fingerprint
+from pileprep.core.errors import InputError
 from pileprep.core.files import REJECTS, REPORT, WORK_DIR, dataset_prefix
 from pileprep.core.outdir import OutputDir
 from pileprep.core.progress import log
@@ -113,6 +114,7 @@ def _build(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, tok_i
         f"(vocab {info.vocab_size}, {info.dtype})", cfg.quiet)
     timed = _Timer()
     shard_results, parts, appender, dup = _tokens(cfg, shards, info, settings, runner, out, timed)
+    _check_kept(shard_results, cfg)
     busy = dict(runner.busy)
     runner.close(wait=False)
 
@@ -151,6 +153,20 @@ def _build(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, tok_i
     for line in reporting.shard_warnings(rep):
         log(line, False)
     return rep
+
+
+def _check_kept(shard_results: Sequence[ShardResult], cfg: BuildConfig) -> None:
+    """Lines were read but every one was rejected: a setting is wrong, more likely than every
+    document of the input (say, read.text_column naming a field no record has)."""
+    read = sum(s.lines_read for s in shard_results)
+    if read and not sum(s.accepted for s in shard_results):
+        reasons: dict[str, int] = {}
+        for s in shard_results:
+            for why, n in s.rejected.items():
+                reasons[why] = reasons.get(why, 0) + n
+        said = ", ".join(f"{why} {n:,}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        raise InputError(f"all {read:,} lines read were rejected ({said}); check "
+                         f"read.text_column ({cfg.read.text_column!r}) and the inputs")
 
 
 def _tokens(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, settings: dict,

@@ -15,7 +15,8 @@ class GraphProgress:
 
     def __init__(self, quiet: bool, ingest: Sequence[Task], minhash_on: bool):
         self.quiet = quiet
-        self.bars = {"ingest": Progress("ingest", sum(t.weight for t in ingest), len(ingest), quiet=quiet),
+        self.bars = {"ingest": Progress("ingest", sum(t.weight for t in ingest), len(ingest),
+                                        quiet=quiet, unit="shards"),
                      "tokenize": Progress("tokenize", 0, 0, quiet=quiet),
                      "dedup": Progress("minhash", 0, 0, quiet=quiet or not minhash_on)}
 
