@@ -286,3 +286,27 @@ def test_terms_are_counted_over_the_items_themselves(preshuffled, tmp_path):
             trained = [h for n, h in hits if a * B <= n < z * B]
             assert c.samples[qi, b] == sum(h > 0 for h in trained)
             assert c.occurrences[qi, b] == sum(trained)
+
+
+def test_counts_between_pythias_checkpoints(preshuffled, tmp_path, monkeypatch, capsys):
+    from pileprep.jobs.index import build_index
+    from pileprep.training import checkpoints
+    from pileprep.training.ngram import count_terms
+
+    assert checkpoints.checkpoint_edges(1024, 0, 143_000) == checkpoints.CHECKPOINTS
+    with pytest.raises(ConfigError, match="steps of 1024 samples"):
+        checkpoints.checkpoint_edges(B, 0, T)
+    monkeypatch.setattr(checkpoints, "PYTHIA_BATCH", B)  # Pythia's edges, at this small scale
+    edges = checkpoints.checkpoint_edges(B, 0, T)
+    assert edges == [0, 1, 2, 4, 8, 16, 32, 64, 128, T]
+    out = tmp_path / "unlinked"
+    adopt(preshuffled["pieces"], out, batch_size=B, quiet=True)
+    build_index(out, SYNC, shard_tokens=5000, quiet=True)
+    order = TrainingOrder(out)
+    q = [preshuffled["items"][0][5:7]]
+    by_checkpoint = count_terms(order, q, 0, T, edges)
+    whole = count_terms(order, q, 0, T, 1)
+    assert by_checkpoint.edges == edges
+    assert by_checkpoint.samples.sum() == whole.samples.sum() > 0
+    assert main(["count", str(out), "--ids", ",".join(map(str, q[0])), "--bins", "checkpoints"]) == 0
+    assert "steps     128..149" in capsys.readouterr().out  # the last bin: step128 to the end

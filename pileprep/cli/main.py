@@ -291,6 +291,24 @@ def _add_step_range(p, required: bool = True) -> None:
                    "read (4M-token batches): 2K and 2K+1")
 
 
+def _bins(text: str) -> int | str:
+    if text == "checkpoints":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of step ranges, or checkpoints, not {text!r}")
+
+
+def _edges(args, order, first: int, end: int) -> int | list[int]:
+    """--bins as the library takes it: a count, or the checkpoints' edges."""
+    from pileprep.training.checkpoints import checkpoint_edges
+
+    if args.bins == "checkpoints":
+        return checkpoint_edges(order.cfg.batch_size, first, end)
+    return args.bins
+
+
 def _steps(args, order) -> tuple[int, int]:
     """The step range given (--steps, --checkpoint or --v0-step), else every step."""
     from pileprep.training.checkpoints import step_range
@@ -363,7 +381,8 @@ def _add_count(sub) -> None:
     p.add_argument("--queries", help="file of queries, one a line: text, or ids:1,2,3")
     p.add_argument("--no-leading-space", action="store_true", help="tokenize text as at the "
                    "start of a document or after a newline (BPE makes ' the' and 'the' two tokens)")
-    p.add_argument("--bins", type=int, default=1, help="step ranges to count in (default 1)")
+    p.add_argument("--bins", type=_bins, default=1, help="step ranges to count in (default 1), or "
+                   "'checkpoints': between Pythia's published checkpoints")
     p.add_argument("--output", "-o", help="FILE.parquet: one row per query and step range")
     p.add_argument("--plot", help="FILE.png: cumulative samples per query over the steps")
     p.add_argument("--tokenizer", help="for text (default: PILEPREP_TOKENIZER or hub id)")
@@ -392,7 +411,8 @@ def cmd_count(args) -> int:
     order = _order(args).for_documents()
     first, end = _steps(args, order)
     labels = [q.label for q in queries]
-    c = count_terms(order, [list(q.ids) for q in queries], first, end, args.bins)
+    c = count_terms(order, [list(q.ids) for q in queries], first, end,
+                    _edges(args, order, first, end))
     total = c.samples.sum(axis=1)
     print(f"{len(queries)} quer{'y' if len(queries) == 1 else 'ies'}, steps {first}..{end - 1} "
           f"({order.cfg.batch_size} samples of {order.cfg.seq_length + 1} tokens a step)")
@@ -447,7 +467,8 @@ def cmd_seen(args) -> int:
 def _add_plot(sub) -> None:
     p = sub.add_parser("plot", help="PNG of the subset mix (token share) per step range")
     _add_step_range(p, required=False)
-    p.add_argument("--bins", type=int, default=20, help="step ranges (bars) in the plot")
+    p.add_argument("--bins", type=_bins, default=20, help="step ranges (bars) in the plot, or "
+                   "'checkpoints': between Pythia's published checkpoints")
     p.add_argument("--output", "-o", required=True, help="FILE.png")
     flags.add_schedule(p, defaults_from_build=True)
 
@@ -455,11 +476,11 @@ def _add_plot(sub) -> None:
 def cmd_plot(args) -> int:
     from pileprep.outputs.plots import subset_mix
 
-    if args.bins < 1:
+    if args.bins != "checkpoints" and args.bins < 1:
         raise ConfigError("--bins must be positive")
     order = _order(args)
     first, end = _steps(args, order)
-    ranges, subsets = subset_mix(order, first, end, args.bins, args.output)
+    ranges, subsets = subset_mix(order, first, end, _edges(args, order, first, end), args.output)
     print(f"{ranges} step ranges x {subsets} subsets -> {args.output}")
     return 0
 

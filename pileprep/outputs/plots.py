@@ -18,7 +18,7 @@ def _settings(order: TrainingOrder) -> str:
     return f"seq {c.seq_length}, batch {c.batch_size}, seed {c.seed}"
 
 
-def subset_mix(order: TrainingOrder, first: int, end: int, bins: int, path: str | Path
+def subset_mix(order: TrainingOrder, first: int, end: int, bins: int | list[int], path: str | Path
                ) -> tuple[int, int]:
     """Tokens per subset in ``bins`` step ranges of ``first .. end-1`` drawn to ``path``;
     returns (ranges, subsets)."""

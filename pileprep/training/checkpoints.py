@@ -82,6 +82,13 @@ def batch_steps(batch_size: int, step: int | None = None, checkpoint: str | None
     return [step]
 
 
+def checkpoint_edges(batch_size: int, first: int, end: int) -> list[int]:
+    """Bin edges at the published checkpoints inside ``first .. end``: a bin ending at N holds
+    the steps trained between the checkpoint before it and ``stepN``."""
+    _pythias(batch_size, "checkpoint bins")
+    return sorted({first, end} | {c for c in CHECKPOINTS if first < c < end})
+
+
 def v0_steps(k: int) -> tuple[int, int]:
     """The steps of the 1,024-sample schedule that v0 training step ``k`` read: ``(2k, 2k+2)``."""
     if not 0 <= k < 71_500:

@@ -56,9 +56,11 @@ class Counts:
         return np.cumsum(getattr(self, name), axis=1)
 
 
-def bin_edges(first: int, end: int, bins: int) -> list[int]:
+def bin_edges(first: int, end: int, bins: int | list[int]) -> list[int]:
     """``bins`` step ranges covering ``first .. end-1`` as evenly as whole steps allow (fewer
-    when there are fewer steps)."""
+    when there are fewer steps); or ``bins`` as the edges themselves."""
+    if isinstance(bins, list):
+        return bins
     if bins < 1:
         raise ConfigError("--bins must be positive")
     bins = min(bins, end - first)

@@ -257,12 +257,13 @@ def seen(order: TrainingOrder, first: int, end: int) -> Seen:
     return Seen(first, end, (end - first) * order.cfg.batch_size, ranked, docs, tokens_seen, first_step)
 
 
-def subset_mix(order: TrainingOrder, first: int, end: int, bins: int
+def subset_mix(order: TrainingOrder, first: int, end: int, bins: int | list[int]
                ) -> tuple[np.ndarray, list[str], list[int]]:
-    """Tokens per (step range, subset) over ``bins`` equal step ranges of ``first .. end-1``:
-    the table, the subset names and the range edges."""
+    """Tokens per (step range, subset) over ``bins`` equal step ranges of ``first .. end-1``
+    (or between the edges ``bins`` lists): the table, the subset names and the range edges."""
     order = order.for_documents()
-    edges = sorted(set(np.linspace(first, end, min(bins, end - first) + 1).round().astype(int).tolist()))
+    edges = bins if isinstance(bins, list) else sorted(set(
+        np.linspace(first, end, min(bins, end - first) + 1).round().astype(int).tolist()))
     inner = np.asarray(edges[1:-1])
     mix = SubsetTable(len(edges) - 1)
     for p in chunks(order, first, end):
