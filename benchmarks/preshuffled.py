@@ -1,11 +1,13 @@
-"""Order-check benchmark: prove a preshuffled dataset equal to its idxmaps dataset's schedule.
+"""Preshuffled-data benchmark: prove a preshuffled dataset equal to its idxmaps dataset's
+schedule (``compare``), and find its items' sources by content from the raw text (``align``).
 
 Builds a dataset from generated shards with a schedule of ``--steps`` steps of 1,024 samples of
 2,049 tokens (several epochs of a small corpus: the samples are what is compared), writes its
 samples in training order as Pythia's preshuffled ``document.bin/.idx`` (``pileprep
 sequences``), adopts that, and times ``pileprep compare`` with ``--workers N``, sampling the RSS
-of every process. Prints the rate in MB of preshuffled tokens per second and per core, the peak
-RSS per process, and the projection for Pythia's 600 GB preshuffled Pile.
+of every process; then adopts it afresh and times ``pileprep align`` of its items against the
+raw shards. Prints the rates in MB of preshuffled tokens (and of raw text) per second and per
+core, the peak RSS per process, and the projections for Pythia's 600 GB preshuffled Pile.
 
     python benchmarks/preshuffled.py [--steps 250] [--megabytes 256] [--workers 2]
 """
@@ -71,6 +73,33 @@ def main() -> None:
         print(f"projection, Pythia's preshuffled Pile (600 GB) on {what}: {max(cpu, disk):.2f} h "
               f"({'disk' if disk > cpu else 'CPU'}-bound: CPU {cpu:.2f} h at this per-core rate, "
               f"disk {disk:.2f} h reading both datasets at {args.disk_gbps:g} GB/s a node)")
+    _align(raw, pre, work, size, args.workers)
+    if os.environ.get("KEEP") != "1":
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _align(raw: Path, pre: Path, work: Path, size: int, workers: int) -> None:
+    import json
+
+    out = work / "unlinked"
+    shutil.rmtree(out, ignore_errors=True)
+    run_sampled(["adopt", str(pre), "--output", str(out), "-q"])
+    t, peaks, _ = run_sampled(["align", str(out), "--input", str(raw), "--workers", str(workers),
+                               "--quiet"])
+    text = sum(p.stat().st_size for p in raw.glob("*.jsonl.zst"))
+    summary = json.loads((out / "report.json").read_text())["alignment"]
+    tokens = summary["tokens"]
+    share = (tokens["exact"] + tokens["ambiguous"]) / max(sum(tokens.values()), 1)
+    print(f"\nalign the items by content with {workers} workers: {t:.1f} s = {size / 1e6 / t:.1f} MB "
+          f"of items/s, {size / 1e6 / t / workers:.1f} per core (raw text: {text / 1e6:.0f} MB "
+          f"compressed); {100 * share:.1f} % of the items' tokens matched")
+    print("  " + ", ".join(f"{k} {v:,}" for k, v in summary["pieces"].items()) + " pieces")
+    for pid, (label, peak) in sorted(peaks.items(), key=lambda kv: -kv[1][1]):
+        if peak > 20 << 20:
+            print(f"  pid {pid:>7} {label:<7} peak RSS {peak / (1 << 20):7.1f} MiB")
+    hours = PILE_PRESHUFFLED_BYTES / 1e6 / (size / 1e6 / t / workers * 64) / 3600
+    print(f"projection, Pythia's preshuffled Pile on one 64-core node: {hours:.1f} h at this "
+          "per-core rate (plus tokenizing the raw Pile again, as align does: docs/benchmarks.md)")
     if os.environ.get("KEEP") != "1":
         shutil.rmtree(out, ignore_errors=True)
 

@@ -310,3 +310,68 @@ def test_counts_between_pythias_checkpoints(preshuffled, tmp_path, monkeypatch, 
     assert by_checkpoint.samples.sum() == whole.samples.sum() > 0
     assert main(["count", str(out), "--ids", ",".join(map(str, q[0])), "--bins", "checkpoints"]) == 0
     assert "steps     128..149" in capsys.readouterr().out  # the last bin: step128 to the end
+
+
+def test_items_get_their_sources_by_content_without_the_index_maps(tokenizer, tokenizer_spec,
+                                                                   tmp_path, monkeypatch):
+    """Raw text alone: whole pieces, and the tail and head pieces at an item's edges, are found
+    by content; each named source really holds the piece where it says; only pieces that
+    cannot be keyed (shorter than W at an edge, or an item without EOD) stay unknown.
+    Items of 1,025 tokens: most hold several documents and two edges."""
+    from test_pythia import _align_cfg
+
+    from pileprep.jobs import align_items
+    from pileprep.jobs.align import align
+    from pileprep.jobs.align_items import W
+    from pileprep.sources.synth import SynthConfig, generate
+
+    monkeypatch.setattr(align_items, "ITEMS_PER_TASK", 50)  # several ranges of items...
+    monkeypatch.setattr(align_items, "BUCKET_ROWS", 500)  # ...and several join buckets
+
+    corpus = tmp_path / "raw"
+    generate(SynthConfig(corpus, shards=2, megabytes=0.15, seed=9, max_doc_words=60))
+    raw = {}  # (source, line) -> ids + EOD, as the dataset was tokenized
+    for path in sorted(corpus.glob("*.jsonl.zst")):
+        for line, obj in megatron_ref.iter_shard_texts(path):
+            if isinstance(obj, dict) and isinstance(obj.get("text"), str) and obj["text"]:
+                raw[(path.name, line)] = tokenizer.encode(obj["text"]).ids + [0]
+    docs = sorted({tuple(v) for v in raw.values()})  # deduplicated, in another order
+    width, batch, steps = 1025, 4, 30
+    _, _, doc_idx, sample_idx, shuffle_idx = schedule_ref.reference_schedule(
+        [len(d) for d in docs], width - 1, batch, steps, 1234)
+    items = [schedule_ref.reference_sample([list(d) for d in docs], doc_idx, sample_idx,
+                                           shuffle_idx, n, width - 1) for n in range(steps * batch)]
+    pieces, _, _ = _publish(tmp_path / "pub", items)
+    out = tmp_path / "pre"
+    adopt(pieces, out, batch_size=batch, quiet=True)
+    summary = align(out, _align_cfg([corpus], tokenizer_spec))
+    order = TrainingOrder(out)
+    found = unknown = 0
+    for step in range(steps):
+        for row, recs in enumerate(order.sources(step)):
+            item = items[step * batch + row]
+            assert recs[0]["row_start"] == 0 and recs[-1]["row_end"] == width
+            for r in recs:
+                piece = item[r["row_start"]:r["row_end"]]
+                if r["source"] is None:
+                    unknown += len(piece)
+                    edge = r["row_start"] == 0 or r["row_end"] == width
+                    assert edge and (len(piece) < W or 0 not in item), r
+                    continue
+                found += len(piece)
+                assert raw[(r["source"], r["line"])][r["doc_start"]:r["doc_end"]] == piece
+    assert found > 0.7 * (found + unknown)  # the rest: inside long documents, or short edges
+    assert summary["tokens"]["exact"] + summary["tokens"]["ambiguous"] == found
+    assert summary["pieces"]["none_whole"] == summary["pieces"]["none_tail"] == \
+        summary["pieces"]["none_head"] == 0  # every keyed piece came from the raw text
+
+
+def test_align_on_a_preshuffled_dataset_from_the_command_line(preshuffled, clean_corpus,
+                                                              tmp_path, capsys):
+    out = tmp_path / "pre"
+    adopt(preshuffled["pieces"], out, batch_size=B, quiet=True)
+    assert main(["align", str(out), "--input", str(clean_corpus), "--scheduler", "synchronous",
+                 "-q"]) == 0
+    said = capsys.readouterr().out
+    assert "exact" in said and "none inside" in said and "pieces" in said
+    assert verify(out).problems == []  # the item sources are in the manifest

@@ -557,6 +557,12 @@ def _add_raw_flags(p, required: bool) -> None:
 
 
 def _print_alignment(s: dict) -> None:
+    if "pieces" in s:  # a preshuffled dataset's items, by their pieces
+        total = sum(s["tokens"].values()) or 1
+        for kind, n in s["pieces"].items():
+            print(f"  {kind.replace('_', ' '):<14} {n:>12,} pieces  {s['tokens'][kind]:>15,} tokens "
+                  f"({100 * s['tokens'][kind] / total:5.1f} %)")
+        return
     docs, tokens = s["documents"], s["tokens"]
     total_docs, total_tokens = sum(docs.values()) or 1, sum(tokens.values()) or 1
     for kind in ("exact", "ambiguous", "none"):

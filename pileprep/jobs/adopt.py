@@ -27,7 +27,8 @@ from pileprep.core import atomic
 from pileprep.core.outdir import OutputDir
 from pileprep.core.config import HEADROOM, PackConfig, ScheduleConfig
 from pileprep.core.errors import ConfigError, FormatError, InputError, IntegrityError
-from pileprep.core.files import (DOCUMENT_SUFFIX, DUPLICATES, MANIFEST, PROVENANCE, REJECTS,
+from pileprep.core.files import (DOCUMENT_SUFFIX, DUPLICATES, ITEM_SOURCES, ITEM_SOURCES_NAMES,
+                                 ITEM_SOURCES_OFFSETS, MANIFEST, PROVENANCE, REJECTS,
                                  ORDER_LINK, REPORT, SCHEDULES, data_path, dataset_prefix, index_path,
                                  pieces_path)
 from pileprep.core.progress import Progress, log
@@ -326,7 +327,8 @@ def clear_previous(out: Path) -> None:
     """``--overwrite``: remove what the dataset already in ``out`` consists of (its data links,
     provenance, report, schedules, config fragments), so nothing of it is read with the new one."""
     old = dataset_prefix(out, atomic.read_json(out / MANIFEST)["settings"]["pack"]["name"]).name
-    owned = {MANIFEST, REPORT, PROVENANCE, SCHEDULES, REJECTS, DUPLICATES, ORDER_LINK}
+    owned = {MANIFEST, REPORT, PROVENANCE, SCHEDULES, REJECTS, DUPLICATES, ORDER_LINK,
+             ITEM_SOURCES, ITEM_SOURCES_OFFSETS, ITEM_SOURCES_NAMES}
     for p in out.iterdir():
         if (p.is_file() or p.is_symlink()) and (p.name.startswith(old) or p.name in owned
                                                 or p.name.startswith("gpt_neox_")):

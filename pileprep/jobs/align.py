@@ -34,6 +34,7 @@ from pileprep.formats.manifest import Manifest, entry
 from pileprep.runner.dask_runner import Runner
 from pileprep.runner.tasks import Stage, Task
 from pileprep.stages.graph import run_ingest_and_tokenize, tokenizer_identity
+from pileprep.training.order import preshuffled
 from pileprep.core.progress import log
 from pileprep.dedup import shuffle
 from pileprep.formats import indexed, provenance
@@ -135,6 +136,10 @@ def align(out_dir: str | Path, cfg: BuildConfig) -> dict:
     matched by an earlier alignment keep their source (``candidates`` add up)."""
     if not (Path(out_dir) / MANIFEST).exists():
         raise NotFoundError(f"{out_dir} holds no dataset (no {MANIFEST}); adopt one first")
+    if preshuffled(out_dir) is not None:  # items are samples: their pieces are matched
+        from pileprep.jobs.align_items import align_items
+
+        return align_items(out_dir, cfg)
     cfg = dataclasses.replace(cfg, pack=dataclasses.replace(cfg.pack, output=str(out_dir)))
     cfg.validate()
     with OutputDir(out_dir, "align", cfg.quiet) as od:

@@ -24,7 +24,8 @@ import numpy as np
 from pileprep.core import atomic
 from pileprep.core.config import ScheduleConfig
 from pileprep.core.errors import ConfigError, IntegrityError, NotFoundError
-from pileprep.core.files import MANIFEST, ORDER_LINK, PROVENANCE, dataset_prefix
+from pileprep.core.files import (ITEM_SOURCES, ITEM_SOURCES_NAMES, ITEM_SOURCES_OFFSETS,
+                                 MANIFEST, ORDER_LINK, PROVENANCE, dataset_prefix)
 from pileprep.formats import provenance
 from pileprep.formats.indexed import FileArray, IndexedDataset
 from pileprep.training import pieces as pieces_of, schedule_files
@@ -211,6 +212,33 @@ class TrainingOrder:
                               "4M-token step is --v0-step)")
         return linked
 
+    def _content(self):
+        """The pieces of this preshuffled dataset's items found by content (``pileprep
+        align``), mapped: ``(rows, offsets, names)``, or None."""
+        if getattr(self, "_content_rows", None) is None:
+            listed = atomic.read_json(self.out_dir / MANIFEST).get("outputs", {})
+            if ITEM_SOURCES not in listed:
+                return None
+            self._content_rows = (np.load(self.out_dir / ITEM_SOURCES, mmap_mode="r"),
+                                  np.load(self.out_dir / ITEM_SOURCES_OFFSETS, mmap_mode="r"),
+                                  atomic.read_json(self.out_dir / ITEM_SOURCES_NAMES))
+        return self._content_rows
+
+    def _content_sources(self, n: int) -> list[dict]:
+        """Source records of item n's pieces; unmatched ones name no source nor range."""
+        rows, offsets, names = self._content()
+        out = []
+        for r in rows[int(offsets[n]):int(offsets[n + 1])]:
+            found = int(r["shard"]) >= 0
+            start = int(r["doc_start"]) if found else None
+            out.append({"doc": None, "source": names["sources"][int(r["shard"])] if found else None,
+                        "line": int(r["line"]) if found else None,
+                        "pile_set_name": names["subsets"][int(r["subset"])] if found else "",
+                        "doc_start": start, "doc_end": start + int(r["ntok"]) if found else None,
+                        "row_start": int(r["row_start"]),
+                        "row_end": int(r["row_start"]) + int(r["ntok"])})
+        return out
+
     def require_schedule(self, what: str) -> None:
         """``what`` needs the documents' order: refused on a preshuffled dataset not linked."""
         if isinstance(self.schedule, Preshuffled):
@@ -227,6 +255,8 @@ class TrainingOrder:
         """Source records of each of ``samples`` (``p``: their pieces, when known)."""
         if self.linked is not None:
             return self.linked.sources_of(samples)
+        if isinstance(self.schedule, Preshuffled) and self._content() is not None:
+            return [self._content_sources(int(n)) for n in samples]
         pieces = p if p is not None else self.pieces(np.unique(samples))
         return group_by_sample(samples, pieces, self.describe)
 
