@@ -299,8 +299,8 @@ def _match(runner: Runner, work: Path, prefix: Path, n_items: int, shard_results
 
 def _write_sources(stage: Path, parts: list[Path], done: list[dict], names: list[str],
                    subsets: list[str], n_items: int) -> dict:
-    """The item ranges' rows one after the other, through a mapped file (one range in memory
-    at a time); the offsets of each item's rows; the names; the counts."""
+    """The item ranges' rows one after the other, and the offset of each item's rows, through
+    mapped files (one range in memory at a time); the names; the counts."""
     total = sum(d["rows"] for d in done)
     with atomic.atomic_path(stage / ITEM_SOURCES) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=SOURCE_ROW, shape=(total,))
@@ -311,11 +311,15 @@ def _write_sources(stage: Path, parts: list[Path], done: list[dict], names: list
             at += len(rows)
         out.flush()
         del out
-    per_item = np.zeros(n_items, np.int64)
-    for r, d in enumerate(done):
-        n = d["per_item"]
-        per_item[r * ITEMS_PER_TASK:r * ITEMS_PER_TASK + len(n)] = n
-    atomic.save_npy(stage / ITEM_SOURCES_OFFSETS, np.concatenate([[0], np.cumsum(per_item)]))
+    with atomic.atomic_path(stage / ITEM_SOURCES_OFFSETS) as tmp:  # a range at a time too
+        offsets = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int64, shape=(n_items + 1,))
+        offsets[0], base = 0, 0
+        for r, d in enumerate(done):
+            ends = base + np.cumsum(np.asarray(d["per_item"], np.int64))
+            offsets[r * ITEMS_PER_TASK + 1:r * ITEMS_PER_TASK + 1 + len(ends)] = ends
+            base = int(ends[-1]) if len(ends) else base
+        offsets.flush()
+        del offsets
     atomic.write_json(stage / ITEM_SOURCES_NAMES, {"sources": names, "subsets": subsets, "w": W})
     return _summary([d["counts"] for d in done], subsets)
 
