@@ -194,7 +194,8 @@ def _align(od: OutputDir, cfg: BuildConfig) -> dict:
     return summary
 
 
-def _task(name: str, fn, done: Path, inputs: list, **kwargs) -> Task:
+def align_task(name: str, fn, done: Path, inputs: list, **kwargs) -> Task:
+    """A task of the content join (here and for preshuffled items)."""
     return Task(name=name, stage=Stage.ALIGN, fn=fn, kwargs=kwargs, done=done, inputs=inputs)
 
 
@@ -206,7 +207,7 @@ def _match(runner: Runner, work: Path, prefix: Path, data, shard_results, parts,
     n_buckets = max(1, math.ceil((len(data) + n_raw) / BUCKET_ROWS))
     inputs = [*run, n_buckets]
     ds_pfx = [str(work / f"ds-{i:05d}") for i in range(math.ceil(len(data) / DOCS_PER_TASK))]
-    runner.run([_task(f"hash dataset {i}", hash_dataset_task, work / f"ds-{i:05d}.done.json",
+    runner.run([align_task(f"hash dataset {i}", hash_dataset_task, work / f"ds-{i:05d}.done.json",
                       inputs, prefix=str(prefix), lo=i * DOCS_PER_TASK,
                       hi=min(len(data), (i + 1) * DOCS_PER_TASK), n_buckets=n_buckets,
                       out_prefix=ds_pfx[i]) for i in range(len(ds_pfx))], "hash dataset")
@@ -214,12 +215,12 @@ def _match(runner: Runner, work: Path, prefix: Path, data, shard_results, parts,
     shard_of = [i for i, s in enumerate(shard_results) for _ in s.partitions]
     gid0 = np.concatenate([[0], np.cumsum([p.docs for p in parts])]).tolist()
     raw_pfx = [str(work / f"raw-{i:05d}") for i in range(len(parts))]
-    runner.run([_task(f"hash raw {i}", hash_raw_task, work / f"raw-{i:05d}.done.json", inputs,
+    runner.run([align_task(f"hash raw {i}", hash_raw_task, work / f"raw-{i:05d}.done.json", inputs,
                       part=p, part_no=i, gid0=gid0[i], shard_no=shard_of[i], subsets=subsets,
                       dtype=dtype, n_buckets=n_buckets, out_prefix=raw_pfx[i])
                 for i, p in enumerate(parts)], "hash raw")
     match_paths = [work / f"match-{k:05d}.npy" for k in range(n_buckets)]
-    joined = runner.run([_task(f"join {k}", join_task, work / f"match-{k:05d}.done.json", inputs,
+    joined = runner.run([align_task(f"join {k}", join_task, work / f"match-{k:05d}.done.json", inputs,
                                k=k, ds_prefixes=ds_pfx, raw_prefixes=raw_pfx,
                                dataset=str(prefix), part_bins=[p.bin for p in parts],
                                dtype=dtype, out_path=str(match_paths[k]))

@@ -47,9 +47,8 @@ from pileprep.dedup import shuffle
 from pileprep.formats import indexed
 from pileprep.formats.manifest import Manifest, entry
 from pileprep.formats.parts import TokenPart
-from pileprep.jobs.align import ids_hash
+from pileprep.jobs.align import align_task, ids_hash
 from pileprep.runner.dask_runner import Runner
-from pileprep.runner.tasks import Stage, Task
 from pileprep.sources import discover
 from pileprep.stages.graph import run_ingest_and_tokenize, tokenizer_identity
 from pileprep.tokenizer import TokenizerInfo, resolve_engine
@@ -260,10 +259,6 @@ def _align_items(od: OutputDir, cfg: BuildConfig, items: dict) -> dict:
     return summary
 
 
-def _task(name: str, fn, done: Path, inputs: list, **kwargs) -> Task:
-    return Task(name=name, stage=Stage.ALIGN, fn=fn, kwargs=kwargs, done=done, inputs=inputs)
-
-
 def _match(runner: Runner, work: Path, prefix: Path, n_items: int, shard_results, parts,
            subsets: list[str], info: TokenizerInfo, run: list) -> tuple[list[Path], list[Path]]:
     """Pieces of the items and keys of the raw documents into buckets, each bucket joined:
@@ -274,24 +269,24 @@ def _match(runner: Runner, work: Path, prefix: Path, n_items: int, shard_results
     ranges = list(range(0, n_items, ITEMS_PER_TASK))
     piece_pfx = [str(work / f"pieces-{i:05d}") for i in range(len(ranges))]
     lists = [work / f"pieces-{i:05d}.list.npy" for i in range(len(ranges))]
-    runner.run([_task(f"cut items {lo}", pieces_task, work / f"pieces-{i:05d}.done.json", inputs,
+    runner.run([align_task(f"cut items {lo}", pieces_task, work / f"pieces-{i:05d}.done.json", inputs,
                       prefix=str(prefix), lo=lo, hi=min(lo + ITEMS_PER_TASK, n_items),
                       eod=info.eod_id, n_buckets=n_buckets, out_prefix=piece_pfx[i],
                       list_path=str(lists[i])) for i, lo in enumerate(ranges)], "cut items")
     shard_of = [i for i, s in enumerate(shard_results) for _ in s.partitions]
     raw_pfx = [str(work / f"raw-{i:05d}") for i in range(len(parts))]
-    runner.run([_task(f"key raw {i}", raw_task, work / f"raw-{i:05d}.done.json", inputs, part=p,
+    runner.run([align_task(f"key raw {i}", raw_task, work / f"raw-{i:05d}.done.json", inputs, part=p,
                       part_no=i, shard_no=shard_of[i], subsets=subsets, dtype=info.dtype,
                       n_buckets=n_buckets, out_prefix=raw_pfx[i])
                 for i, p in enumerate(parts)], "key raw")
     match_pfx = [str(work / f"match-{k:05d}") for k in range(n_buckets)]
-    runner.run([_task(f"join {k}", join_task, work / f"match-{k:05d}.done.json", inputs, k=k,
+    runner.run([align_task(f"join {k}", join_task, work / f"match-{k:05d}.done.json", inputs, k=k,
                       piece_prefixes=piece_pfx, raw_prefixes=raw_pfx, dataset=str(prefix),
                       part_bins=[p.bin for p in parts], dtype=info.dtype,
                       n_ranges=len(ranges), out_prefix=match_pfx[k])
                 for k in range(n_buckets)], "join")
     parts_out = [work / f"sources-{r:05d}.npy" for r in range(len(ranges))]
-    done = runner.run([_task(f"sources {r}", sources_task, work / f"sources-{r:05d}.done.json",
+    done = runner.run([align_task(f"sources {r}", sources_task, work / f"sources-{r:05d}.done.json",
                              inputs, r=r, list_path=str(lists[r]), match_prefixes=match_pfx,
                              out_path=str(parts_out[r])) for r in range(len(ranges))], "sources")
     return parts_out, done

@@ -162,13 +162,17 @@ class Counter:
         if unit.size:
             yield unit, -1
 
-    def _hits(self, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-        m = len(q)
+    def _inside(self, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """Hits of the whole sequence inside one document (j = 0)."""
         for pos in self.index.positions(q):
             # in suffix order: sorted, every later gather is in file order
             doc, offset = doc_and_offset(self.order.data, np.sort(pos))
-            inside = offset + m <= np.asarray(self.order.data.sizes[doc], np.int64)
+            inside = offset + len(q) <= np.asarray(self.order.data.sizes[doc], np.int64)
             yield doc[inside], offset[inside], 0
+
+    def _hits(self, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        m = len(q)
+        yield from self._inside(q)
         last = self.index.last_token
         for j in range(1, m):
             if last is not None and q[j - 1] != last:
@@ -295,11 +299,7 @@ class ItemCounter(Counter):
         self._item = order.data.dtype.itemsize
 
     def _hits(self, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-        m = len(q)
-        for pos in self.index.positions(q):
-            doc, offset = doc_and_offset(self.order.data, np.sort(pos))
-            inside = offset + m <= np.asarray(self.order.data.sizes[doc], np.int64)
-            yield doc[inside], offset[inside], 0
+        return self._inside(q)  # no sequence crosses two items
 
     def _trained(self, queries, qidx, doc, offset, j) -> tuple[np.ndarray, np.ndarray]:
         B = self.order.cfg.batch_size
