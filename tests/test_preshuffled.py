@@ -10,6 +10,7 @@ the adopted idxmaps dataset's schedule, and answers with documents and sources t
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 
 import numpy as np
@@ -364,6 +365,17 @@ def test_items_get_their_sources_by_content_without_the_index_maps(tokenizer, to
     assert summary["tokens"]["exact"] + summary["tokens"]["ambiguous"] == found
     assert summary["pieces"]["none_whole"] == summary["pieces"]["none_tail"] == \
         summary["pieces"]["none_head"] == 0  # every keyed piece came from the raw text
+    # what users read: a memorization set (pieces of unknown source clipped too) and batch-at
+    mem = tmp_path / "mem.jsonl"
+    assert main(["export", str(out), "--steps", "0:5", "--format", "memorization", "-o", str(mem)]) == 0
+    for row in map(json.loads, mem.read_text().splitlines()):
+        for rec in row["prefix_sources"] + row["continuation_sources"]:
+            if rec["source"] is not None:
+                assert raw[(rec["source"], rec["line"])][rec["doc_start"]:rec["doc_end"]] == \
+                    items[row["sample"]][rec["row_start"]:rec["row_end"]]
+            else:
+                assert rec["doc_start"] is None
+    assert main(["batch-at", str(out), "--step", "2"]) == 0
 
 
 def test_align_on_a_preshuffled_dataset_from_the_command_line(preshuffled, clean_corpus,

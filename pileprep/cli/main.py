@@ -196,7 +196,7 @@ def _int_arg(flag: str, text: str) -> int:
 
 def _source_label(rec: dict) -> str:
     if rec["source"] is None:
-        return f"doc {rec['doc']} (source unknown)"
+        return f"doc {rec['doc']} (source unknown)" if rec["doc"] is not None else "source unknown"
     return f"{rec['source']}:{rec['line']}"
 
 
@@ -213,8 +213,10 @@ def _print_batch_summary(order, step: int, rows: list[int]) -> None:
     for name, n in summary.subsets:
         print(f"  {name or '(none)':<22} {n:>9,} tokens  {100 * n / total:5.1f} %")
     for r, row in list(zip(rows, summary.sources))[:5]:
-        print(f"  row {r}: " + ", ".join(f"{_source_label(p)}[{p['doc_start']}:{p['doc_end']}]"
-                                        for p in row))
+        print(f"  row {r}: " + ", ".join(
+            _source_label(p) + (f"[{p['doc_start']}:{p['doc_end']}]" if p["doc_start"] is not None
+                                else f" (row tokens {p['row_start']}:{p['row_end']})")
+            for p in row))
     if len(rows) > 5:
         print(f"  ... {len(rows) - 5} more rows (--rows to choose, --output for every row)")
 

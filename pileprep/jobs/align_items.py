@@ -5,7 +5,8 @@ stream, documents ended by EOD. Cut at its EODs, an item is a run of *pieces*:
 
 - pieces that follow an EOD and end with one are whole documents (with their EOD): matched to
   raw documents by a hash of all their ids, as ``align`` matches documents (and, as a document
-  may hold an EOD of its own, as a tail and a head too);
+  may hold an EOD of its own, as a tail and a head too: a part of such a document shorter than
+  ``W``, or between two of its own EODs, is not matched);
 - the first piece ends with an EOD but starts where the sample starts: the end (*tail*) of a
   document. It is matched by a hash of its last ``W`` tokens against every raw document's last
   ``W`` tokens, then confirmed by comparing ids (the piece is the document's last tokens);
@@ -46,6 +47,7 @@ from pileprep.core.progress import log
 from pileprep.dedup import shuffle
 from pileprep.formats import indexed
 from pileprep.formats.manifest import Manifest, entry
+from pileprep.formats.suffix import files_identity
 from pileprep.formats.parts import TokenPart
 from pileprep.jobs.align import align_task, ids_hash
 from pileprep.runner.dask_runner import Runner
@@ -59,6 +61,7 @@ ALIGN_ITEMS_FORMAT = 1
 ITEMS_PER_TASK = 1 << 15  # items cut into pieces by one task
 BUCKET_ROWS = 1 << 21  # rows of both sides per join bucket
 WHOLE, TAIL, HEAD, SHORT, INSIDE = range(5)
+PIECE_KEY = 1 << 20  # a piece's (item, position) as one number: item * PIECE_KEY + position
 KINDS = ("whole", "tail", "head", "short", "inside")
 PIECE_ROW = np.dtype([("key", "<u8"), ("kind", "i1"), ("item", "<i8"), ("row_start", "<i4"),
                       ("ntok", "<i4")])
@@ -188,17 +191,18 @@ def sources_task(r: int, list_path: str, match_prefixes: list[str], out_path: st
         rows[f] = pieces[f]
     rows["shard"], rows["line"], rows["subset"] = -1, -1, -1
     matches = shuffle.read(match_prefixes, r, SOURCE_ROW)
-    # A piece matched several ways: placed whole last, so a whole match is the one kept.
-    matches = matches[np.argsort(-matches["kind"], kind="stable")]
     if len(matches):
-        at = np.searchsorted(rows["item"] * (1 << 20) + rows["row_start"],
-                             matches["item"] * (1 << 20) + matches["row_start"])
+        # A piece matched several ways keeps one: whole before tail before head.
+        matches = matches[np.lexsort((matches["kind"], matches["row_start"], matches["item"]))]
+        key = matches["item"] * PIECE_KEY + matches["row_start"]
+        matches = matches[np.unique(key, return_index=True)[1]]
+        at = np.searchsorted(rows["item"] * PIECE_KEY + rows["row_start"],
+                             matches["item"] * PIECE_KEY + matches["row_start"])
+        assert np.array_equal(rows["item"][at], matches["item"]) and \
+            np.array_equal(rows["row_start"][at], matches["row_start"])  # every match its piece
         rows[at] = matches
     atomic.save_npy(out_path, rows)
-    lo = r * ITEMS_PER_TASK
-    per_item = np.bincount(rows["item"] - lo, minlength=int(rows["item"].max() - lo + 1)
-                           if len(rows) else 0)
-    return {"rows": len(rows), "per_item": per_item.tolist(), "counts": _counts(rows)}
+    return {"rows": len(rows), "counts": _counts(rows)}
 
 
 def _confirmed(r, ids: np.ndarray, kind: int, part_bins: list[str], dtype: str,
@@ -220,22 +224,26 @@ def align_items(out_dir: str | Path, cfg: BuildConfig) -> dict:
     items = preshuffled(out_dir)
     if items is None:
         raise ConfigError(f"{out_dir} is not a preshuffled dataset")
-    cfg = dataclasses.replace(cfg, pack=dataclasses.replace(cfg.pack, output=str(out_dir)))
+    if items["seq_length"] + 1 >= PIECE_KEY:
+        raise ConfigError(f"items of {items['seq_length'] + 1} tokens: at most {PIECE_KEY - 1}")
+    # Documents are told apart by their EOD: the raw text is tokenized with it, whatever set.
+    cfg = dataclasses.replace(cfg, pack=dataclasses.replace(cfg.pack, output=str(out_dir)),
+                              tokenize=dataclasses.replace(cfg.tokenize, append_eod=True))
     cfg.validate()
     with OutputDir(out_dir, "align", cfg.quiet) as od:
         return _align_items(od, cfg, items)
 
 
 def _align_items(od: OutputDir, cfg: BuildConfig, items: dict) -> dict:
-    from pileprep.core.files import dataset_prefix
+    from pileprep.core.files import dataset_prefix, index_path
 
     prefix = dataset_prefix(od.path, od.manifest["settings"]["pack"]["name"])
     engine, _ = resolve_engine(cfg.tokenize.tokenizer, cfg.tokenize.engine)
     info = TokenizerInfo.of(cfg.tokenize.tokenizer, engine)
     shards = discover(cfg.read.inputs)
-    fp = fingerprint(ALIGN_ITEMS_FORMAT, W, [(s.name, s.identity()) for s in shards],
+    fp = fingerprint(ALIGN_ITEMS_FORMAT, W, ITEMS_PER_TASK, [(s.name, s.identity()) for s in shards],
                      tokenizer_identity(cfg.tokenize.tokenizer), cfg.read.stage_settings(),
-                     items)
+                     items, files_identity([index_path(prefix)]))
     work = od.work / f"align-items-{fp}"
     log(f"align: {len(shards)} raw input shard(s) against {items['items']:,} preshuffled items "
         f"({engine} engine; edges keyed by {W} tokens)", cfg.quiet)
@@ -297,24 +305,21 @@ def _write_sources(stage: Path, parts: list[Path], done: list[dict], names: list
     """The item ranges' rows one after the other, and the offset of each item's rows, through
     mapped files (one range in memory at a time); the names; the counts."""
     total = sum(d["rows"] for d in done)
-    with atomic.atomic_path(stage / ITEM_SOURCES) as tmp:
+    with atomic.atomic_path(stage / ITEM_SOURCES) as tmp, \
+            atomic.atomic_path(stage / ITEM_SOURCES_OFFSETS) as tmp_offsets:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=SOURCE_ROW, shape=(total,))
+        offsets = np.lib.format.open_memmap(tmp_offsets, mode="w+", dtype=np.int64,
+                                            shape=(n_items + 1,))
         at = 0
-        for path in parts:
+        for r, path in enumerate(parts):
             rows = np.load(path)
+            lo, hi = r * ITEMS_PER_TASK, min((r + 1) * ITEMS_PER_TASK, n_items)
+            offsets[lo:hi + 1] = at + np.searchsorted(rows["item"], np.arange(lo, hi + 1))
             out[at:at + len(rows)] = rows
             at += len(rows)
         out.flush()
-        del out
-    with atomic.atomic_path(stage / ITEM_SOURCES_OFFSETS) as tmp:  # a range at a time too
-        offsets = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int64, shape=(n_items + 1,))
-        offsets[0], base = 0, 0
-        for r, d in enumerate(done):
-            ends = base + np.cumsum(np.asarray(d["per_item"], np.int64))
-            offsets[r * ITEMS_PER_TASK + 1:r * ITEMS_PER_TASK + 1 + len(ends)] = ends
-            base = int(ends[-1]) if len(ends) else base
         offsets.flush()
-        del offsets
+        del out, offsets
     atomic.write_json(stage / ITEM_SOURCES_NAMES, {"sources": names, "subsets": subsets, "w": W})
     return _summary([d["counts"] for d in done], subsets)
 

@@ -147,10 +147,12 @@ def clip(records: list[dict], a: int, b: int) -> list[dict]:
     out = []
     for rec in records:
         lo, hi = max(rec["row_start"], a), min(rec["row_end"], b)
-        if lo < hi:
-            start = rec["doc_start"] + lo - rec["row_start"]
+        if lo < hi:  # a piece of unknown source has no document range
+            known = rec["doc_start"] is not None
+            start = rec["doc_start"] + lo - rec["row_start"] if known else None
             out.append({**{k: rec[k] for k in SOURCE_FIELDS}, "doc_start": start,
-                        "doc_end": start + hi - lo, "row_start": lo, "row_end": hi})
+                        "doc_end": start + hi - lo if known else None, "row_start": lo,
+                        "row_end": hi})
     return out
 
 

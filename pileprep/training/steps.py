@@ -285,7 +285,9 @@ class BatchSummary:
 def batch_summary(order: TrainingOrder, step: int, rows: list[int] | None = None) -> BatchSummary:
     rows = order.rows(step, rows)
     sources = order.sources(step, rows)
-    docs = {rec["doc"] for row in sources for rec in row}
+    # A piece found by content names its raw document, not a document of this dataset.
+    docs = {rec["doc"] if rec["doc"] is not None else (rec["source"], rec["line"])
+            for row in sources for rec in row if rec["doc"] is not None or rec["source"]}
     subsets: dict[str, int] = {}
     for row in sources:
         for rec in row:
