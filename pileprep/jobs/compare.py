@@ -21,14 +21,15 @@ import numpy as np
 from pileprep.core import atomic
 from pileprep.core.config import ClusterConfig, ScheduleConfig, fingerprint
 from pileprep.core.errors import ConfigError
-from pileprep.core.files import ORDER_LINK
+from pileprep.core.files import ORDER_LINK, dataset_prefix
 from pileprep.core.outdir import OutputDir
 from pileprep.core.progress import log
 from pileprep.formats.manifest import Manifest, entry
 from pileprep.formats.suffix import data_identity
 from pileprep.runner.dask_runner import Runner
 from pileprep.runner.tasks import Stage, Task
-from pileprep.training.order import TrainingOrder, link_identity, preshuffled, resolve_config
+from pileprep.training.order import (TrainingOrder, dataset_name, link_identity, preshuffled,
+                                     resolve_config)
 
 ITEMS_PER_TASK = 1 << 16  # items compared by one task (~270 MB of tokens a side at Pythia's L)
 CHUNK_ITEMS = 1 << 11  # items held at once, per side (~8 MB at L = 2048)
@@ -79,7 +80,7 @@ def compare(preshuffled_dir: str | Path, other_dir: str | Path, cluster: Cluster
     with OutputDir(preshuffled_dir, "compare", quiet) as out:
         # What the result holds for: both datasets' files and the schedule, as they are now.
         identity = [link_identity(TrainingOrder(other_dir, other)),
-                    data_identity(TrainingOrder(out.path).prefix)]
+                    data_identity(dataset_prefix(out.path, dataset_name(out.path)))]
         work = out.work / f"compare-{fingerprint(COMPARE_FORMAT, identity, n)}"
         work.mkdir(parents=True, exist_ok=True)
         tasks = [Task(name=f"compare {lo}", stage=Stage.COMPARE, fn=compare_items,

@@ -172,8 +172,9 @@ def ingest_shard(shard: Shard, shard_index: int, workdir: str, cfg: ReadConfig,
     partition instead of reading the rest of the shard for nobody."""
     work = Path(workdir)
     source = shard.name
-    before = identity if identity is not None else _identity(shard)
-    if _identity(shard) is None:
+    now = _identity(shard)
+    before = identity if identity is not None else now
+    if now is None:
         raise InputError(f"{shard.location}: the input shard is gone (deleted or moved after "
                          "the build listed it)")
     writer = _PartitionWriter(work, source, shard.file_stem, shard_index, cfg.partition_bytes,

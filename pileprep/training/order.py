@@ -87,8 +87,10 @@ class TrainingOrder:
         self.cfg = cfg or resolve_config(out_dir)
         self.data = data if data is not None else IndexedDataset(self.prefix)
         self.sizes, self._pointers, self._tokens = self.data.scattered()
-        self._prov = self._linked = None
-        items = preshuffled(out_dir)
+        self._prov = self._linked = self._content_rows = None
+        manifest = atomic.read_json(self.out_dir / MANIFEST)
+        self._outputs = frozenset(manifest.get("outputs", {}))  # read once: sources are hot
+        items = (manifest.get("adopted") or {}).get("preshuffled")
         if items is not None:  # the items are the samples: no index maps
             if cfg is not None:  # settings given by a caller: checked as a user's would be
                 self.cfg = _preshuffled_config(items, {k: getattr(cfg, k) for k in
@@ -191,8 +193,7 @@ class TrainingOrder:
         samples (``pileprep compare``): that dataset's order, which knows their documents."""
         if self._linked is None and isinstance(self.schedule, Preshuffled):
             link = self.out_dir / ORDER_LINK
-            listed = ORDER_LINK in atomic.read_json(self.out_dir / MANIFEST).get("outputs", {})
-            if link.exists() and listed:
+            if ORDER_LINK in self._outputs and link.exists():
                 self._linked = self._open_link(link)
         return self._linked
 
@@ -215,10 +216,7 @@ class TrainingOrder:
     def _content(self):
         """The pieces of this preshuffled dataset's items found by content (``pileprep
         align``), mapped: ``(rows, offsets, names)``, or None."""
-        if getattr(self, "_content_rows", None) is None:
-            listed = atomic.read_json(self.out_dir / MANIFEST).get("outputs", {})
-            if ITEM_SOURCES not in listed:
-                return None
+        if self._content_rows is None and ITEM_SOURCES in self._outputs:
             self._content_rows = (np.load(self.out_dir / ITEM_SOURCES, mmap_mode="r"),
                                   np.load(self.out_dir / ITEM_SOURCES_OFFSETS, mmap_mode="r"),
                                   atomic.read_json(self.out_dir / ITEM_SOURCES_NAMES))
