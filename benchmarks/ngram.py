@@ -156,14 +156,17 @@ def main() -> None:
 def one_shard(prefix: Path, data, shard_tokens: int, out: Path) -> None:
     """The first shard sorted in a process of its own: a worker's rate and memory."""
     d0, d1, t0, t1 = suffix.shard_ranges(data.sizes, shard_tokens)[0]
-    target = out / "probe.sa"
+    target, keys = out / "probe.sa", out / "probe-keys.npy"
+    with open(target, "wb") as f:
+        f.truncate(t1 * suffix.SA_DTYPE.itemsize)
     child = multiprocessing.get_context("spawn").Process(
-        target=index_shard, args=(str(prefix), d0, d1, t0, t1, str(target)))
+        target=index_shard, args=(str(prefix), 0, d0, d1, t0, t1, str(target), str(keys)))
     t_start = time.perf_counter()
     child.start()
     child.join()
     dt = time.perf_counter() - t_start
     target.unlink()
+    keys.unlink()
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"one shard in a fresh process: {t1 - t0:,} tokens in {dt:.1f} s "
           f"({(t1 - t0) / dt / 1e6:.2f} M tokens/s, process start included); peak RSS {rss:,.0f} MB")

@@ -38,6 +38,8 @@ from pileprep.formats.indexed import IndexedDataset
 from pileprep.outputs.export import memorization_tables
 from pileprep.training import schedule_files, streammap
 from pileprep.training.lookups import doc_and_offset, docs_by_text
+from pileprep.jobs.count import count_terms
+from pileprep.training import ngram
 from pileprep.training.ngram import Counter
 from pileprep.training.order import TrainingOrder
 
@@ -150,6 +152,58 @@ def test_count_equals_a_brute_force_over_every_trained_sample(ngram_build, which
         assert (occurrences > samples).any()  # a sample holding a query twice counts once
 
 
+@pytest.mark.parametrize("which,steps,bins", [
+    (0, None, 4), pytest.param(1, (13, 401), 5, marks=pytest.mark.slow)])
+def test_both_count_strategies_equal_the_brute_force_on_every_query(ngram_build, which, steps, bins):
+    """The index's hits and the streaming pass (run as tasks of a few samples each, so bins and
+    parts cut each other) against the brute force, query by query; hashed keys too (long
+    queries), repeats, and ids no token holds."""
+    cfg = SCHEDULES[which]
+    order = TrainingOrder(ngram_build, ScheduleConfig(**cfg))
+    ref = reference(order, cfg)
+    queries = pick_queries(ref, cfg, np.random.default_rng(which + 40))
+    docs = ref[0]
+    queries += [docs[1][:9], docs[2][3:15], queries[0], [70000], [1 << 40, 3]]
+    first, end = steps or (0, cfg["train_iters"])
+    edges = ngram_edges(first, end, bins)
+    samples, occurrences = brute_force(ref, cfg, queries, first, end, edges)
+    got = {}
+    for strategy in ("index", "stream"):
+        with patch_part_tokens(cfg["seq_length"] * 7):
+            c = count_terms(order, queries, first, end, bins, strategy)
+        assert c.strategy == [strategy] * len(queries)
+        assert c.samples.tolist() == samples.tolist(), strategy
+        assert c.occurrences.tolist() == occurrences.tolist(), strategy
+        assert c.corpus.tolist() == [corpus_count(docs, q) if max(q) < 1 << 16 else 0 for q in queries]
+        got[strategy] = c
+    assert samples.sum() > 0 and (occurrences > samples).any()
+
+
+def test_auto_sends_frequent_queries_to_the_pass_and_rare_ones_to_the_index():
+    tokens = 10 ** 9
+    hits = np.array([10, 10 ** 4, 10 ** 7, 10 ** 9, 0])
+    # the 10^9 one pays for the pass; then the 10^7 one costs far less in it than by its hits
+    assert ngram.choose_stream(hits, tokens, workers=2).tolist() == [False, False, True, True, False]
+    assert not ngram.choose_stream(np.array([10, 100]), tokens, workers=2).any()
+    # a pass over a thousand times the tokens is not worth it for the same term
+    assert not ngram.choose_stream(np.array([10 ** 7]), tokens * 1000, workers=2).any()
+
+
+def ngram_edges(first, end, bins):
+    return ngram.bin_edges(first, end, bins)
+
+
+@contextlib.contextmanager
+def patch_part_tokens(n: int):
+    from pileprep.jobs import count as count_job
+    old = count_job.PART_TOKENS, ngram.SCAN_SAMPLES, ngram.REMAP_SAMPLES
+    count_job.PART_TOKENS, ngram.SCAN_SAMPLES, ngram.REMAP_SAMPLES = n, 3, 5
+    try:
+        yield
+    finally:
+        count_job.PART_TOKENS, ngram.SCAN_SAMPLES, ngram.REMAP_SAMPLES = old
+
+
 def stream_of(ref) -> tuple[list[int], list[int]]:
     """The training stream's tokens and each doc_idx entry's first position in it."""
     docs, doc_idx = ref[0], ref[1]
@@ -238,6 +292,63 @@ def test_index_finds_every_position(ngram_build):
     assert found >= 30
 
 
+def test_the_suffix_file_holds_each_shards_sorted_suffixes_and_every_strided_key(ngram_build):
+    """Against Python's sort of the token lists (no libdivsufsort) and keys packed by hand."""
+    meta = atomic.read_json(ngram_build / "ngram" / NGRAM_META)
+    assert meta["version"] == 2 and meta["key_stride"] == suffix.KEY_STRIDE
+    tokens = np.fromfile(data_path(dataset_prefix(ngram_build, "pile")), np.uint16).tolist()
+    rows = np.fromfile(ngram_build / "ngram" / "suffixes.sa", "<u4")
+    assert len(rows) == len(tokens) == meta["tokens"]
+    keys = []
+    for k, shard in enumerate(meta["shards"]):
+        a, b = shard["start"], shard["end"]
+        mine = tokens[a:b]
+        assert rows[a:b].tolist() == sorted(range(b - a), key=lambda i: mine[i:])
+        for r in range(0, b - a, meta["key_stride"]):
+            head = (mine[rows[a + r]:] + [0, 0, 0])[:3]
+            keys.append((k << 48) | (head[0] << 32) | (head[1] << 16) | head[2])
+    assert np.load(ngram_build / "ngram" / "keys.npy").tolist() == keys
+
+
+@pytest.mark.parametrize("stride", [1, 3, 64])
+def test_lookups_narrowed_by_keys_find_every_position(ngram_build, tmp_path, stride):
+    """Keys every ``stride`` rows (so the narrowing matters at this size); queries shorter
+    than, as long as and longer than a key, absent ones, and ids no uint16 token can hold;
+    asked one by one and as one batch of mixed lengths."""
+    copy = tmp_path / "copy"
+    shutil.copytree(ngram_build, copy, ignore=shutil.ignore_patterns("ngram"))
+    build_index(copy, SYNC, shard_tokens=5000, quiet=True, key_stride=stride)
+    data = IndexedDataset(dataset_prefix(copy, "pile"))
+    index = suffix.SuffixIndex(copy, data)
+    tokens = np.asarray(data.tokens)
+    ends = {s.end for s in index.shards}
+    rng = np.random.default_rng(stride)
+    queries = [tokens[p:p + m].tolist() for m in (1, 2, 3, 4, 7)
+               for p in rng.integers(0, len(tokens) - m, 8)]
+    queries += [[0], [0, 0], [65535], [1, 2, 3, 4, 5], [70000], [3, -1]]
+    want = [[i for i in windows_equal(tokens, q).tolist() if not any(i < e < i + len(q) for e in ends)]
+            if min(q) >= 0 else [] for q in queries]
+    for q, w in zip(queries, want):
+        assert sorted(int(x) for pos in index.positions(q) for x in pos) == w, q
+    assert index.counts(queries).tolist() == [len(w) for w in want]
+    assert sum(map(len, want)) > len(queries)
+
+
+def test_an_index_of_format_version_1_is_refused_then_rebuilt(ngram_build, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(ngram_build, copy)
+    meta = atomic.read_json(copy / "ngram" / NGRAM_META)
+    atomic.write_json(copy / "ngram" / NGRAM_META, {**meta, "version": 1})
+    (copy / "ngram" / "shard-00000.sa").write_bytes(b"old")
+    code, _, err = run_cli("count", str(copy), "--ids", "5")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "format version 1" in err and f"rebuild it with `pileprep index {copy}`" in err
+    meta = build_index(copy, SYNC, shard_tokens=5000, quiet=True)
+    assert not meta["reused"] and not (copy / "ngram" / "shard-00000.sa").exists()
+    code, out, _ = run_cli("count", str(copy), "--ids", "5")
+    assert code == 0 and "in the corpus" in out
+
+
 def test_doc_and_offset_of_every_token_position(ngram_build):
     data = TrainingOrder(ngram_build).data
     want = [(d, o) for d in range(len(data)) for o in range(int(data.sizes[d]))]
@@ -286,9 +397,17 @@ def test_a_shard_reads_and_sorts_the_same_tokens_from_one_bin_or_pieces(ngram_bu
     for shard in meta["shards"]:
         s = suffix.Shard(**shard)
         assert IndexedDataset(pieced).read_tokens(s.start, s.end).tolist() == whole[s.start:s.end].tolist()
-        got = index_shard(str(pieced), s.first_doc, s.end_doc, s.start, s.end, str(tmp_path / s.file))
-        assert (tmp_path / s.file).read_bytes() == (ngram_build / "ngram" / s.file).read_bytes()
+    rows = tmp_path / "suffixes.sa"
+    with open(rows, "wb") as f:
+        f.truncate(meta["tokens"] * 4)
+    for i, shard in enumerate(meta["shards"]):
+        s = suffix.Shard(**shard)
+        got = index_shard(str(pieced), i, s.first_doc, s.end_doc, s.start, s.end, str(rows),
+                          str(tmp_path / f"keys-{i}.npy"))
         assert got.tokens == s.end - s.start
+    assert rows.read_bytes() == (ngram_build / "ngram" / "suffixes.sa").read_bytes()
+    keys = np.concatenate([np.load(tmp_path / f"keys-{i}.npy") for i in range(len(meta["shards"]))])
+    assert keys.tolist() == np.load(ngram_build / "ngram" / "keys.npy").tolist()
 
 
 def snippets(order, tokenizer, rng, n=6) -> list[str]:
@@ -353,6 +472,15 @@ def test_count_command_tables_and_plot(ngram_build, tokenizer, tmp_path):
     assert table["samples"] == want.samples.reshape(-1).tolist()
     assert table["cumulative_samples"][:5] == np.cumsum(want.samples[0]).tolist()
     assert png.read_bytes()[:4] == b"\x89PNG"
+    assert set(table["counted_by"]) <= {"index", "stream"}
+    code, _, err = run_cli("count", str(ngram_build), "--text", "the", "--ids", "13,187",
+                           "--queries", str(queries), "--bins", "5", "--steps", "10:300",
+                           "--output", str(out), "--strategy", "stream")
+    assert code == 0, err
+    streamed = pq.read_table(out).to_pydict()
+    assert set(streamed["counted_by"]) == {"stream"}
+    for column in ("corpus", "samples", "occurrences"):
+        assert streamed[column] == table[column]
     _, stdout, _ = run_cli("count", str(ngram_build), "--text", "the", "--no-leading-space")
     assert str(tokenizer.encode("the").ids) in stdout
 
@@ -437,6 +565,5 @@ def test_a_killed_index_build_resumes_with_the_finished_shards(ngram_build, tmp_
     assert not (copy / "ngram" / NGRAM_META).exists()  # unfinished: no record
     done = run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 0 and "reusing 2 of 6" in done.stderr, done.stderr
-    fresh = (ngram_build / "ngram")
-    for p in sorted(fresh.glob("shard-*.sa")):
-        assert (copy / "ngram" / p.name).read_bytes() == p.read_bytes()
+    for name in ("suffixes.sa", "keys.npy"):
+        assert (copy / "ngram" / name).read_bytes() == (ngram_build / "ngram" / name).read_bytes()

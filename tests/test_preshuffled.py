@@ -268,7 +268,7 @@ def test_a_link_holds_only_for_the_data_it_was_proven_on(preshuffled, adopted, t
 def test_terms_are_counted_over_the_items_themselves(preshuffled, tmp_path):
     """Unlinked: an occurrence inside item n is one in training sample n; brute force agrees."""
     from pileprep.jobs.index import build_index
-    from pileprep.training.ngram import count_terms
+    from pileprep.jobs.count import count_terms
 
     out = tmp_path / "unlinked"
     adopt(preshuffled["pieces"], out, batch_size=B, quiet=True)
@@ -277,7 +277,10 @@ def test_terms_are_counted_over_the_items_themselves(preshuffled, tmp_path):
     common = max(set(items[0]), key=items[0].count)
     queries = [[common], items[9][10:13], items[100][0:2], [50_000, 50_001]]
     first, end = 3, 120
-    c = count_terms(TrainingOrder(out), queries, first, end, bins=4)
+    c = count_terms(TrainingOrder(out), queries, first, end, bins=4, strategy="index")
+    by_pass = count_terms(TrainingOrder(out), queries, first, end, bins=4, strategy="stream")
+    for name in ("corpus", "samples", "occurrences"):  # both ways count the same
+        assert getattr(by_pass, name).tolist() == getattr(c, name).tolist()
     for qi, q in enumerate(queries):
         m = len(q)
         hits = [(n, sum(items[n][o:o + m] == q for o in range(L + 2 - m)))
@@ -292,7 +295,7 @@ def test_terms_are_counted_over_the_items_themselves(preshuffled, tmp_path):
 def test_counts_between_pythias_checkpoints(preshuffled, tmp_path, monkeypatch, capsys):
     from pileprep.jobs.index import build_index
     from pileprep.training import checkpoints
-    from pileprep.training.ngram import count_terms
+    from pileprep.jobs.count import count_terms
 
     assert checkpoints.checkpoint_edges(1024, 0, 143_000) == checkpoints.CHECKPOINTS
     with pytest.raises(ConfigError, match="steps of 1024 samples"):

@@ -388,7 +388,13 @@ def _add_count(sub) -> None:
     p.add_argument("--output", "-o", help="FILE.parquet: one row per query and step range")
     p.add_argument("--plot", help="FILE.png: cumulative samples per query over the steps")
     p.add_argument("--tokenizer", help="for text (default: PILEPREP_TOKENIZER or hub id)")
+    p.add_argument("--strategy", choices=["auto", "index", "stream"], default="auto",
+                   help="how training counts are made: each query's index hits mapped to samples "
+                   "(rare terms), one streaming pass over the trained samples for all frequent "
+                   "queries at once (Dask tasks), or auto: the cheaper per query (default)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     flags.add_schedule(p, defaults_from_build=True)
+    flags.add_cluster(p)
 
 
 def _queries(args):
@@ -405,7 +411,7 @@ def _queries(args):
 
 def cmd_count(args) -> int:
     from pileprep.outputs import counts as count_table, plots
-    from pileprep.training.ngram import count_terms
+    from pileprep.jobs.count import count_terms
 
     if args.output:
         count_table.check_target(args.output)
@@ -413,14 +419,16 @@ def cmd_count(args) -> int:
     order = _order(args).for_documents()
     first, end = _steps(args, order)
     labels = [q.label for q in queries]
+    cluster = flags.build_config(args, schedule=False).cluster
     c = count_terms(order, [list(q.ids) for q in queries], first, end,
-                    _edges(args, order, first, end))
+                    _edges(args, order, first, end), args.strategy, cluster, args.quiet)
     total = c.samples.sum(axis=1)
     print(f"{len(queries)} quer{'y' if len(queries) == 1 else 'ies'}, steps {first}..{end - 1} "
           f"({order.cfg.batch_size} samples of {order.cfg.seq_length + 1} tokens a step)")
     for i in range(min(len(queries), 20)):
         print(f"  {labels[i]!r} {c.queries[i]}: {int(c.corpus[i]):,} in the corpus, "
-              f"{int(total[i]):,} training samples ({int(c.occurrences[i].sum()):,} occurrences)")
+              f"{int(total[i]):,} training samples ({int(c.occurrences[i].sum()):,} occurrences; "
+              f"counted by {'the streaming pass' if c.strategy[i] == 'stream' else 'its index hits'})")
     if len(queries) == 1 and len(c.edges) > 2:
         cum = c.cumulative("samples")[0]
         for b, (a, z) in enumerate(zip(c.edges[:-1], c.edges[1:])):

@@ -67,15 +67,19 @@ def schedule_paths(dataset_prefix: str | Path, num_samples: int, seq_length: int
     return {k: Path(f"{base}_{k}_idx.npy") for k in SCHEDULE_KINDS}
 
 
-# The n-gram index (`pileprep index`): suffix arrays of the token stream in shards, and the
-# record of what they were built from, written last (docs/formats.md).
+# The n-gram index (`pileprep index`): the suffix arrays of the token stream's shards in one
+# file, every 4,096th suffix's key, and the record of what they were built from, written last
+# (docs/formats.md).
 NGRAM_DIR = "ngram"
 NGRAM_META = "index.json"
-NGRAM_WORK = ".work"  # inside NGRAM_DIR: the shard tasks' completion records
+NGRAM_SUFFIXES = "suffixes.sa"
+NGRAM_KEYS = "keys.npy"
+NGRAM_WORK = ".work"  # inside NGRAM_DIR: the shard tasks' completion records and keys
+COUNT_WORK = ".count-work"  # inside NGRAM_DIR: a streaming count's parts, until it ends
 
 
-def ngram_shard(i: int) -> str:
-    return f"shard-{i:05d}.sa"
+def ngram_keys_part(i: int) -> str:
+    return f"keys-{i:05d}.npy"
 
 
 # Per schedule, made by the first `pileprep count` over it (training.streammap): where every copy

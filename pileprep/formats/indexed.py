@@ -338,6 +338,16 @@ class JoinedTokens:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """The tokens at positions ``idx`` (any shape), each from its piece."""
+        idx = np.asarray(idx, np.int64)
+        out = np.empty(idx.shape, self.dtype)
+        piece = np.searchsorted(self.starts, idx, side="right") - 1
+        for i in np.unique(piece).tolist():
+            at = piece == i
+            out[at] = self.maps[i][idx[at] - self.starts[i]]
+        return out
+
     def __getitem__(self, key) -> np.ndarray:
         if not isinstance(key, slice) or key.step not in (None, 1):
             raise TypeError("pieced token streams are read by contiguous slices")

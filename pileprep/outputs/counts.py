@@ -3,7 +3,8 @@
 Columns: ``query`` (its number in the input), ``label`` (the text, or the ids as given),
 ``ids``, ``corpus`` (occurrences inside documents of the dataset), ``step_start`` and
 ``step_end`` (the range, end exclusive), ``samples`` and ``occurrences`` in that range (see
-:mod:`pileprep.training.ngram`), and both cumulated from the first range.
+:mod:`pileprep.training.ngram`), both cumulated from the first range, and ``counted_by``
+(``index`` or ``stream``: which exact way counted the query, :mod:`pileprep.jobs.count`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def table(counts: Counts, labels: list[str]) -> pa.Table:
         "samples": counts.samples.reshape(-1), "occurrences": counts.occurrences.reshape(-1),
         "cumulative_samples": counts.cumulative("samples").reshape(-1),
         "cumulative_occurrences": counts.cumulative("occurrences").reshape(-1),
+        "counted_by": pa.array([(counts.strategy or ["index"] * Q)[q] for q in query.tolist()],
+                               pa.string()),
     })
 
 

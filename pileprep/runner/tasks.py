@@ -35,6 +35,7 @@ class Stage(enum.StrEnum):
     INDEX = "index"
     ALIGN = "align"
     COMPARE = "compare"
+    COUNT = "count"
 
 
 @dataclass(frozen=True, kw_only=True)

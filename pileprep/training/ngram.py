@@ -30,14 +30,26 @@ from typing import Iterator
 
 import numpy as np
 
+from pileprep.core.config import ScheduleConfig
 from pileprep.core.errors import ConfigError
+from pileprep.formats.indexed import IndexedDataset, JoinedTokens, data_files
 from pileprep.formats.suffix import SuffixIndex
+from pileprep.training import schedule_files
 from pileprep.training.lookups import doc_and_offset
 from pileprep.training.order import TrainingOrder
-from pileprep.training.pieces import Pieces, Preshuffled
+from pileprep.training.pieces import Pieces, Preshuffled, expand
 from pileprep.training.streammap import open_map
+from pileprep.training.termscan import TermScanner
 
 UNIT = 1 << 20  # document copies per unit of work (bounds every temporary array)
+SCAN_SAMPLES = 1 << 9  # training samples per block of a streaming pass (~2 MB of tokens)
+REMAP_SAMPLES = 1 << 16  # samples read through one set of maps: their resident pages stay bounded
+# The cost model that chooses, per query, between the index's hits and the streaming pass
+# (measured in benchmarks/ngram.py on 2 cores, docs/benchmarks.md): one hit mapped to its
+# training samples, and one trained token read and scanned, plus per query scanned.
+HIT_SECONDS = 1 / 2.3e6
+TOKEN_SECONDS = 1 / 150e6
+TOKEN_QUERY_SECONDS = 1 / 20e9
 
 
 @dataclass
@@ -49,6 +61,7 @@ class Counts:
     corpus: np.ndarray  # (Q,) occurrences inside documents of the dataset
     samples: np.ndarray  # (Q, bins) trained samples of the bin holding the sequence
     occurrences: np.ndarray  # (Q, bins) occurrences inside trained samples of the bin
+    strategy: list[str] | None = None  # per query: "index" (its hits) or "stream" (the pass)
 
     def cumulative(self, name: str) -> np.ndarray:
         """``samples`` or ``occurrences`` summed from the first bin: a term-frequency curve.
@@ -90,15 +103,16 @@ class _Unit:
                      for v in (self.query, self.doc, self.offset, self.j))
 
 
-def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int,
-                end_step: int, bins: int = 1) -> "Counts":
-    """Counts of token sequences in the corpus and in the trained samples of steps
-    ``first_step .. end_step-1`` (in ``bins`` step ranges), from the dataset's n-gram index. The
-    first count over a schedule makes its stream map, with progress on stderr."""
-    index = SuffixIndex(order.out_dir, order.data)
-    if isinstance(order.schedule, Preshuffled):
-        return ItemCounter(order, index, first_step, end_step, bins).count(queries)
-    return Counter(order, index, first_step, end_step, bins, quiet=False).count(queries)
+def corpus_counts(order: TrainingOrder, index: SuffixIndex, queries: list[list[int]]) -> np.ndarray:
+    """Occurrences of each query inside documents of the dataset. When every document ends with
+    EOD and a query holds none before its last token, every occurrence in the token stream is
+    inside one document: the index's count. Otherwise its positions are checked."""
+    out = index.counts(queries)
+    last = index.last_token
+    for i, q in enumerate(queries):
+        if last is None or last in q[:-1]:
+            out[i] = sum(len(doc) for doc, _, _ in Counter._inside_of(order, index, q))
+    return out
 
 
 class Counter:
@@ -163,11 +177,15 @@ class Counter:
             yield unit, -1
 
     def _inside(self, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        return self._inside_of(self.order, self.index, q)
+
+    @staticmethod
+    def _inside_of(order, index, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         """Hits of the whole sequence inside one document (j = 0)."""
-        for pos in self.index.positions(q):
+        for pos in index.positions(q):
             # in suffix order: sorted, every later gather is in file order
-            doc, offset = doc_and_offset(self.order.data, np.sort(pos))
-            inside = offset + len(q) <= np.asarray(self.order.data.sizes[doc], np.int64)
+            doc, offset = doc_and_offset(order.data, np.sort(pos))
+            inside = offset + len(q) <= np.asarray(order.data.sizes[doc], np.int64)
             yield doc[inside], offset[inside], 0
 
     def _hits(self, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
@@ -305,3 +323,85 @@ class ItemCounter(Counter):
         B = self.order.cfg.batch_size
         ok = (doc >= self.edges[0] * B) & (doc < self.edges[-1] * B)
         return qidx[ok], doc[ok]
+
+
+# -- the streaming pass ------------------------------------------------------------------------
+
+def hit_costs(order: TrainingOrder, index: SuffixIndex, queries: list[list[int]]) -> np.ndarray:
+    """Per query, the index hits the counter would map: its occurrences inside documents and,
+    for every j where its first j tokens may end a document, those of ``q[:j]``; each once per
+    epoch (a preshuffled dataset's items: once)."""
+    asked, owner = [], []
+    for i, q in enumerate(queries):
+        asked.append(q)
+        owner.append(i)
+        if not isinstance(order.schedule, Preshuffled):
+            for j in range(1, len(q)):
+                if index.last_token is None or q[j - 1] == index.last_token:
+                    asked.append(q[:j])
+                    owner.append(i)
+    hits = np.bincount(np.array(owner, np.int64), weights=index.counts(asked), minlength=len(queries))
+    return hits * order.schedule.epochs
+
+
+def choose_stream(hits: np.ndarray, trained_tokens: int, workers: int) -> np.ndarray:
+    """Which queries the streaming pass should count (True) rather than the index's hits: a
+    query goes to the pass when its hits cost more than what it adds to the pass, and the pass
+    runs only when it saves time over mapping every hit."""
+    cost = hits * HIT_SECONDS
+    stream = cost > trained_tokens * TOKEN_QUERY_SECONDS / workers
+    if not stream.any():
+        return stream
+    with_pass = (trained_tokens * (TOKEN_SECONDS + stream.sum() * TOKEN_QUERY_SECONDS) / workers
+                 + cost[~stream].sum())
+    return stream if with_pass < cost.sum() else np.zeros_like(stream)
+
+
+def scan_range(out_dir: str, cfg: ScheduleConfig, queries: list[list[int]], lo: int, hi: int,
+               edges: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(occurrences, samples)`` (queries x bins) of every query in training samples
+    ``lo .. hi-1`` of the order ``out_dir`` / ``cfg``, reading each sample's tokens once, in
+    training order (the work of one task of the pass)."""
+    order = TrainingOrder(out_dir, cfg)
+    B = order.cfg.batch_size
+    bins = len(edges) - 1
+    occ = np.zeros((len(queries), bins), np.int64)
+    held = np.zeros_like(occ)
+    scanner = TermScanner(queries, order.data.dtype)
+    cuts = sorted({lo, hi, *(e * B for e in edges if lo < e * B < hi)})
+    for a, z in zip(cuts[:-1], cuts[1:]):  # within a bin
+        b = int(np.searchsorted(edges, a // B, side="right")) - 1
+        for c in range(a, z, REMAP_SAMPLES):
+            reader = _SampleReader(order)  # fresh maps: what the last ones touched is let go
+            for d in range(c, min(z, c + REMAP_SAMPLES), SCAN_SAMPLES):
+                o, h = scanner.scan(reader.rows(d, min(z, c + REMAP_SAMPLES, d + SCAN_SAMPLES)))
+                occ[:, b] += o
+                held[:, b] += h
+    return occ, held
+
+
+class _SampleReader:
+    """Training samples' tokens as rows, through memory maps of the ``.bin`` and the schedule
+    (a pass reads them all: maps beat a pread per piece)."""
+
+    def __init__(self, order: TrainingOrder):
+        self.L1 = order.cfg.seq_length + 1
+        data = IndexedDataset(order.prefix)
+        self.item = data.dtype.itemsize
+        self.sizes, self.pointers = data.sizes, data.pointers
+        files = data_files(order.prefix)
+        self.tokens = data.tokens if len(files) == 1 else JoinedTokens(files, data.dtype)
+        self.schedule = (order.schedule if isinstance(order.schedule, Preshuffled)
+                         else schedule_files.load(order.prefix, order.cfg, data.sizes))
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """Samples ``lo .. hi-1``, (hi - lo, L+1)."""
+        if isinstance(self.schedule, Preshuffled):  # items back to back: one slice
+            a = int(self.pointers[lo]) // self.item
+            return np.asarray(self.tokens[a:a + (hi - lo) * self.L1]).reshape(hi - lo, self.L1)
+        p = expand(self.schedule, self.sizes, np.arange(lo, hi))
+        first = np.asarray(self.pointers[p.doc], np.int64) // self.item + p.offset
+        before = np.cumsum(p.tokens) - p.tokens  # where each piece starts in the block
+        at = np.repeat(first - before, p.tokens) + np.arange(int(p.tokens.sum()))
+        got = self.tokens[at] if isinstance(self.tokens, np.ndarray) else self.tokens.take(at)
+        return got.reshape(hi - lo, self.L1)

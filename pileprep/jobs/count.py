@@ -1,0 +1,147 @@
+"""``pileprep count``: occurrences of token sequences in the corpus and in the training samples of
+a step range, each query counted the cheaper of two exact ways.
+
+- **index** (:class:`training.ngram.Counter`): the query's hits in the suffix-array index, each
+  mapped to the training samples holding it. Costs per hit: right for rare terms.
+- **stream** (:func:`training.ngram.scan_range`): one read of every trained sample of the range
+  counts all frequent queries at once, as Dask tasks over sample ranges (each writes its counts
+  atomically with a completion record, so an interrupted pass resumes). Costs per trained token.
+
+``auto`` sends a query to the pass when its hits would cost more (``training.ngram.choose_stream``).
+Both give the same numbers (tested on every query); the corpus column always comes from the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from pileprep.core import atomic
+from pileprep.core.config import ClusterConfig
+from pileprep.core.errors import ConfigError
+from pileprep.core.files import COUNT_WORK, NGRAM_DIR
+from pileprep.formats.suffix import SuffixIndex, data_identity
+from pileprep.runner.dask_runner import Runner
+from pileprep.runner.tasks import Stage, Task
+from pileprep.training import ngram
+from pileprep.training.order import TrainingOrder
+from pileprep.training.pieces import Preshuffled
+
+STRATEGIES = ("auto", "index", "stream")
+PART_TOKENS = 1 << 28  # trained tokens per task of a pass (~1 s of a core)
+LOCAL_TOKENS = 1 << 27  # a pass this small runs in this process: no cluster to start
+
+
+@dataclass
+class ScanPart:
+    path: str  # .npz of the part's occurrences and samples, queries x bins
+
+    def outputs(self) -> list[str]:
+        return [self.path]
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "ScanPart":
+        return cls(**obj)
+
+
+def scan_part(out_dir: str, cfg, queries: list[list[int]], lo: int, hi: int, edges: list[int],
+              target: str) -> ScanPart:
+    """One task of the pass (runs on a worker)."""
+    occ, held = ngram.scan_range(out_dir, cfg, queries, lo, hi, edges)
+    with atomic.atomic_path(target) as tmp, open(tmp, "wb") as f:
+        np.savez(f, occurrences=occ, samples=held)
+    return ScanPart(target)
+
+
+def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int, end_step: int,
+                bins: int | list[int] = 1, strategy: str = "auto",
+                cluster: ClusterConfig | None = None, quiet: bool = True) -> ngram.Counts:
+    """Counts of token sequences in the corpus and in the trained samples of steps
+    ``first_step .. end_step-1`` (in ``bins`` step ranges), from the dataset's n-gram index and,
+    for the queries ``strategy`` sends there, a streaming pass over the trained samples."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+    if any(not q for q in queries):
+        raise ConfigError("a query is empty")
+    order.check_steps(first_step, end_step)
+    cluster = cluster or ClusterConfig(scheduler="synchronous")
+    index = SuffixIndex(order.out_dir, order.data)
+    edges = ngram.bin_edges(first_step, end_step, bins)
+    B, L = order.cfg.batch_size, order.cfg.seq_length
+    trained_tokens = (end_step - first_step) * B * (L + 1)
+    if strategy == "auto":
+        workers = 1 if cluster.scheduler == "synchronous" else cluster.workers
+        stream = ngram.choose_stream(ngram.hit_costs(order, index, queries), trained_tokens, workers)
+    else:
+        stream = np.full(len(queries), strategy == "stream")
+    out = _empty(queries, edges)
+    by_index = np.flatnonzero(~stream)
+    if len(by_index):
+        got = _counter(order, index, first_step, end_step, edges, quiet).count(
+            [queries[i] for i in by_index])
+        out.corpus[by_index], out.samples[by_index], out.occurrences[by_index] = \
+            got.corpus, got.samples, got.occurrences
+    by_pass = np.flatnonzero(stream)
+    if len(by_pass):
+        asked = [queries[i] for i in by_pass]
+        out.corpus[by_pass] = ngram.corpus_counts(order, index, asked)
+        occ, held = _pass(order, asked, edges, cluster, quiet, trained_tokens)
+        out.occurrences[by_pass], out.samples[by_pass] = occ, held
+    out.strategy = ["stream" if s else "index" for s in stream]
+    return out
+
+
+def _empty(queries, edges) -> ngram.Counts:
+    Q, bins = len(queries), len(edges) - 1
+    return ngram.Counts([list(map(int, q)) for q in queries], edges, np.zeros(Q, np.int64),
+                        np.zeros((Q, bins), np.int64), np.zeros((Q, bins), np.int64))
+
+
+def _counter(order, index, first, end, edges, quiet) -> ngram.Counter:
+    if isinstance(order.schedule, Preshuffled):
+        return ngram.ItemCounter(order, index, first, end, edges)
+    return ngram.Counter(order, index, first, end, edges, quiet=quiet)
+
+
+def _pass(order: TrainingOrder, queries, edges, cluster: ClusterConfig, quiet: bool,
+          trained_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """The streaming pass as tasks over ranges of training samples; their counts summed."""
+    B, L1 = order.cfg.batch_size, order.cfg.seq_length + 1
+    lo, hi = edges[0] * B, edges[-1] * B
+    per = max(1, PART_TOKENS // L1)
+    work = _work_dir(order, queries, edges)
+    work.mkdir(parents=True, exist_ok=True)
+    identity = {"data": data_identity(order.prefix), "cfg": asdict(order.cfg), "edges": edges,
+                "queries": queries}
+    tasks = [Task(name=f"count-{i}", stage=Stage.COUNT, fn=scan_part,
+                  kwargs=dict(out_dir=str(order.out_dir), cfg=order.cfg, queries=queries, lo=a,
+                              hi=min(hi, a + per), edges=edges, target=str(work / f"part-{i:05d}.npz")),
+                  done=work / f"part-{i:05d}.done.json", inputs={**identity, "range": [a, min(hi, a + per)]},
+                  result_type=ScanPart, weight=(min(hi, a + per) - a) * L1 * order.data.dtype.itemsize)
+             for i, a in enumerate(range(lo, hi, per))]
+    if trained_tokens <= LOCAL_TOKENS:
+        cluster = replace(cluster, scheduler="synchronous")
+    with Runner(cluster, quiet) as runner:
+        parts = runner.run(tasks, "count")
+    occ = np.zeros((len(queries), len(edges) - 1), np.int64)
+    held = np.zeros_like(occ)
+    for part in parts:
+        with np.load(part.path) as z:
+            occ += z["occurrences"]
+            held += z["samples"]
+    shutil.rmtree(work, ignore_errors=True)
+    return occ, held
+
+
+def _work_dir(order: TrainingOrder, queries, edges) -> Path:
+    """One folder per (order, queries, bins): a rerun of the same count finds its parts."""
+    key = json.dumps([str(order.prefix), asdict(order.cfg), edges, queries], default=str)
+    return Path(order.out_dir) / NGRAM_DIR / COUNT_WORK / hashlib.sha256(key.encode()).hexdigest()[:16]
