@@ -68,8 +68,10 @@ def reference(order: TrainingOrder, cfg: dict):
     return docs, doc_idx, sample_idx, shuffle_idx
 
 
-def brute_force(ref, cfg: dict, queries: list[list[int]], first: int, end: int, edges: list[int]):
-    """(samples, occurrences) per query and bin: every trained sample's n-grams, tallied."""
+def brute_force(ref, cfg: dict, queries: list[list[int]], first: int, end: int, edges: list[int],
+                firsts: list | None = None):
+    """(samples, occurrences) per query and bin: every trained sample's n-grams, tallied (and
+    each query's first sample holding it, into ``firsts``)."""
     docs, doc_idx, sample_idx, shuffle_idx = ref
     B, L = cfg["batch_size"], cfg["seq_length"]
     lengths = sorted({len(q) for q in queries})
@@ -83,6 +85,8 @@ def brute_force(ref, cfg: dict, queries: list[list[int]], first: int, end: int, 
             c = grams.get(tuple(q), 0)
             occurrences[qi, b] += c
             samples[qi, b] += c > 0
+            if firsts is not None and c and firsts[qi] < 0:
+                firsts[qi] = n
     return samples, occurrences
 
 
@@ -166,7 +170,8 @@ def test_both_count_strategies_equal_the_brute_force_on_every_query(ngram_build,
     queries += [docs[1][:9], docs[2][3:15], queries[0], [70000], [1 << 40, 3]]
     first, end = steps or (0, cfg["train_iters"])
     edges = ngram_edges(first, end, bins)
-    samples, occurrences = brute_force(ref, cfg, queries, first, end, edges)
+    firsts = [-1] * len(queries)
+    samples, occurrences = brute_force(ref, cfg, queries, first, end, edges, firsts)
     got = {}
     for strategy in ("index", "stream"):
         with patch_part_tokens(cfg["seq_length"] * 7):
@@ -174,6 +179,9 @@ def test_both_count_strategies_equal_the_brute_force_on_every_query(ngram_build,
         assert c.strategy == [strategy] * len(queries)
         assert c.samples.tolist() == samples.tolist(), strategy
         assert c.occurrences.tolist() == occurrences.tolist(), strategy
+        assert c.first.tolist() == firsts, strategy
+        assert c.first_step(cfg["batch_size"]).tolist() == [f // cfg["batch_size"] if f >= 0 else -1
+                                                            for f in firsts]
         assert c.corpus.tolist() == [corpus_count(docs, q) if max(q) < 1 << 16 else 0 for q in queries]
         got[strategy] = c
     assert samples.sum() > 0 and (occurrences > samples).any()

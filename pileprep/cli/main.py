@@ -442,6 +442,69 @@ def cmd_count(args) -> int:
     return 0
 
 
+def _add_contamination(sub) -> None:
+    p = sub.add_parser("contamination", help="benchmark examples whose n-grams the corpus holds, "
+                       "and the first step that trained them (needs `pileprep index`)")
+    _add_step_range(p, required=False)
+    p.add_argument("--input", "-i", action="append", required=True, help="a benchmark: JSON lines "
+                   "(.jsonl, .jsonl.zst), parquet, or hf:NAME[@SPLIT]; repeatable, one benchmark each")
+    p.add_argument("--name", action="append", help="each --input's name in the results (default: "
+                   "its file name)")
+    p.add_argument("--field", default="text", help="the column holding an example's text (text)")
+    p.add_argument("--ngram", type=int, default=13, help="n-gram length in tokens (13); an "
+                   "example shorter than this is looked up whole")
+    p.add_argument("--no-leading-space", action="store_true", help="tokenize examples as at the "
+                   "start of a document (default: as inside one, after a space, like count --text)")
+    p.add_argument("--output", "-o", help="FILE.parquet: one row per example")
+    p.add_argument("--summary", help="FILE.json: the summary per benchmark")
+    p.add_argument("--plot", help="FILE.png: examples with a trained n-gram, over the steps")
+    p.add_argument("--bins", type=_bins, default=100, help="step ranges of the plot (100), or "
+                   "'checkpoints': Pythia's published checkpoints")
+    p.add_argument("--tokenizer", help="default: PILEPREP_TOKENIZER or hub id")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    flags.add_schedule(p, defaults_from_build=True)
+    flags.add_cluster(p)
+
+
+def cmd_contamination(args) -> int:
+    from pileprep.jobs.contamination import measure
+    from pileprep.outputs import contamination as results
+    from pileprep.training.ngram import bin_edges
+
+    if args.output:
+        results.check_target(args.output, ".parquet", "--output")
+    if args.plot:
+        results.check_target(args.plot, ".png", "--plot")
+    order = _order(args).for_documents()
+    first, end = _steps(args, order)
+    cluster = flags.build_config(args, schedule=False).cluster
+    benchmarks, table = measure(order, args.input, args.name, args.field, _decoder(args),
+                                args.ngram, first, end, cluster, not args.no_leading_space,
+                                args.quiet)
+    rows = results.summary(benchmarks, table)
+    print(f"{args.ngram}-grams of {len(benchmarks)} benchmark(s), steps {first}..{end - 1}:")
+    for r in rows:
+        e = max(r["examples"], 1)
+        print(f"  {r['benchmark']}: {r['examples']:,} examples; any n-gram in the corpus "
+              f"{r['any_ngram_in_corpus']:,} ({r['any_ngram_in_corpus'] / e:.1%}), trained "
+              f"{r['any_ngram_trained']:,} ({r['any_ngram_trained'] / e:.1%}); whole in the corpus "
+              f"{r['verbatim_in_corpus']:,}, trained {r['verbatim_trained']:,}")
+        for reason, skip in r["skipped"].items():
+            print(f"    skipped {skip['rows']:,} row(s): {reason} (first at {skip['first']})")
+    if args.output:
+        results.write(table, args.output)
+        print(f"{table.num_rows:,} rows -> {args.output}")
+    if args.summary:
+        results.write_summary(rows, args.summary)
+        print(f"summary -> {args.summary}")
+    if args.plot:
+        edges = bin_edges(first, end, _edges(args, order, first, end))
+        results.plot(table, [b.name for b in benchmarks], edges, args.plot,
+                     f"Benchmark examples with a trained {args.ngram}-gram, steps {first}-{end - 1}")
+        print(f"chart -> {args.plot}")
+    return 0
+
+
 def _add_seen(sub) -> None:
     p = sub.add_parser("seen", help="which documents, from which subsets, the trainer saw in a "
                        "step range")
@@ -679,7 +742,8 @@ COMMANDS = {"build": cmd_build, "dedup": cmd_dedup, "verify": cmd_verify, "synth
             "batch-at": cmd_batch_at, "where": cmd_where, "sequences": cmd_sequences,
             "seen": cmd_seen, "plot": cmd_plot, "export": cmd_export, "split": cmd_split,
             "shard": cmd_split, "join": cmd_join, "unshard": cmd_join, "adopt": cmd_adopt, "align": cmd_align,
-            "exposures": cmd_exposures, "compare": cmd_compare, "index": cmd_index, "count": cmd_count}
+            "exposures": cmd_exposures, "compare": cmd_compare, "index": cmd_index, "count": cmd_count,
+            "contamination": cmd_contamination}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -695,8 +759,8 @@ DESCRIPTION = ("pileprep rebuilds the Pile, or the deduplicated Pile, exactly as
 GROUPS = [
     ("make a dataset", ["build", "dedup", "adopt", "align", "compare", "schedule", "index",
                         "synth"]),
-    ("ask what was trained", ["batch-at", "where", "seen", "count", "exposures", "export",
-                              "sequences", "plot"]),
+    ("ask what was trained", ["batch-at", "where", "seen", "count", "contamination",
+                              "exposures", "export", "sequences", "plot"]),
     ("check and move files", ["verify", "split", "join"]),
 ]
 
@@ -715,7 +779,8 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_build, _add_dedup, _add_adopt, _add_align, _add_compare, _add_schedule_cmd,
                 _add_index,
-                _add_synth, _add_batch_at, _add_where, _add_seen, _add_count, _add_exposures,
+                _add_synth, _add_batch_at, _add_where, _add_seen, _add_count, _add_contamination,
+                _add_exposures,
                 _add_export, _add_sequences, _add_plot, _add_verify, _add_split, _add_join):
         add(sub)  # in the order of GROUPS
     return parser

@@ -76,6 +76,7 @@ NGRAM_SUFFIXES = "suffixes.sa"
 NGRAM_KEYS = "keys.npy"
 NGRAM_WORK = ".work"  # inside NGRAM_DIR: the shard tasks' completion records and keys
 COUNT_WORK = ".count-work"  # inside NGRAM_DIR: a streaming count's parts, until it ends
+CONTAMINATION_WORK = ".contamination-work"  # inside NGRAM_DIR: tokenized chunks and their rows
 
 
 def ngram_keys_part(i: int) -> str:

@@ -55,9 +55,9 @@ class ScanPart:
 def scan_part(out_dir: str, cfg, queries: list[list[int]], lo: int, hi: int, edges: list[int],
               target: str) -> ScanPart:
     """One task of the pass (runs on a worker)."""
-    occ, held = ngram.scan_range(out_dir, cfg, queries, lo, hi, edges)
+    occ, held, first = ngram.scan_range(out_dir, cfg, queries, lo, hi, edges)
     with atomic.atomic_path(target) as tmp, open(tmp, "wb") as f:
-        np.savez(f, occurrences=occ, samples=held)
+        np.savez(f, occurrences=occ, samples=held, first=first)
     return ScanPart(target)
 
 
@@ -89,12 +89,13 @@ def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int,
             [queries[i] for i in by_index])
         out.corpus[by_index], out.samples[by_index], out.occurrences[by_index] = \
             got.corpus, got.samples, got.occurrences
+        out.first[by_index] = got.first
     by_pass = np.flatnonzero(stream)
     if len(by_pass):
         asked = [queries[i] for i in by_pass]
         out.corpus[by_pass] = ngram.corpus_counts(order, index, asked)
-        occ, held = _pass(order, asked, edges, cluster, quiet, trained_tokens)
-        out.occurrences[by_pass], out.samples[by_pass] = occ, held
+        occ, held, first = _pass(order, asked, edges, cluster, quiet, trained_tokens)
+        out.occurrences[by_pass], out.samples[by_pass], out.first[by_pass] = occ, held, first
     out.strategy = ["stream" if s else "index" for s in stream]
     return out
 
@@ -102,7 +103,8 @@ def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int,
 def _empty(queries, edges) -> ngram.Counts:
     Q, bins = len(queries), len(edges) - 1
     return ngram.Counts([list(map(int, q)) for q in queries], edges, np.zeros(Q, np.int64),
-                        np.zeros((Q, bins), np.int64), np.zeros((Q, bins), np.int64))
+                        np.zeros((Q, bins), np.int64), np.zeros((Q, bins), np.int64),
+                        np.full(Q, -1, np.int64))
 
 
 def _counter(order, index, first, end, edges, quiet) -> ngram.Counter:
@@ -112,8 +114,9 @@ def _counter(order, index, first, end, edges, quiet) -> ngram.Counter:
 
 
 def _pass(order: TrainingOrder, queries, edges, cluster: ClusterConfig, quiet: bool,
-          trained_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """The streaming pass as tasks over ranges of training samples; their counts summed."""
+          trained_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The streaming pass as tasks over ranges of training samples: their counts summed, and
+    each query's first sample (the earliest part's)."""
     B, L1 = order.cfg.batch_size, order.cfg.seq_length + 1
     lo, hi = edges[0] * B, edges[-1] * B
     per = max(1, PART_TOKENS // L1)
@@ -133,12 +136,15 @@ def _pass(order: TrainingOrder, queries, edges, cluster: ClusterConfig, quiet: b
         parts = runner.run(tasks, "count")
     occ = np.zeros((len(queries), len(edges) - 1), np.int64)
     held = np.zeros_like(occ)
-    for part in parts:
+    first = np.full(len(queries), -1, np.int64)
+    for part in parts:  # in sample order
         with np.load(part.path) as z:
             occ += z["occurrences"]
             held += z["samples"]
+            new = (first < 0) & (z["first"] >= 0)
+            first[new] = z["first"][new]
     shutil.rmtree(work, ignore_errors=True)
-    return occ, held
+    return occ, held, first
 
 
 def _work_dir(order: TrainingOrder, queries, edges) -> Path:

@@ -42,6 +42,7 @@ from pileprep.training.streammap import open_map
 from pileprep.training.termscan import TermScanner
 
 UNIT = 1 << 20  # document copies per unit of work (bounds every temporary array)
+NONE = np.iinfo(np.int64).max  # no trained sample yet
 SCAN_SAMPLES = 1 << 9  # training samples per block of a streaming pass (~2 MB of tokens)
 REMAP_SAMPLES = 1 << 16  # samples read through one set of maps: their resident pages stay bounded
 # The cost model that chooses, per query, between the index's hits and the streaming pass
@@ -61,7 +62,12 @@ class Counts:
     corpus: np.ndarray  # (Q,) occurrences inside documents of the dataset
     samples: np.ndarray  # (Q, bins) trained samples of the bin holding the sequence
     occurrences: np.ndarray  # (Q, bins) occurrences inside trained samples of the bin
+    first: np.ndarray | None = None  # (Q,) the first training sample holding it in the range, or -1
     strategy: list[str] | None = None  # per query: "index" (its hits) or "stream" (the pass)
+
+    def first_step(self, batch_size: int) -> np.ndarray:
+        """The step of each query's first trained sample in the range, or -1."""
+        return np.where(self.first >= 0, self.first // batch_size, -1)
 
     def cumulative(self, name: str) -> np.ndarray:
         """``samples`` or ``occurrences`` summed from the first bin: a term-frequency curve.
@@ -135,7 +141,8 @@ class Counter:
             if not q:
                 raise ConfigError("a query is empty")
         out = Counts([list(map(int, q)) for q in queries], self.edges, np.zeros(Q, np.int64),
-                     np.zeros((Q, bins), np.int64), np.zeros((Q, bins), np.int64))
+                     np.zeros((Q, bins), np.int64), np.zeros((Q, bins), np.int64),
+                     np.full(Q, NONE, np.int64))
         span = self.edges[-1] * self.order.cfg.batch_size  # training samples below the range's end
         open_query, seen = -1, _Seen(span)  # a query split over units: its samples so far
         for unit, going_on in self._units(out):
@@ -150,8 +157,10 @@ class Counter:
                 seen.add(un[uq == going_on])
             open_query = going_on
             np.add.at(out.occurrences, (q, self._bin(n)), 1)
+            np.minimum.at(out.first, q, n)
             if progress is not None:
                 progress(unit.size)
+        out.first[out.first == NONE] = -1
         return out
 
     def _bin(self, n: np.ndarray) -> np.ndarray:
@@ -358,15 +367,17 @@ def choose_stream(hits: np.ndarray, trained_tokens: int, workers: int) -> np.nda
 
 
 def scan_range(out_dir: str, cfg: ScheduleConfig, queries: list[list[int]], lo: int, hi: int,
-               edges: list[int]) -> tuple[np.ndarray, np.ndarray]:
+               edges: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(occurrences, samples)`` (queries x bins) of every query in training samples
-    ``lo .. hi-1`` of the order ``out_dir`` / ``cfg``, reading each sample's tokens once, in
-    training order (the work of one task of the pass)."""
+    ``lo .. hi-1`` of the order ``out_dir`` / ``cfg``, and the first sample holding each (or
+    -1), reading each sample's tokens once, in training order (the work of one task of the
+    pass)."""
     order = TrainingOrder(out_dir, cfg)
     B = order.cfg.batch_size
     bins = len(edges) - 1
     occ = np.zeros((len(queries), bins), np.int64)
     held = np.zeros_like(occ)
+    first = np.full(len(queries), -1, np.int64)
     scanner = TermScanner(queries, order.data.dtype)
     cuts = sorted({lo, hi, *(e * B for e in edges if lo < e * B < hi)})
     for a, z in zip(cuts[:-1], cuts[1:]):  # within a bin
@@ -374,10 +385,12 @@ def scan_range(out_dir: str, cfg: ScheduleConfig, queries: list[list[int]], lo: 
         for c in range(a, z, REMAP_SAMPLES):
             reader = _SampleReader(order)  # fresh maps: what the last ones touched is let go
             for d in range(c, min(z, c + REMAP_SAMPLES), SCAN_SAMPLES):
-                o, h = scanner.scan(reader.rows(d, min(z, c + REMAP_SAMPLES, d + SCAN_SAMPLES)))
+                o, h, f = scanner.scan(reader.rows(d, min(z, c + REMAP_SAMPLES, d + SCAN_SAMPLES)))
                 occ[:, b] += o
                 held[:, b] += h
-    return occ, held
+                new = (first < 0) & (f >= 0)  # blocks go in training order: the first stays
+                first[new] = d + f[new]
+    return occ, held, first
 
 
 class _SampleReader:

@@ -12,7 +12,7 @@ lookup. Otherwise the window's key grows a token at a time through the query len
 begins: packed exactly while the tokens fit in 64 bits, a polynomial hash after that (a hashed
 match is confirmed token by token), and each length's key is looked up in an open-addressing
 table of that length's queries. Rows holding a query are counted by remembering, per query, the
-last row that held it. Pure computation, no I/O: :mod:`.ngram` feeds it.
+last row that held it (and the first). Pure computation, no I/O: :mod:`.ngram` feeds it.
 """
 
 from __future__ import annotations
@@ -52,15 +52,16 @@ class TermScanner:
             self.starts[q[0]] |= np.uint64(1) << np.uint64(g)
             _insert(self.table_key[g], self.table_q[g], _key(q, bits), i, self.slot_shift)
 
-    def scan(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(occurrences, rows holding it)`` per query in ``rows`` (R, W)."""
+    def scan(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(occurrences, rows holding it, first row holding it or -1)`` per query in
+        ``rows`` (R, W)."""
         D = len(self.distinct)
         occ, held = np.zeros(D + 1, np.int64), np.zeros(D + 1, np.int64)  # [D]: queries of no row
+        first = np.full(D + 1, -1, np.int64)
         if D:
             _scan(np.ascontiguousarray(rows), self.lengths, self.starts, self.table_key,
-                  self.table_q, self.slot_shift, self.ids, self.bits, occ, held,
-                  np.full(D, -1, np.int64))
-        return occ[self.back], held[self.back]
+                  self.table_q, self.slot_shift, self.ids, self.bits, occ, held, first)
+        return occ[self.back], held[self.back], first[self.back]
 
 
 def _key(q: tuple[int, ...], bits: int) -> np.uint64:
@@ -83,8 +84,9 @@ def _insert(keys: np.ndarray, which: np.ndarray, key: np.uint64, q: int, shift: 
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan(rows, lengths, starts, table_key, table_q, shift, ids, bits, occ, held, last):
+def _scan(rows, lengths, starts, table_key, table_q, shift, ids, bits, occ, held, first):
     R, W = rows.shape
+    last = first.copy()  # the last row that held each query
     G = len(lengths)
     mask = table_key.shape[1] - 1
     width = np.uint64(bits)
@@ -121,6 +123,8 @@ def _scan(rows, lengths, starts, table_key, table_q, shift, ids, bits, occ, held
                         if same:
                             occ[q] += 1
                             if last[q] != r:
+                                if last[q] < 0:
+                                    first[q] = r
                                 last[q] = r
                                 held[q] += 1
                             break

@@ -1,0 +1,181 @@
+"""``pileprep contamination``: how much of each benchmark example the corpus holds, and from which
+training step it was trained (:mod:`pileprep.training.contamination`), as Dask tasks.
+
+The driver reads each benchmark (JSON lines, parquet, ``hf:`` datasets: the input kinds of
+:mod:`pileprep.sources`, the text in ``--field``), tokenizes its examples and writes them in
+chunks of ``CHUNK`` examples to the work folder; one task per chunk looks its n-grams up and
+writes the chunk's rows, then its completion record, so a rerun redoes only unfinished chunks.
+Memory: a chunk, in the driver and in each worker. Rows that are not examples (no text, not
+JSON) are skipped, counted per benchmark and named by their first ``FILE:LINE`` (lines from 0,
+as in provenance).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pileprep import sources
+from pileprep.core import atomic
+from pileprep.core.config import ClusterConfig
+from pileprep.core.errors import ConfigError
+from pileprep.core.files import CONTAMINATION_WORK, NGRAM_DIR
+from pileprep.core.progress import Progress
+from pileprep.formats.suffix import SuffixIndex, data_identity
+from pileprep.runner.dask_runner import Runner
+from pileprep.runner.tasks import Stage, Task
+from pileprep.training.contamination import contamination
+from pileprep.training.order import TrainingOrder
+from pileprep.training.pieces import Preshuffled
+from pileprep.training.streammap import open_map
+
+CHUNK = 1024  # examples per task
+
+
+@dataclass
+class Benchmark:
+    """What was read of one benchmark input."""
+
+    name: str
+    examples: int = 0
+    skipped: dict = field(default_factory=dict)  # reason -> [count, first "FILE:LINE"]
+
+
+@dataclass
+class ChunkRows:
+    path: str  # the chunk's rows, parquet
+
+    def outputs(self) -> list[str]:
+        return [self.path]
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "ChunkRows":
+        return cls(**obj)
+
+
+def chunk_rows(out_dir: str, cfg, chunk: str, n: int, first_step: int, end_step: int,
+               target: str) -> ChunkRows:
+    """One task: the rows of one chunk of examples (runs on a worker)."""
+    order = TrainingOrder(out_dir, cfg)
+    with np.load(chunk) as z:
+        ids, ends = z["ids"], z["ends"]
+        meta = json.loads(bytes(z["meta"]).decode())
+    examples = [ids[a:b].tolist() for a, b in zip(np.r_[0, ends[:-1]], ends)]
+    c = contamination(order, SuffixIndex(order.out_dir, order.data), examples, n, first_step, end_step)
+    B = order.cfg.batch_size
+    step = lambda s: pa.array(np.where(s >= 0, s // B, 0), pa.int64(), mask=s < 0)  # noqa: E731
+    table = pa.table({
+        "benchmark": pa.array(meta["benchmark"], pa.string()),
+        "source": pa.array(meta["source"], pa.string()), "line": pa.array(meta["line"], pa.int64()),
+        "tokens": np.diff(np.r_[0, ends]).astype(np.int64), "ngrams": c.ngrams,
+        "in_corpus": c.in_corpus, "trained": c.trained, "first_step": step(c.first_sample),
+        "verbatim_in_corpus": c.verbatim_corpus, "verbatim_first_step": step(c.verbatim_first_sample)})
+    with atomic.atomic_path(target) as tmp:
+        pq.write_table(table, tmp)
+    return ChunkRows(target)
+
+
+def measure(order: TrainingOrder, inputs: list[str], names: list[str] | None, field_name: str,
+            tokenizer, n: int, first_step: int, end_step: int, cluster: ClusterConfig,
+            leading_space: bool = True, quiet: bool = True) -> tuple[list[Benchmark], pa.Table]:
+    """Every example of every benchmark input, one row each (see :func:`chunk_rows`), and
+    what was read of each benchmark."""
+    if n < 1:
+        raise ConfigError(f"--ngram must be at least 1, not {n}")
+    if names and len(names) != len(inputs):
+        raise ConfigError(f"--name given {len(names)} times for {len(inputs)} --input")
+    order.check_steps(first_step, end_step)
+    SuffixIndex(order.out_dir, order.data)  # a missing or outdated index: said before any work
+    if not isinstance(order.schedule, Preshuffled):
+        open_map(order, order.out_dir, quiet)  # made once here, not by every task at once
+    work = _work_dir(order, inputs, field_name, n, first_step, end_step, leading_space)
+    work.mkdir(parents=True, exist_ok=True)
+    benchmarks, tasks = [], []
+    for i, spec in enumerate(inputs):
+        bench = Benchmark(names[i] if names else _name_of(spec))
+        for k, path in enumerate(_chunks(spec, bench, field_name, tokenizer, leading_space,
+                                         work / f"input-{i:03d}", quiet)):
+            tasks.append(Task(name=f"contamination-{i}-{k}", stage=Stage.COUNT, fn=chunk_rows,
+                              kwargs=dict(out_dir=str(order.out_dir), cfg=order.cfg, chunk=str(path),
+                                          n=n, first_step=first_step, end_step=end_step,
+                                          target=str(path.with_suffix(".parquet"))),
+                              done=path.with_suffix(".done.json"),
+                              inputs={"chunk": _sha256(path), "n": n, "steps": [first_step, end_step],
+                                      "data": data_identity(order.prefix), "cfg": asdict(order.cfg)},
+                              result_type=ChunkRows, weight=path.stat().st_size))
+        benchmarks.append(bench)
+    with Runner(cluster, quiet) as runner:
+        parts = runner.run(tasks, "contamination") if tasks else []
+    table = (pa.concat_tables([pq.read_table(p.path) for p in parts]) if parts
+             else chunk_schema().empty_table())
+    shutil.rmtree(work, ignore_errors=True)
+    return benchmarks, table
+
+
+def chunk_schema() -> pa.Schema:
+    return pa.schema([("benchmark", pa.string()), ("source", pa.string()), ("line", pa.int64()),
+                      ("tokens", pa.int64()), ("ngrams", pa.int64()), ("in_corpus", pa.int64()),
+                      ("trained", pa.int64()), ("first_step", pa.int64()),
+                      ("verbatim_in_corpus", pa.int64()), ("verbatim_first_step", pa.int64())])
+
+
+def _name_of(spec: str) -> str:
+    name = Path(spec.removeprefix("hf:").split("@")[0].rstrip("/")).name
+    for ext in (".zst", ".gz", ".jsonl", ".json", ".parquet", ".arrow"):
+        name = name.removesuffix(ext)
+    return name
+
+
+def _chunks(spec: str, bench: Benchmark, field_name: str, tokenizer, leading_space: bool,
+            work: Path, quiet: bool):
+    """The examples of one benchmark tokenized, written ``CHUNK`` at a time; yields each file."""
+    shards = sources.discover([spec])
+    progress = Progress(f"read {bench.name}", 0, len(shards), quiet=quiet, unit="files")
+    batch: list[tuple[str, int, str]] = []
+    k = 0
+    for shard in shards:
+        for line, rec, _ in shard.reader.rows(shard, field_name):
+            if isinstance(rec, sources.BadRecord):
+                seen = bench.skipped.setdefault(rec.reason, [0, f"{shard.name}:{line}"])
+                seen[0] += 1
+                continue
+            batch.append((shard.name, line, rec.text))
+            if len(batch) == CHUNK:
+                yield _write_chunk(batch, bench, tokenizer, leading_space, Path(f"{work}-{k:05d}.npz"))
+                batch, k = [], k + 1
+        progress.update(items=1)
+    if batch:
+        yield _write_chunk(batch, bench, tokenizer, leading_space, Path(f"{work}-{k:05d}.npz"))
+    progress.close()
+
+
+def _write_chunk(batch, bench: Benchmark, tokenizer, leading_space: bool, path: Path) -> Path:
+    texts = [(" " + t) if leading_space else t for _, _, t in batch]
+    ids = [e.ids for e in tokenizer.encode_batch(texts)]  # as `count --text` encodes a term
+    meta = {"benchmark": [bench.name] * len(batch), "source": [s for s, _, _ in batch],
+            "line": [ln for _, ln, _ in batch]}
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, ids=np.array([t for x in ids for t in x], np.int64),
+                 ends=np.cumsum([len(x) for x in ids]).astype(np.int64),
+                 meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    bench.examples += len(batch)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _work_dir(order: TrainingOrder, *settings) -> Path:
+    key = json.dumps([str(order.prefix), asdict(order.cfg), *settings], default=str)
+    return Path(order.out_dir) / NGRAM_DIR / CONTAMINATION_WORK / hashlib.sha256(key.encode()).hexdigest()[:16]
