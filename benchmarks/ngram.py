@@ -1,4 +1,5 @@
-"""n-gram index benchmark (issue #16): index build rate and size, query latency, Pile projection.
+"""n-gram index benchmark (issues #16, #24): index build, corpus-count latency at 1 B tokens and
+on a Pile-shaped index, training counts by both strategies, contamination, Pile projections.
 
 A synthetic dataset of ``--tokens`` uint16 tokens (documents of log-normal length ending with
 EOD 0, token ids drawn Zipf-like over a 50k vocabulary so frequent and rare n-grams both
@@ -8,22 +9,28 @@ epoch). Then:
 1. one shard sorted in this process: per-core rate and peak RSS of a worker's task;
 2. ``pileprep index`` over the whole dataset with ``--workers`` Dask workers: wall rate and
    bytes per token;
-3. queries: n-grams of 1-8 tokens taken at random positions (so they occur); the time to make
-   the schedule's stream map (once), the latency of one corpus count, of one training count over
-   every step (10 bins) for a rare n-gram and for the most frequent unigram (~10^8
-   occurrences), of a 1,000-query batch of both, and of ``where --text`` through the index;
-   with ``--old-counter REV`` the frequent-term count of ``training.ngram`` at git revision REV
-   too (before the stream map: one doc_idx and shuffle_idx pass per unit of hits);
-4. the projection to the Pile's 300 B tokens on one 64-core node.
+3. corpus counts: n-grams of 1-8 tokens taken at random positions (so they occur), one at a
+   time (warm latency) and as one batch of 1,000;
+4. a **Pile-shaped** index (``--pile``): 300 B tokens in 2,235 shards of 2^27, as sparse files
+   (suffixes and tokens read as zeros) with sorted random keys, so each query narrows to its own
+   stride of rows in every shard and faults in its own pages, as on real data; latency of one
+   count and of a 1,000-query batch, and the process's peak RSS (file-backed: see
+   ``formats.suffix.MAP_BUDGET``), each twice: first touches, then with the pages cached.
+   The suffixes point at token 0 of their shard, so a probe's token read lands on one page
+   per shard, where real data's land anywhere: rows gathered per count are printed to scale;
+5. training counts over every step (10 bins): a rare n-gram by its index hits, the most
+   frequent unigram and the 1,000-query batch by the streaming pass and by ``auto`` (Dask
+   workers), in occurrences per second per core;
+6. contamination of 1,000 examples of ~100 tokens (half cut from documents) by 13-grams;
+7. the projection to the Pile's 300 B tokens on one 64-core node and a 10-node cluster.
 
     python benchmarks/ngram.py [--tokens 1000000000] [--workdir /tmp/bench-ngram] [--workers 2]
-        [--keep] [--no-probe] [--old-counter REV]
+        [--keep] [--no-probe] [--pile DIR] [--map-docs N]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import multiprocessing
 import os
@@ -31,7 +38,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +52,7 @@ from pileprep.core.files import MANIFEST, PROVENANCE, data_path, dataset_prefix,
 from pileprep.formats import indexed, suffix
 from pileprep.training import schedule_files
 from pileprep.training.lookups import _indexed_candidates, occurrences
-from pileprep.training.ngram import Counter
+from pileprep.jobs.count import count_terms
 from pileprep.training.order import TrainingOrder
 from pileprep.training.streammap import open_map
 
@@ -108,13 +114,20 @@ def main() -> None:
     ap.add_argument("--shard-tokens", type=int, default=suffix.DEFAULT_SHARD_TOKENS)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--keep", action="store_true", help="keep the workdir (default: delete it)")
-    ap.add_argument("--batch-cap", type=int, default=10_000_000,
-                    help="leave queries with more occurrences out of the training-count batch")
     ap.add_argument("--map-docs", type=int, default=0, metavar="N",
                     help="also time making a stream map for N documents x 2 epochs (synthetic)")
     ap.add_argument("--no-probe", action="store_true", help="skip the one-shard probe")
-    ap.add_argument("--old-counter", metavar="REV", help="also time training.ngram at git REV")
+    ap.add_argument("--pile", metavar="DIR", help="also build (sparse, once) and query a "
+                    "Pile-shaped index in DIR")
+    ap.add_argument("--only-pile", action="store_true", help="only the Pile-shaped index")
+    ap.add_argument("--pile-shard-tokens", type=int, default=1 << 27,
+                    help="its shards' size (2^27: 2,235 shards; 2^30-1: 280)")
     args = ap.parse_args()
+    if args.pile:
+        print(f"machine: {machine()}")
+        pile_shaped(Path(args.pile), args.pile_shard_tokens)
+        if args.only_pile:
+            return
     out = Path(args.workdir)
     out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}")
@@ -141,7 +154,7 @@ def main() -> None:
           f"({meta['bytes'] / meta['tokens']:.2f} bytes/token) in {wall:.1f} s wall with "
           f"{args.workers} workers ({meta['tokens'] / max(wall, 1e-9) / 1e6:.2f} M tokens/s; "
           f"{per_core / 1e6:.2f} M tokens/s per busy core)" if not meta["reused"] else "index: reused")
-    queries(out, data, cfg, args.queries, args.old_counter, args.batch_cap)
+    queries(out, data, cfg, args.queries, args.workers)
     if args.map_docs:
         map_rate(out, args.map_docs)
     hours = PILE_TOKENS / (64 * per_core) / 3600
@@ -172,67 +185,143 @@ def one_shard(prefix: Path, data, shard_tokens: int, out: Path) -> None:
           f"({(t1 - t0) / dt / 1e6:.2f} M tokens/s, process start included); peak RSS {rss:,.0f} MB")
 
 
-def queries(out: Path, data, cfg: ScheduleConfig, n_queries: int, old_rev: str | None,
-            batch_cap: int, old_cap: int = 4_000_000) -> None:
-    rng = np.random.default_rng(1)
-    order = TrainingOrder(out, cfg, data=data)
-    index = suffix.SuffixIndex(out, data)
-    tokens = data.tokens
+def draw_queries(tokens, n: int, rng) -> list[list[int]]:
+    """n-grams of 1-8 tokens at random positions, none holding EOD (so they occur)."""
     qs = []
-    while len(qs) < n_queries:
+    while len(qs) < n:
         m = int(rng.integers(1, 9))
         p = int(rng.integers(0, len(tokens) - m))
         q = np.asarray(tokens[p:p + m]).tolist()
         if 0 not in q:
             qs.append(q)
+    return qs
+
+
+def latency(index, qs: list[list[int]], label: str):
+    """Counts one at a time (the first 200) and as one batch, twice: first touches, then again
+    with the pages in the page cache; with the rows each count gathers and the peak RSS."""
+    totals = None
+    for attempt in ("first", "again"):
+        times = []
+        g0 = index.gathered_total
+        for q in qs[:200]:
+            _, dt = timed(index.count, q)
+            times.append(dt)
+        rows = (index.gathered_total - g0) / min(200, len(qs))
+        totals, dt = timed(index.counts, qs)
+        print(f"{label} ({attempt}): one count {np.median(times) * 1e3:.1f} ms median, "
+              f"{np.percentile(times, 90) * 1e3:.1f} ms p90, {rows:,.0f} rows gathered (target <= 50 ms); "
+              f"{len(qs):,} in one batch {dt:.2f} s (target <= 10 s); peak RSS {peak_rss_mb():,.0f} MB")
+    return totals
+
+
+def queries(out: Path, data, cfg: ScheduleConfig, n_queries: int, workers: int) -> None:
+    rng = np.random.default_rng(1)
+    order = TrainingOrder(out, cfg, data=data)
+    index = suffix.SuffixIndex(out, data)
+    qs = draw_queries(data.tokens, n_queries, rng)
     made, dt = timed(lambda: (open_map(order, out), order.out_dir / "ngram" / "stream-maps")[1])
     size = sum(p.stat().st_size for p in made.iterdir())
     print(f"stream map: {dt:.2f} s for {len(order.schedule.doc_idx):,} doc_idx and "
           f"{len(order.schedule.shuffle_idx):,} shuffle_idx entries, {size:,} bytes (once per schedule)")
+    totals = latency(index, qs, f"corpus counts, {len(index.shards)} shards")
+    cluster = ClusterConfig(workers=workers)
+    T = cfg.train_iters
     rare = max(qs, key=len)
-    _, dt = timed(index.count, rare)
-    print(f"query: corpus count of one {len(rare)}-gram: {dt * 1e3:.1f} ms")
-    unigrams = {q[0]: index.count([q[0]]) for q in qs}
-    head = max(unigrams, key=unigrams.get)
-    mid = max((t for t, c in unigrams.items() if c <= old_cap), key=unigrams.get)
-    for label, q in (("rare", rare), ("the most frequent unigram", [head]), ("a unigram", [mid])):
-        counter = Counter(order, index, 0, cfg.train_iters, bins=10)
-        res, dt = timed(counter.count, [q])
-        print(f"query: training count of {label} {q[:8]} over {cfg.train_iters} steps in 10 bins: "
-              f"{dt:.2f} s ({int(res.corpus[0]):,} in the corpus, {int(res.samples[0].sum()):,} "
-              f"samples, {int(res.occurrences[0].sum()):,} occurrences)")
-    if old_rev:  # the old code takes minutes per 10^7 hits: the capped unigram, not the head
-        old_count(order, index, cfg, [mid], old_rev)
-    where_text(out, order, index)
-    totals, dt = timed(lambda: [index.count(q) for q in qs])
-    print(f"batch: corpus counts of {len(qs):,} queries: {dt:.2f} s ({sum(totals):,} occurrences)")
-    # Zipf-drawn queries include head unigrams and bigrams of 10^7-10^8 occurrences each, whose
-    # hits would dominate the batch: those over --batch-cap are left out and said so.
-    small = [q for q, c in zip(qs, totals) if c <= batch_cap]
-    counter = Counter(order, index, 0, cfg.train_iters, bins=10)
-    res, dt = timed(counter.count, small)
-    hits = int(res.corpus.sum())
-    print(f"batch: training counts of the {len(small):,} queries with at most {batch_cap:,} "
-          f"occurrences (10 bins): {dt:.2f} s ({hits:,} corpus occurrences, "
-          f"{int(res.samples.sum()):,} samples, {hits / max(dt, 1e-9) / 1e6:.2f} M hits/s); "
-          f"left out: {len(qs) - len(small)} queries with {sum(totals) - hits:,} occurrences; "
+    res, dt = timed(count_terms, order, [rare], 0, T, 10, "index")
+    print(f"training count of a rare {len(rare)}-gram by its index hits, {T} steps in 10 bins: "
+          f"{dt:.3f} s ({int(res.occurrences.sum()):,} occurrences)")
+    head = [max({q[0] for q in qs if len(q) == 1}, key=lambda t: index.count([t]))]
+    for label, batch in (("the most frequent unigram", [head]), (f"{len(qs):,} queries", qs)):
+        res, dt = timed(count_terms, order, batch, 0, T, 10, "stream", cluster)
+        occ = int(res.occurrences.sum())
+        print(f"training counts of {label} by the streaming pass ({workers} workers, cluster start "
+              f"included): {dt:.1f} s, {occ:,} occurrences: {occ / dt / 1e6:.0f} M/s, "
+              f"{occ / dt / workers / 1e6:.0f} M/s per core (target >= 50)")
+    res, dt = timed(count_terms, order, qs, 0, T, 10, "auto", cluster)
+    by_pass = sum(s == "stream" for s in res.strategy)
+    print(f"training counts of {len(qs):,} queries, auto: {dt:.1f} s ({by_pass} by the pass, "
+          f"{len(qs) - by_pass} by their hits; {int(res.occurrences.sum()):,} occurrences); "
           f"peak RSS {peak_rss_mb():,.0f} MB")
+    contamination_bench(order, index, data, T, rng)
+    where_text(out, order, index)
     (out / "queries.json").write_text(json.dumps(qs[:10]))
 
 
-def old_count(order, index, cfg, q: list[int], rev: str) -> None:
-    """The same count with ``training/ngram.py`` as it was at git revision ``rev``."""
-    source = subprocess.run(["git", "show", f"{rev}:pileprep/training/ngram.py"], check=True,
-                            capture_output=True, text=True).stdout
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "old_ngram.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location("old_ngram", path)
-        old = sys.modules["old_ngram"] = importlib.util.module_from_spec(spec)  # for its dataclasses
-        spec.loader.exec_module(old)
-    res, dt = timed(old.Counter(order, index, 0, cfg.train_iters, bins=10).count, [q])
-    print(f"query: the same count with training.ngram at {rev}: {dt:.2f} s "
-          f"({int(res.samples[0].sum()):,} samples)")
+def contamination_bench(order, index, data, T: int, rng, n: int = 1000) -> None:
+    """1,000 examples of ~100 tokens: half cut from documents, half drawn at random."""
+    from pileprep.training.contamination import contamination
+
+    examples = []
+    for i in range(n):
+        if i % 2:
+            examples.append(rng.integers(1, 50_000, 100).tolist())
+            continue
+        d = int(rng.integers(len(data)))
+        examples.append(np.asarray(data[d][:100]).tolist())
+    res, dt = timed(contamination, order, index, examples, 13, 0, T)
+    grams = int(res.ngrams.sum())
+    print(f"contamination of {n:,} examples ({grams:,} 13-grams): {dt:.1f} s "
+          f"({grams / dt:,.0f} n-grams/s, one process); {int((res.in_corpus > 0).sum())} with an "
+          f"n-gram in the corpus, {int((res.verbatim_corpus > 0).sum())} whole")
+
+
+def pile_shaped(folder: Path, shard_tokens: int = 1 << 27, n_queries: int = 1000) -> None:
+    """A sparse index of the Pile's shape (see the module's docstring) and its lookups."""
+    from pileprep.jobs.index import _join_keys  # noqa: F401 - the format is the job's
+
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = dataset_prefix(folder, NAME)
+    shards = -(-PILE_TOKENS // shard_tokens)
+    tokens = shards * shard_tokens
+    docs = 210_000_000
+    ngram = folder / "ngram"
+    if not (ngram / "index.json").exists():
+        t0 = time.perf_counter()
+        with open(data_path(prefix), "wb") as f:
+            f.truncate(tokens * 2)
+        with open(index_path(prefix), "wb") as f:  # a real header, then sparse zeros
+            indexed.write_index(f, np.uint16, 0, lambda: [])
+        _sparse_index_header(index_path(prefix), docs)
+        ngram.mkdir(exist_ok=True)
+        with open(ngram / "suffixes.sa", "wb") as f:
+            f.truncate(tokens * 4)
+        per = -(-shard_tokens // suffix.KEY_STRIDE)
+        keys = np.lib.format.open_memmap(ngram / "keys.npy", "w+", np.uint64, (shards * per,))
+        rng = np.random.default_rng(0)
+        for k in range(shards):  # sorted random keys behind each shard's number: every query
+            # narrows to its own stride of rows in each shard, as on real data
+            head = np.sort(rng.integers(0, 1 << suffix.KEY_BITS, per, dtype=np.uint64))
+            keys[k * per:(k + 1) * per] = (np.uint64(k) << np.uint64(suffix.KEY_BITS)) | head
+        keys.flush()
+        del keys
+        atomic.write_json(out_manifest := folder / MANIFEST, {"settings": {"pack": {"name": NAME}}})
+        meta = {"format": suffix.FORMAT, "version": suffix.VERSION, "dtype": "uint16",
+                "documents": docs, "tokens": tokens, "shard_tokens": shard_tokens,
+                "key_stride": suffix.KEY_STRIDE, "last_token": 0,
+                "data": suffix.data_identity(prefix), "bytes": tokens * 4,
+                "shards": [suffix.Shard(0, 0, k * shard_tokens, (k + 1) * shard_tokens).to_json()
+                           for k in range(shards)]}
+        atomic.write_json(ngram / "index.json", meta)
+        print(f"Pile-shaped index: {tokens:,} tokens in {shards:,} shards written sparse in "
+              f"{time.perf_counter() - t0:.1f} s ({out_manifest.name} and index.json real)")
+    data = indexed.IndexedDataset(prefix)
+    index = suffix.SuffixIndex(folder, data)
+    rng = np.random.default_rng(2)
+    qs = [rng.integers(1, 50_000, int(rng.integers(1, 9))).tolist() for _ in range(n_queries)]
+    latency(index, qs, f"Pile-shaped, {shards:,} shards of {shard_tokens:,} tokens")
+
+
+def _sparse_index_header(path: Path, docs: int) -> None:
+    """Rewrite an empty ``.idx`` as one of ``docs`` documents whose arrays are sparse zeros."""
+    import struct
+
+    raw = bytearray(path.read_bytes())
+    # MMIDIDX header: magic (9), version (8), dtype code (1), then the counts (8 + 8)
+    struct.pack_into("<QQ", raw, 18, docs, docs + 1)
+    with open(path, "wb") as f:
+        f.write(raw[:34])
+        f.truncate(34 + docs * 4 + docs * 8 + (docs + 1) * 8)
 
 
 def map_rate(out: Path, n_docs: int, epochs: int = 2) -> None:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import re
 
 from dask_cluster import RemoteCluster, set_worker_env
 from pileprep.core import faults, outdir
@@ -193,6 +194,34 @@ def test_disk_full_while_indexing_is_one_line_and_the_rerun_completes(
     assert "index: reusing" in resumed.stderr  # the shards written before the fault
     count = _cli("count", str(out), "--text", "the", "--output", str(tmp_path / "c.parquet"))
     assert count.returncode == 0, count.stderr
+
+
+@pytest.mark.parametrize("runner", ["local", "remote"])
+def test_a_failed_task_of_a_streaming_count_is_one_line_and_the_rerun_counts(
+        references, remote, remote_faults, tmp_path, runner):
+    out = tmp_path / "out"
+    shutil.copytree(references[False], out)
+    assert _cli("index", str(out), "--scheduler", "synchronous").returncode == 0
+    query = ["count", str(out), "--text", "the", "--ids", "0"]
+    args = [*query, "--strategy", "stream", "--part-samples", "8", "--output",
+            str(tmp_path / "c.parquet"), *_where(runner, remote)]
+    if runner == "remote":
+        remote_faults(**{faults.FAIL_AT: "count:3=bug"})
+    r = _cli(*args, env={faults.FAIL_AT: "count:3=bug"})
+    assert r.returncode == 2
+    assert re.search(r"error: count-\d+ failed: RuntimeError: fault point count",
+                     _one_error_line(r, "count")), r.stderr[-2000:]
+    if runner == "remote":
+        remote.run_on_workers(set_worker_env(**{faults.FAIL_AT: ""}))
+    again = _cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "count: reusing" in again.stderr  # the parts finished before the fault
+    by_index = _cli(*query, "--strategy", "index", "--output", str(tmp_path / "i.parquet"))
+    assert by_index.returncode == 0, by_index.stderr
+    import pyarrow.parquet as pq
+    a, b = pq.read_table(tmp_path / "c.parquet"), pq.read_table(tmp_path / "i.parquet")
+    assert a.column("samples").to_pylist() == b.column("samples").to_pylist()
+    assert not list((out / "ngram").glob(".count-work/*"))  # parts removed at the end
 
 
 # --- lost workers and schedulers -----------------------------------------------------------

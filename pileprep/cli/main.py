@@ -392,6 +392,8 @@ def _add_count(sub) -> None:
                    help="how training counts are made: each query's index hits mapped to samples "
                    "(rare terms), one streaming pass over the trained samples for all frequent "
                    "queries at once (Dask tasks), or auto: the cheaper per query (default)")
+    p.add_argument("--part-samples", type=int, help="training samples per task of the streaming "
+                   "pass (default: 2^28 tokens' worth)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     flags.add_schedule(p, defaults_from_build=True)
     flags.add_cluster(p)
@@ -421,7 +423,8 @@ def cmd_count(args) -> int:
     labels = [q.label for q in queries]
     cluster = flags.build_config(args, schedule=False).cluster
     c = count_terms(order, [list(q.ids) for q in queries], first, end,
-                    _edges(args, order, first, end), args.strategy, cluster, args.quiet)
+                    _edges(args, order, first, end), args.strategy, cluster, args.quiet,
+                    args.part_samples)
     total = c.samples.sum(axis=1)
     print(f"{len(queries)} quer{'y' if len(queries) == 1 else 'ies'}, steps {first}..{end - 1} "
           f"({order.cfg.batch_size} samples of {order.cfg.seq_length + 1} tokens a step)")

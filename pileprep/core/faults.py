@@ -27,7 +27,8 @@ import time
 KILL_AT = "PILEPREP_KILL_AT"
 WORKER_ONCE = "PILEPREP_KILL_WORKER_ONCE"
 FAIL_AT = "PILEPREP_FAIL_AT"
-POINTS = ("read", "write", "ingest", "tokenize", "dedup", "append", "pack", "schedule", "commit", "index")
+POINTS = ("read", "write", "ingest", "tokenize", "dedup", "append", "pack", "schedule", "commit", "index",
+          "count")
 KINDS = ("enospc", "bug", "truncate", "delete", "sigint", "memory")
 MEMORY_CAP = 8 << 30
 _seen: dict[tuple[str, str], int] = {}

@@ -23,6 +23,7 @@ a file per shard, probed with pread one at a time, 2-9 s a query at the Pile's 2
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -46,7 +47,13 @@ POSITIONS_AT_ONCE = 1 << 20  # positions read at once from a suffix-array range
 KEY_STRIDE = 1 << 12  # rows per key: 73 M keys (586 MB on disk) for the Pile's 300 B tokens
 KEY_BITS = 48  # of a key's 64: the packed tokens; the 16 above them are the shard
 LANES_AT_ONCE = 1 << 16  # (query, shard) pairs searched at once: bounds the gathers' arrays
-REMAP_GATHERS = 1 << 18  # gathered rows after which the maps are dropped (their pages with them)
+# Each gathered row faults in the page-cache folio around it (up to 2 MiB) as resident, clean,
+# file-backed memory of this process; kept mapped, the next lookups near it cost no fault. The
+# maps are dropped, and that memory with them, when it passes the budget (PILEPREP_MAP_BUDGET
+# bytes, default 4 GiB; checked every CHECK_GATHERS rows, from /proc/self/statm).
+MAP_BUDGET_ENV = "PILEPREP_MAP_BUDGET"
+MAP_BUDGET = 4 << 30
+CHECK_GATHERS = 1 << 15
 
 
 def shard_budget(given: int | None, dtype) -> int:
@@ -153,6 +160,18 @@ class Shard:
         return dict(self.__dict__)
 
 
+def mapped_bytes() -> int:
+    """Resident file-backed (shared) memory of this process, or 0 where /proc does not say."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[2]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 def take(tokens, idx: np.ndarray) -> np.ndarray:
     """``tokens[idx]`` for a memory-mapped ``.bin`` or one in pieces."""
     if isinstance(tokens, np.ndarray):
@@ -196,16 +215,20 @@ class SuffixIndex:
                               f"bytes, expected {self.tokens * SA_DTYPE.itemsize}")
         self._maps = None
         self._gathered = 0
+        self.gathered_total = 0  # rows read by lookups so far (benchmarks report it)
 
     @property
     def tokens(self) -> int:
         return self.shards[-1].end if self.shards else 0
 
     def _open(self):
-        """``(suffixes, keys, tokens)`` memory maps; dropped and made again after
-        ``REMAP_GATHERS`` rows, so a long batch of lookups does not keep every page it touched."""
-        if self._maps is None or self._gathered > REMAP_GATHERS:
-            self._maps, self._gathered = None, 0  # the old maps go before the new are made
+        """``(suffixes, keys, tokens)`` memory maps, made again when the pages they hold pass
+        ``MAP_BUDGET``, so a long batch of lookups does not keep every page it touched."""
+        if self._maps is not None and self._gathered >= CHECK_GATHERS:
+            self._gathered = 0
+            if mapped_bytes() > int(os.environ.get(MAP_BUDGET_ENV) or MAP_BUDGET):
+                self._maps = None  # the old maps go before the new are made
+        if self._maps is None:
             sa = np.memmap(self.dir / NGRAM_SUFFIXES, SA_DTYPE, "r") if self.tokens else np.zeros(0, SA_DTYPE)
             keys = np.load(self.dir / NGRAM_KEYS, mmap_mode="r")
             files = data_files(self._data.prefix)
@@ -239,42 +262,57 @@ class SuffixIndex:
 
     def _find_group(self, q: np.ndarray, group: list[int], out: list) -> None:
         """The rows of queries ``q`` (all of one length), every shard of each at once."""
-        sa, keys, tokens = self._open()
         S = len(self.shards)
-        if not S or not len(tokens):
+        if not S or not self.tokens:
             return
+        keys = self._open()[1]
         lane_q = np.repeat(np.arange(len(q)), S)
         shard = np.tile(np.arange(S), len(q))
-        lo, hi = self._narrow(q, lane_q, shard, keys)
+        (lo1, hi1), (lo2, hi2) = self._narrow(q, lane_q, shard, keys)
         base, end = self._bounds[shard, 0], self._bounds[shard, 1]
-        first = self._search(sa, tokens, q, lane_q, base, end, lo, hi, upper=False)
-        last = self._search(sa, tokens, q, lane_q, base, end, first, hi, upper=True)
+        first = self._search(q, lane_q, base, end, lo1, hi1, upper=False)
+        last = self._search(q, lane_q, base, end, np.maximum(lo2, first), hi2, upper=True)
         for t in np.flatnonzero(last > first).tolist():
             out[group[lane_q[t]]].append((int(shard[t]), int(first[t]), int(last[t])))
 
-    def _narrow(self, q, lane_q, shard, keys) -> tuple[np.ndarray, np.ndarray]:
-        """Each lane's rows known to hold both bounds, from the keys: after the last key below
-        the query's lowest possible key, up to the first key above its highest."""
+    def _narrow(self, q, lane_q, shard, keys):
+        """Per lane, rows known to hold the lower bound and rows known to hold the upper one,
+        from the keys (each the suffix's first K tokens, 0 past its end). With ``lo`` the
+        query's first K tokens padded with 0 and ``hi`` padded with the largest token, a key
+        ``< lo`` is a suffix below the query, a key ``> lo`` one at or above it, and a key
+        ``> hi`` one above every suffix starting with it; when the query has at most K tokens
+        (the key holds it all) a key ``<= hi`` is one below that upper bound. So a query of at
+        most K tokens gets both bounds within about a stride of rows, a longer one within the
+        rows of the keys equal to its first K tokens."""
         K = key_tokens(self.dtype)
+        m = q.shape[1]
         heads = np.full((len(q), K), -1, np.int64)
-        heads[:, :min(K, q.shape[1])] = q[:, :K]
+        heads[:, :min(K, m)] = q[:, :K]
         top = (1 << (8 * self.dtype.itemsize)) - 1
         tag = shard.astype(np.uint64) << np.uint64(KEY_BITS)
-        k_lo = np.searchsorted(keys, tag | pack_keys(heads, self.dtype)[lane_q], "left")
-        k_hi = np.searchsorted(keys, tag | pack_keys(heads, self.dtype, top)[lane_q], "right")
-        k_lo, k_hi = k_lo - self._first_key[shard], k_hi - self._first_key[shard]
-        start, end = self._bounds[shard, 0], self._bounds[shard, 1]
-        lo = np.where(k_lo > 0, start + (k_lo - 1) * self.stride + 1, start)
-        hi = np.minimum(start + k_hi * self.stride, end)
-        return lo, np.maximum(lo, hi)
+        k_lo = tag | pack_keys(heads, self.dtype)[lane_q]
+        k_hi = tag | pack_keys(heads, self.dtype, top)[lane_q]
+        base = self._first_key[shard]
+        rank = lambda key, side: np.searchsorted(keys, key, side) - base  # noqa: E731
+        below_lo, atmost_hi = rank(k_lo, "left"), rank(k_hi, "right")
+        ahead_lo = rank(k_lo, "right")  # keys > lo: suffixes >= the query (a pad 0 is EOD's id too)
+        below_hi = atmost_hi if m <= K else rank(k_hi, "left")  # keys known below the upper bound
+        after = lambda k: self._row(shard, k - 1) + (k > 0)  # noqa: E731 - past key k-1
+        return (after(below_lo), self._row(shard, ahead_lo)), (after(below_hi), self._row(shard, atmost_hi))
 
-    def _search(self, sa, tokens, q, lane_q, base, end, lo, hi, upper: bool) -> np.ndarray:
+    def _row(self, shard: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """The row of each shard's key k (its start for k < 0, its end past the last key)."""
+        start, end = self._bounds[shard, 0], self._bounds[shard, 1]
+        return np.clip(start + k * self.stride, start, end)
+
+    def _search(self, q, lane_q, base, end, lo, hi, upper: bool) -> np.ndarray:
         """Per lane, the first row in ``lo .. hi`` whose suffix is >= its query (> it and not
         starting with it, when ``upper``): one binary search per lane, all lanes a step at once."""
         lo, hi = lo.copy(), hi.copy()
         live = np.flatnonzero(lo < hi)
         m = np.arange(q.shape[1])
         while len(live):
+            sa, _, tokens = self._open()  # made again now and then: see MAP_BUDGET
             mid = (lo[live] + hi[live]) >> 1
             at = sa[mid].astype(np.int64)[:, None] + base[live, None] + m
             inside = at < end[live, None]
@@ -289,6 +327,7 @@ class SuffixIndex:
             hi[live[~right]] = mid[~right]
             live = live[lo[live] < hi[live]]
             self._gathered += len(mid)
+            self.gathered_total += len(mid)
         return lo
 
     def counts(self, queries) -> np.ndarray:

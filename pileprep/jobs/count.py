@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pileprep.core import atomic
+from pileprep.core import atomic, faults
 from pileprep.core.config import ClusterConfig
 from pileprep.core.errors import ConfigError
 from pileprep.core.files import COUNT_WORK, NGRAM_DIR
@@ -33,8 +33,7 @@ from pileprep.training.order import TrainingOrder
 from pileprep.training.pieces import Preshuffled
 
 STRATEGIES = ("auto", "index", "stream")
-PART_TOKENS = 1 << 28  # trained tokens per task of a pass (~1 s of a core)
-LOCAL_TOKENS = 1 << 27  # a pass this small runs in this process: no cluster to start
+PART_TOKENS = 1 << 28  # trained tokens per task of a pass, by default (~1-2 s of a core)
 
 
 @dataclass
@@ -55,6 +54,7 @@ class ScanPart:
 def scan_part(out_dir: str, cfg, queries: list[list[int]], lo: int, hi: int, edges: list[int],
               target: str) -> ScanPart:
     """One task of the pass (runs on a worker)."""
+    faults.checkpoint("count")
     occ, held, first = ngram.scan_range(out_dir, cfg, queries, lo, hi, edges)
     with atomic.atomic_path(target) as tmp, open(tmp, "wb") as f:
         np.savez(f, occurrences=occ, samples=held, first=first)
@@ -63,14 +63,18 @@ def scan_part(out_dir: str, cfg, queries: list[list[int]], lo: int, hi: int, edg
 
 def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int, end_step: int,
                 bins: int | list[int] = 1, strategy: str = "auto",
-                cluster: ClusterConfig | None = None, quiet: bool = True) -> ngram.Counts:
+                cluster: ClusterConfig | None = None, quiet: bool = True,
+                part_samples: int | None = None) -> ngram.Counts:
     """Counts of token sequences in the corpus and in the trained samples of steps
     ``first_step .. end_step-1`` (in ``bins`` step ranges), from the dataset's n-gram index and,
-    for the queries ``strategy`` sends there, a streaming pass over the trained samples."""
+    for the queries ``strategy`` sends there, a streaming pass over the trained samples
+    (``part_samples`` training samples per task; a pass of one task runs in this process)."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
     if any(not q for q in queries):
         raise ConfigError("a query is empty")
+    if part_samples is not None and part_samples < 1:
+        raise ConfigError("--part-samples must be at least 1")
     order.check_steps(first_step, end_step)
     cluster = cluster or ClusterConfig(scheduler="synchronous")
     index = SuffixIndex(order.out_dir, order.data)
@@ -94,7 +98,7 @@ def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int,
     if len(by_pass):
         asked = [queries[i] for i in by_pass]
         out.corpus[by_pass] = ngram.corpus_counts(order, index, asked)
-        occ, held, first = _pass(order, asked, edges, cluster, quiet, trained_tokens)
+        occ, held, first = _pass(order, asked, edges, cluster, quiet, part_samples)
         out.occurrences[by_pass], out.samples[by_pass], out.first[by_pass] = occ, held, first
     out.strategy = ["stream" if s else "index" for s in stream]
     return out
@@ -114,12 +118,12 @@ def _counter(order, index, first, end, edges, quiet) -> ngram.Counter:
 
 
 def _pass(order: TrainingOrder, queries, edges, cluster: ClusterConfig, quiet: bool,
-          trained_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+          part_samples: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The streaming pass as tasks over ranges of training samples: their counts summed, and
     each query's first sample (the earliest part's)."""
     B, L1 = order.cfg.batch_size, order.cfg.seq_length + 1
     lo, hi = edges[0] * B, edges[-1] * B
-    per = max(1, PART_TOKENS // L1)
+    per = part_samples or max(1, PART_TOKENS // L1)
     work = _work_dir(order, queries, edges)
     work.mkdir(parents=True, exist_ok=True)
     identity = {"data": data_identity(order.prefix), "cfg": asdict(order.cfg), "edges": edges,
@@ -130,7 +134,7 @@ def _pass(order: TrainingOrder, queries, edges, cluster: ClusterConfig, quiet: b
                   done=work / f"part-{i:05d}.done.json", inputs={**identity, "range": [a, min(hi, a + per)]},
                   result_type=ScanPart, weight=(min(hi, a + per) - a) * L1 * order.data.dtype.itemsize)
              for i, a in enumerate(range(lo, hi, per))]
-    if trained_tokens <= LOCAL_TOKENS:
+    if len(tasks) == 1:  # no cluster to start for one task
         cluster = replace(cluster, scheduler="synchronous")
     with Runner(cluster, quiet) as runner:
         parts = runner.run(tasks, "count")

@@ -157,9 +157,10 @@ def _make_suffix_file(path: Path, size: int, work: Path) -> None:
         return
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    with atomic.atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.truncate(size)  # sparse: the tasks fill it
+    tmp = atomic.tmp_path(path)
+    with open(tmp, "wb") as f:
+        f.truncate(size)  # sparse, no data written yet: the tasks fill it
+    os.replace(tmp, path)
 
 
 def _join_keys(parts: list[str], target: Path) -> None:

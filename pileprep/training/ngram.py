@@ -39,7 +39,7 @@ from pileprep.training.lookups import doc_and_offset
 from pileprep.training.order import TrainingOrder
 from pileprep.training.pieces import Pieces, Preshuffled, expand
 from pileprep.training.streammap import open_map
-from pileprep.training.termscan import TermScanner
+from pileprep.training.termscan import TermScanner, copy_runs
 
 UNIT = 1 << 20  # document copies per unit of work (bounds every temporary array)
 NONE = np.iinfo(np.int64).max  # no trained sample yet
@@ -414,7 +414,8 @@ class _SampleReader:
             return np.asarray(self.tokens[a:a + (hi - lo) * self.L1]).reshape(hi - lo, self.L1)
         p = expand(self.schedule, self.sizes, np.arange(lo, hi))
         first = np.asarray(self.pointers[p.doc], np.int64) // self.item + p.offset
+        if isinstance(self.tokens, np.ndarray):
+            return copy_runs(self.tokens, first, p.tokens).reshape(hi - lo, self.L1)
         before = np.cumsum(p.tokens) - p.tokens  # where each piece starts in the block
         at = np.repeat(first - before, p.tokens) + np.arange(int(p.tokens.sum()))
-        got = self.tokens[at] if isinstance(self.tokens, np.ndarray) else self.tokens.take(at)
-        return got.reshape(hi - lo, self.L1)
+        return self.tokens.take(at).reshape(hi - lo, self.L1)
