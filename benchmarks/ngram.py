@@ -15,7 +15,7 @@ epoch). Then:
    (suffixes and tokens read as zeros) with sorted random keys, so each query narrows to its own
    stride of rows in every shard and faults in its own pages, as on real data; latency of one
    count and of a 1,000-query batch, and the process's peak RSS (file-backed: see
-   ``formats.suffix.MAP_BUDGET``), each twice: first touches, then with the pages cached.
+   ``formats.suffix.map_budget``), each twice: first touches, then with the pages cached.
    The suffixes point at token 0 of their shard, so a probe's token read lands on one page
    per shard, where real data's land anywhere: rows gathered per count are printed to scale;
 5. training counts over every step (10 bins): a rare n-gram by its index hits, the most

@@ -50,10 +50,20 @@ LANES_AT_ONCE = 1 << 16  # (query, shard) pairs searched at once: bounds the gat
 # Each gathered row faults in the page-cache folio around it (up to 2 MiB) as resident, clean,
 # file-backed memory of this process; kept mapped, the next lookups near it cost no fault. The
 # maps are dropped, and that memory with them, when it passes the budget (PILEPREP_MAP_BUDGET
-# bytes, default 4 GiB; checked every CHECK_GATHERS rows, from /proc/self/statm).
+# bytes, default a quarter of the machine's memory; checked every CHECK_GATHERS rows, from
+# /proc/self/statm). These pages are the page cache's, clean: the kernel may take them back.
 MAP_BUDGET_ENV = "PILEPREP_MAP_BUDGET"
-MAP_BUDGET = 4 << 30
 CHECK_GATHERS = 1 << 15
+
+
+def map_budget() -> int:
+    given = os.environ.get(MAP_BUDGET_ENV)
+    if given:
+        return int(given)
+    try:
+        return max(1 << 30, os.sysconf("SC_PHYS_PAGES") * PAGE // 4)
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
 
 
 def shard_budget(given: int | None, dtype) -> int:
@@ -223,10 +233,11 @@ class SuffixIndex:
 
     def _open(self):
         """``(suffixes, keys, tokens)`` memory maps, made again when the pages they hold pass
-        ``MAP_BUDGET``, so a long batch of lookups does not keep every page it touched."""
+        the budget (:func:`map_budget`), so a long batch of lookups does not keep every page it
+        touched."""
         if self._maps is not None and self._gathered >= CHECK_GATHERS:
             self._gathered = 0
-            if mapped_bytes() > int(os.environ.get(MAP_BUDGET_ENV) or MAP_BUDGET):
+            if mapped_bytes() > map_budget():
                 self._maps = None  # the old maps go before the new are made
         if self._maps is None:
             sa = np.memmap(self.dir / NGRAM_SUFFIXES, SA_DTYPE, "r") if self.tokens else np.zeros(0, SA_DTYPE)
@@ -240,13 +251,13 @@ class SuffixIndex:
 
     # -- lookups -------------------------------------------------------------------------------
 
-    def ranges(self, queries) -> list[list[tuple[int, int, int]]]:
-        """For each query, ``(shard, lo, hi)``: the rows ``lo .. hi-1`` of ``suffixes.sa``
-        (global rows) whose suffix starts with it, per shard holding it."""
+    def ranges(self, queries) -> list[np.ndarray]:
+        """For each query, an array of ``(shard, lo, hi)`` rows: the rows ``lo .. hi-1`` of
+        ``suffixes.sa`` (global rows) whose suffix starts with it, per shard holding it."""
         queries = [[int(t) for t in q] for q in queries]
         if any(not q for q in queries):
             raise ConfigError("a query is empty")
-        out: list[list[tuple[int, int, int]]] = [[] for _ in queries]
+        out = [np.zeros((0, 3), np.int64)] * len(queries)
         S = max(1, len(self.shards))
         per = max(1, LANES_AT_ONCE // S)
         top = (1 << (8 * self.dtype.itemsize)) - 1
@@ -272,8 +283,11 @@ class SuffixIndex:
         base, end = self._bounds[shard, 0], self._bounds[shard, 1]
         first = self._search(q, lane_q, base, end, lo1, hi1, upper=False)
         last = self._search(q, lane_q, base, end, np.maximum(lo2, first), hi2, upper=True)
-        for t in np.flatnonzero(last > first).tolist():
-            out[group[lane_q[t]]].append((int(shard[t]), int(first[t]), int(last[t])))
+        found = np.flatnonzero(last > first)  # lanes in query order, then shard order
+        rows = np.stack([shard[found], first[found], last[found]], axis=1)
+        cuts = np.searchsorted(lane_q[found], np.arange(len(group) + 1))
+        for i in np.flatnonzero(np.diff(cuts)).tolist():
+            out[group[i]] = rows[cuts[i]:cuts[i + 1]]
 
     def _narrow(self, q, lane_q, shard, keys):
         """Per lane, rows known to hold the lower bound and rows known to hold the upper one,
@@ -312,7 +326,7 @@ class SuffixIndex:
         live = np.flatnonzero(lo < hi)
         m = np.arange(q.shape[1])
         while len(live):
-            sa, _, tokens = self._open()  # made again now and then: see MAP_BUDGET
+            sa, _, tokens = self._open()  # made again now and then: see map_budget
             mid = (lo[live] + hi[live]) >> 1
             at = sa[mid].astype(np.int64)[:, None] + base[live, None] + m
             inside = at < end[live, None]
@@ -332,7 +346,7 @@ class SuffixIndex:
 
     def counts(self, queries) -> np.ndarray:
         """Occurrences of each query anywhere in the token stream (within shards)."""
-        return np.array([sum(b - a for _, a, b in r) for r in self.ranges(queries)], np.int64)
+        return np.array([int((r[:, 2] - r[:, 1]).sum()) for r in self.ranges(queries)], np.int64)
 
     def count(self, ids) -> int:
         return int(self.counts([ids])[0])
@@ -340,8 +354,12 @@ class SuffixIndex:
     def positions(self, ids, at_once: int = POSITIONS_AT_ONCE) -> Iterator[np.ndarray]:
         """Global token positions where ``ids`` starts, at most ``at_once`` per array (in
         suffix order, not position order)."""
+        return self.positions_in(self.ranges([ids])[0], at_once)
+
+    def positions_in(self, ranges, at_once: int = POSITIONS_AT_ONCE) -> Iterator[np.ndarray]:
+        """The global token positions of one query's ``ranges`` (from :meth:`ranges`)."""
         sa = self._open()[0]
-        for k, lo, hi in self.ranges([ids])[0]:
+        for k, lo, hi in np.asarray(ranges).tolist():
             for a in range(lo, hi, at_once):
                 yield np.asarray(sa[a:min(hi, a + at_once)], np.int64) + self.shards[k].start
 

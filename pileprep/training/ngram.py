@@ -43,6 +43,7 @@ from pileprep.training.termscan import TermScanner, copy_runs
 
 UNIT = 1 << 20  # document copies per unit of work (bounds every temporary array)
 NONE = np.iinfo(np.int64).max  # no trained sample yet
+LOOKUPS_AT_ONCE = 1 << 10  # queries whose index rows are searched together
 SCAN_SAMPLES = 1 << 9  # training samples per block of a streaming pass (~2 MB of tokens)
 REMAP_SAMPLES = 1 << 16  # samples read through one set of maps: their resident pages stay bounded
 # The cost model that chooses, per query, between the index's hits and the streaming pass
@@ -174,6 +175,8 @@ class Counter:
         query that may go on into the next unit (-1 for none)."""
         unit = _Unit()
         for qi, q in enumerate(out.queries):
+            if qi % LOOKUPS_AT_ONCE == 0:  # the next batch's rows: memory bounded by a batch
+                self._look_up(out.queries[qi:qi + LOOKUPS_AT_ONCE])
             for doc, offset, j in self._hits(q):
                 if j == 0:
                     out.corpus[qi] += len(doc)
@@ -185,13 +188,28 @@ class Counter:
         if unit.size:
             yield unit, -1
 
+    def _look_up(self, queries: list[list[int]]) -> None:
+        """The index rows of these queries, and of every prefix that may end a document,
+        found in one batch (one search of every shard for many queries at once)."""
+        last = self.index.last_token
+        asked = {tuple(q) for q in queries}
+        if not isinstance(self.order.schedule, Preshuffled):
+            asked |= {tuple(q[:j]) for q in queries for j in range(1, len(q))
+                      if last is None or q[j - 1] == last}
+        asked = sorted(asked)
+        self._rows = dict(zip(asked, self.index.ranges(asked)))
+
+    def _positions(self, q) -> Iterator[np.ndarray]:
+        rows = getattr(self, "_rows", {}).get(tuple(q))
+        return self.index.positions(q) if rows is None else self.index.positions_in(rows)
+
     def _inside(self, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-        return self._inside_of(self.order, self.index, q)
+        return self._inside_of(self.order, self.index, q, self._positions(q))
 
     @staticmethod
-    def _inside_of(order, index, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    def _inside_of(order, index, q: list[int], positions=None) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         """Hits of the whole sequence inside one document (j = 0)."""
-        for pos in index.positions(q):
+        for pos in (index.positions(q) if positions is None else positions):
             # in suffix order: sorted, every later gather is in file order
             doc, offset = doc_and_offset(order.data, np.sort(pos))
             inside = offset + len(q) <= np.asarray(order.data.sizes[doc], np.int64)
@@ -204,7 +222,7 @@ class Counter:
         for j in range(1, m):
             if last is not None and q[j - 1] != last:
                 continue  # no document ends with q[:j]
-            for pos in self.index.positions(q[:j]):
+            for pos in self._positions(q[:j]):
                 doc, offset = doc_and_offset(self.order.data, np.sort(pos))
                 ends = offset + j == np.asarray(self.order.data.sizes[doc], np.int64)
                 yield doc[ends], offset[ends], j

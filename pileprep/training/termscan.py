@@ -8,10 +8,11 @@ a row equal to the query, so occurrences across a document boundary inside a sam
 query cut by the sample's end does not: the definition of :mod:`.ngram`, with nothing to map.
 
 One compiled pass (numba) reads each token once. A token that begins no query costs one table
-lookup. Otherwise the window's key grows a token at a time through the query lengths that token
-begins: packed exactly while the tokens fit in 64 bits, a polynomial hash after that (a hashed
-match is confirmed token by token), and each length's key is looked up in an open-addressing
-table of that length's queries. Rows holding a query are counted by remembering, per query, the
+lookup. Otherwise the window grows a token at a time while it is still a prefix of some query:
+its key is packed exactly while the tokens fit in 64 bits, a polynomial hash after that (a
+hashed match is confirmed token by token), and each length's key is looked up in an
+open-addressing table of every query prefix of that length (marked with the query it is, if
+one is that long). Most windows stop at their second token. Rows holding a query are counted by remembering, per query, the
 last row that held it (and the first). Pure computation, no I/O: :mod:`.ngram` feeds it.
 """
 
@@ -31,26 +32,37 @@ class TermScanner:
         if any(not q for q in self.queries):
             raise ValueError("a query is empty")
         bits = 8 * np.dtype(dtype).itemsize
-        top = (1 << bits) - 1  # ids above the dtype's range occur nowhere: not looked up
+        top = int(np.iinfo(dtype).max)  # ids above the dtype's range occur nowhere: not looked up
         self.distinct = sorted({q for q in self.queries if min(q) >= 0 and max(q) <= top})
         where = {q: i for i, q in enumerate(self.distinct)}
         self.back = np.array([where.get(q, -1) for q in self.queries], np.int64)
-        self.lengths = np.array(sorted({len(q) for q in self.distinct}), np.int64)
-        M = int(self.lengths.max()) if len(self.lengths) else 1
         self.bits = bits
+        M = max((len(q) for q in self.distinct), default=1)
         self.ids = np.zeros((len(self.distinct), M), np.int64)
         for i, q in enumerate(self.distinct):
             self.ids[i, :len(q)] = q
-        # starts[t]: bit g set when token t begins a query of length lengths[g]
-        self.starts = np.zeros(top + 1, np.uint64)
-        slots = 1 << max(4, (4 * len(self.distinct)).bit_length())  # load factor <= 1/4
-        self.slot_shift = np.uint64(64 - (slots.bit_length() - 1))
-        self.table_key = np.zeros((max(1, len(self.lengths)), slots), np.uint64)
-        self.table_q = np.full((max(1, len(self.lengths)), slots), -1, np.int64)
+        # Every prefix of every query, by length: the query it is (>= 0), or PREFIX. A window
+        # stops growing at the first length whose prefix no query has.
+        # indexed by a row's token; tokens past its end begin no query (wide dtypes: the table
+        # is as long as the largest first token asked, not the dtype's range)
+        self.first = np.full(max((q[0] for q in self.distinct), default=0) + 1, NOTHING, np.int64)
+        prefixes = [dict() for _ in range(M)]
         for i, q in enumerate(self.distinct):
-            g = int(np.searchsorted(self.lengths, len(q)))
-            self.starts[q[0]] |= np.uint64(1) << np.uint64(g)
-            _insert(self.table_key[g], self.table_q[g], _key(q, bits), i, self.slot_shift)
+            for l in range(1, len(q) + 1):
+                mark = i if l == len(q) else PREFIX
+                if l == 1:
+                    if mark >= 0 or self.first[q[0]] == NOTHING:
+                        self.first[q[0]] = mark
+                else:
+                    prefixes[l - 1].setdefault(q[:l], set()).add(mark)
+        slots = 1 << max(4, (4 * max(1, max(len(p) for p in prefixes))).bit_length())
+        self.slot_shift = np.uint64(64 - (slots.bit_length() - 1))
+        self.table_key = np.zeros((M, slots), np.uint64)
+        self.table_q = np.full((M, slots), NOTHING, np.int64)
+        for l in range(1, M):
+            for prefix, marks in prefixes[l].items():
+                mark = max(marks)  # a query (>= 0) if one is this long, else PREFIX
+                _insert(self.table_key[l], self.table_q[l], _key(prefix, bits), mark, self.slot_shift)
 
     def scan(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(occurrences, rows holding it, first row holding it or -1)`` per query in
@@ -59,9 +71,12 @@ class TermScanner:
         occ, held = np.zeros(D + 1, np.int64), np.zeros(D + 1, np.int64)  # [D]: queries of no row
         first = np.full(D + 1, -1, np.int64)
         if D:
-            _scan(np.ascontiguousarray(rows), self.lengths, self.starts, self.table_key,
-                  self.table_q, self.slot_shift, self.ids, self.bits, occ, held, first)
+            _scan(np.ascontiguousarray(rows), self.first, self.table_key, self.table_q,
+                  self.slot_shift, self.ids, self.bits, occ, held, first)
         return occ[self.back], held[self.back], first[self.back]
+
+
+NOTHING, PREFIX = -1, -2  # a table entry: empty, or only a prefix of longer queries
 
 
 def _key(q: tuple[int, ...], bits: int) -> np.uint64:
@@ -78,57 +93,59 @@ def _key(q: tuple[int, ...], bits: int) -> np.uint64:
 def _insert(keys: np.ndarray, which: np.ndarray, key: np.uint64, q: int, shift: np.uint64) -> None:
     mask = len(keys) - 1
     s = ((int(key) * int(_MULT)) & ((1 << 64) - 1)) >> int(shift)
-    while which[s] >= 0:  # equal keys (a hash collision) each get a slot: all are confirmed
+    while which[s] != NOTHING:  # equal hashed keys each get a slot: all are confirmed
         s = (s + 1) & mask
     keys[s], which[s] = key, q
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan(rows, lengths, starts, table_key, table_q, shift, ids, bits, occ, held, first):
+def _count(q, r, occ, held, first, last):
+    occ[q] += 1
+    if last[q] != r:
+        if last[q] < 0:
+            first[q] = r
+        last[q] = r
+        held[q] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan(rows, first_of, table_key, table_q, shift, ids, bits, occ, held, first):
     R, W = rows.shape
-    last = first.copy()  # the last row that held each query
-    G = len(lengths)
+    M = table_key.shape[0]
     mask = table_key.shape[1] - 1
     width = np.uint64(bits)
+    last = first.copy()  # the last row that held each query
     for r in range(R):
         for c in range(W):
-            begins = starts[rows[r, c]]
-            if begins == 0:
+            t = rows[r, c]
+            if t < 0 or t >= len(first_of):
                 continue
-            key = np.uint64(0)
-            m = 0
-            for g in range(G):
-                want = lengths[g]
-                if c + want > W:
-                    break
-                while m < want:  # the key of tokens c .. c+want-1, grown from the last length's
-                    t = np.uint64(rows[r, c + m])
-                    m += 1
-                    if m * bits <= 64:
-                        key = (key << width) | t
-                    else:
-                        key = key * _MULT + t
-                if (begins >> np.uint64(g)) & np.uint64(1) == 0:
-                    continue
+            mark = first_of[t]
+            if mark == -1:
+                continue
+            if mark >= 0:
+                _count(mark, r, occ, held, first, last)
+            key = np.uint64(t)
+            for l in range(1, min(M, W - c)):  # windows of l+1 tokens while a prefix matches
+                t = np.uint64(rows[r, c + l])
+                key = (key << width) | t if (l + 1) * bits <= 64 else key * _MULT + t
                 s = np.int64((key * _MULT) >> shift)
-                while table_q[g, s] >= 0:
-                    if table_key[g, s] == key:
-                        q = table_q[g, s]
-                        same = True
-                        if want * bits > 64:  # a hash: confirm every token
-                            for j in range(want):
+                found = False
+                while table_q[l, s] != -1:
+                    if table_key[l, s] == key:
+                        q = table_q[l, s]
+                        if q >= 0 and (l + 1) * bits > 64:  # a hash: confirm every token
+                            for j in range(l + 1):
                                 if rows[r, c + j] != ids[q, j]:
-                                    same = False
+                                    q = -2
                                     break
-                        if same:
-                            occ[q] += 1
-                            if last[q] != r:
-                                if last[q] < 0:
-                                    first[q] = r
-                                last[q] = r
-                                held[q] += 1
+                        found = True
+                        if q >= 0:
+                            _count(q, r, occ, held, first, last)
                             break
                     s = (s + 1) & mask
+                if not found:
+                    break
 
 
 @numba.njit(cache=True, nogil=True)
