@@ -232,12 +232,14 @@ def queries(out: Path, data, cfg: ScheduleConfig, n_queries: int, workers: int) 
     print(f"training count of a rare {len(rare)}-gram by its index hits, {T} steps in 10 bins: "
           f"{dt:.3f} s ({int(res.occurrences.sum()):,} occurrences)")
     head = [max({q[0] for q in qs if len(q) == 1}, key=lambda t: index.count([t]))]
+    trained = T * cfg.batch_size * (cfg.seq_length + 1)
     for label, batch in (("the most frequent unigram", [head]), (f"{len(qs):,} queries", qs)):
         res, dt = timed(count_terms, order, batch, 0, T, 10, "stream", cluster)
-        occ = int(res.occurrences.sum())
-        print(f"training counts of {label} by the streaming pass ({workers} workers, cluster start "
-              f"included): {dt:.1f} s, {occ:,} occurrences: {occ / dt / 1e6:.0f} M/s, "
-              f"{occ / dt / workers / 1e6:.0f} M/s per core (target >= 50)")
+        occ, cpu = int(res.occurrences.sum()), res.pass_cpu_seconds
+        print(f"training counts of {label} by the streaming pass: {dt:.1f} s wall with {workers} "
+              f"workers (cluster start included), {occ:,} occurrences; tasks' CPU {cpu:.1f} s: "
+              f"{occ / cpu / 1e6:.0f} M occurrences/s per core (target >= 50), "
+              f"{trained / cpu / 1e6:.0f} M trained tokens/s per core")
     res, dt = timed(count_terms, order, qs, 0, T, 10, "auto", cluster)
     by_pass = sum(s == "stream" for s in res.strategy)
     print(f"training counts of {len(qs):,} queries, auto: {dt:.1f} s ({by_pass} by the pass, "

@@ -352,7 +352,9 @@ def _add_index(sub) -> None:
                        "where --text), built in shards as Dask tasks; resumable")
     p.add_argument("out_dir")
     p.add_argument("--shard-tokens", type=int, help="tokens per shard at most (default 2^27: "
-                   "about 2.7 GB of memory per worker while a shard is sorted)")
+                   "about 3 GB of memory per worker while a shard is sorted). Fewer shards answer "
+                   "faster: for the Pile, 1073741823 (280 shards, ~23 GB per sorting worker) "
+                   "counts in milliseconds where 2^27 (2,235 shards) takes ~50 ms")
     flags.add_cluster(p)
     p.add_argument("--quiet", "-q", action="store_true")
 

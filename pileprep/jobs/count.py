@@ -98,7 +98,8 @@ def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int,
     if len(by_pass):
         asked = [queries[i] for i in by_pass]
         out.corpus[by_pass] = ngram.corpus_counts(order, index, asked)
-        occ, held, first = _pass(order, asked, edges, cluster, quiet, part_samples)
+        occ, held, first, out.pass_cpu_seconds = _pass(order, asked, edges, cluster, quiet,
+                                                       part_samples)
         out.occurrences[by_pass], out.samples[by_pass], out.first[by_pass] = occ, held, first
     out.strategy = ["stream" if s else "index" for s in stream]
     return out
@@ -118,9 +119,9 @@ def _counter(order, index, first, end, edges, quiet) -> ngram.Counter:
 
 
 def _pass(order: TrainingOrder, queries, edges, cluster: ClusterConfig, quiet: bool,
-          part_samples: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The streaming pass as tasks over ranges of training samples: their counts summed, and
-    each query's first sample (the earliest part's)."""
+          part_samples: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The streaming pass as tasks over ranges of training samples: their counts summed, each
+    query's first sample (the earliest part's), and the tasks' CPU seconds."""
     B, L1 = order.cfg.batch_size, order.cfg.seq_length + 1
     lo, hi = edges[0] * B, edges[-1] * B
     per = part_samples or max(1, PART_TOKENS // L1)
@@ -138,6 +139,7 @@ def _pass(order: TrainingOrder, queries, edges, cluster: ClusterConfig, quiet: b
         cluster = replace(cluster, scheduler="synchronous")
     with Runner(cluster, quiet) as runner:
         parts = runner.run(tasks, "count")
+        cpu = sum(runner.busy.values())
     occ = np.zeros((len(queries), len(edges) - 1), np.int64)
     held = np.zeros_like(occ)
     first = np.full(len(queries), -1, np.int64)
@@ -148,7 +150,7 @@ def _pass(order: TrainingOrder, queries, edges, cluster: ClusterConfig, quiet: b
             new = (first < 0) & (z["first"] >= 0)
             first[new] = z["first"][new]
     shutil.rmtree(work, ignore_errors=True)
-    return occ, held, first
+    return occ, held, first, cpu
 
 
 def _work_dir(order: TrainingOrder, queries, edges) -> Path:

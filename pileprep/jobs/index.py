@@ -34,6 +34,9 @@ from pileprep.formats.indexed import IndexedDataset
 from pileprep.training.order import dataset_name
 
 
+MANY_SHARDS = 512  # past this many shards, `index` suggests larger ones (docs/benchmarks.md)
+
+
 @dataclass
 class IndexShardResult:
     path: str  # the shard's keys (its suffixes are rows of suffixes.sa)
@@ -117,6 +120,11 @@ def _build_index(out_dir: str | Path, cluster: ClusterConfig, shard_tokens: int 
     if len(ranges) > 1 << (64 - suffix.KEY_BITS):
         raise ConfigError(f"--shard-tokens {shard_tokens:,} cuts the dataset into {len(ranges):,} "
                           f"shards; an index holds at most {1 << (64 - suffix.KEY_BITS):,}")
+    if len(ranges) > MANY_SHARDS:
+        most = suffix.SORT_BYTES // data.dtype.itemsize - 1
+        log(f"index: {len(ranges):,} shards of at most {shard_tokens:,} tokens; lookups search "
+            f"every shard, so larger ones (--shard-tokens up to {most:,}) answer several times "
+            "faster, for more memory per sorting worker", quiet)
     work = folder / NGRAM_WORK
     suffixes = folder / NGRAM_SUFFIXES
     _make_suffix_file(suffixes, ranges[-1][3] * suffix.SA_DTYPE.itemsize, work)

@@ -65,6 +65,7 @@ class Counts:
     occurrences: np.ndarray  # (Q, bins) occurrences inside trained samples of the bin
     first: np.ndarray | None = None  # (Q,) the first training sample holding it in the range, or -1
     strategy: list[str] | None = None  # per query: "index" (its hits) or "stream" (the pass)
+    pass_cpu_seconds: float = 0.0  # CPU time of the streaming pass's tasks (rates per core)
 
     def first_step(self, batch_size: int) -> np.ndarray:
         """The step of each query's first trained sample in the range, or -1."""
