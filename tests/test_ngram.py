@@ -204,12 +204,17 @@ def ngram_edges(first, end, bins):
 @contextlib.contextmanager
 def patch_part_tokens(n: int):
     from pileprep.jobs import count as count_job
-    old = count_job.PART_TOKENS, ngram.SCAN_SAMPLES, ngram.REMAP_SAMPLES
-    count_job.PART_TOKENS, ngram.SCAN_SAMPLES, ngram.REMAP_SAMPLES = n, 3, 5
+    old = count_job.PART_TOKENS, ngram.SCAN_SAMPLES, os.environ.get("PILEPREP_MAP_BUDGET")
+    count_job.PART_TOKENS, ngram.SCAN_SAMPLES = n, 3
+    os.environ["PILEPREP_MAP_BUDGET"] = "1"  # new maps at every block: the reader is made again
     try:
         yield
     finally:
-        count_job.PART_TOKENS, ngram.SCAN_SAMPLES, ngram.REMAP_SAMPLES = old
+        count_job.PART_TOKENS, ngram.SCAN_SAMPLES = old[:2]
+        if old[2] is None:
+            os.environ.pop("PILEPREP_MAP_BUDGET")
+        else:
+            os.environ["PILEPREP_MAP_BUDGET"] = old[2]
 
 
 def stream_of(ref) -> tuple[list[int], list[int]]:

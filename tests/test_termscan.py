@@ -46,3 +46,14 @@ def test_copy_runs_puts_the_runs_back_to_back():
     tokens = np.arange(50, dtype=np.uint16)
     assert copy_runs(tokens, np.array([7, 0, 40]), np.array([3, 2, 4])).tolist() == \
         [7, 8, 9, 0, 1, 40, 41, 42, 43]
+
+
+def test_a_few_single_tokens_are_counted_by_vector_compares_the_same():
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 5, (30, 21)).astype(np.uint16)
+    queries = [[1], [4], [1], [70000]]
+    scanner = TermScanner(queries, np.uint16)
+    assert scanner.few_tokens
+    occ, held, first = scanner.scan(rows)
+    for i, q in enumerate(queries):
+        assert (occ[i], held[i], first[i]) == brute(rows, q), q

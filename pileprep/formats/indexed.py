@@ -154,6 +154,33 @@ def advise_random(*arrays) -> None:
                 base.madvise(mmap.MADV_RANDOM)
 
 
+MAP_BUDGET_ENV = "PILEPREP_MAP_BUDGET"
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def mapped_bytes() -> int:
+    """Resident file-backed (shared) memory of this process, or 0 where /proc does not say."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[2]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def map_budget() -> int:
+    """How much of the page cache a process scanning or searching through memory maps may keep
+    mapped before it drops the maps: ``PILEPREP_MAP_BUDGET`` bytes, else a quarter of the
+    machine's memory. Those pages are clean and the kernel's to reclaim; kept mapped, a next
+    access costs no page fault."""
+    given = os.environ.get(MAP_BUDGET_ENV)
+    if given:
+        return int(given)
+    try:
+        return max(1 << 30, os.sysconf("SC_PHYS_PAGES") * PAGE // 4)
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
 def chunks(array: np.ndarray, size: int, stop: int | None = None):
     """``(lo, array[lo:lo+size])`` up to ``stop``, each chunk a copy. For a memory map (one
     made by np.memmap or np.load(mmap_mode=...), not a slice of one) each chunk is mapped on

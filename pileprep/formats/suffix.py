@@ -23,7 +23,6 @@ a file per shard, probed with pread one at a time, 2-9 s a query at the Pile's 2
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -34,7 +33,7 @@ from pileprep.core import atomic
 from pileprep.core.errors import ConfigError, FormatError, NotFoundError
 from pileprep.core.files import NGRAM_DIR, NGRAM_KEYS, NGRAM_META, NGRAM_SUFFIXES
 from pileprep.formats.indexed import (IndexedDataset, JoinedTokens, advise_random, data_files,
-                                      index_path)
+                                      index_path, map_budget, mapped_bytes)
 
 FORMAT = "pileprep-suffix-array"
 VERSION = 2  # 1: a file per shard, no keys (refused: rebuild)
@@ -49,21 +48,9 @@ KEY_BITS = 48  # of a key's 64: the packed tokens; the 16 above them are the sha
 LANES_AT_ONCE = 1 << 16  # (query, shard) pairs searched at once: bounds the gathers' arrays
 # Each gathered row faults in the page-cache folio around it (up to 2 MiB) as resident, clean,
 # file-backed memory of this process; kept mapped, the next lookups near it cost no fault. The
-# maps are dropped, and that memory with them, when it passes the budget (PILEPREP_MAP_BUDGET
-# bytes, default a quarter of the machine's memory; checked every CHECK_GATHERS rows, from
-# /proc/self/statm). These pages are the page cache's, clean: the kernel may take them back.
-MAP_BUDGET_ENV = "PILEPREP_MAP_BUDGET"
+# maps are dropped, and that memory with them, past ``indexed.map_budget()`` (checked every
+# CHECK_GATHERS rows).
 CHECK_GATHERS = 1 << 15
-
-
-def map_budget() -> int:
-    given = os.environ.get(MAP_BUDGET_ENV)
-    if given:
-        return int(given)
-    try:
-        return max(1 << 30, os.sysconf("SC_PHYS_PAGES") * PAGE // 4)
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
 
 
 def shard_budget(given: int | None, dtype) -> int:
@@ -168,18 +155,6 @@ class Shard:
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
-
-
-def mapped_bytes() -> int:
-    """Resident file-backed (shared) memory of this process, or 0 where /proc does not say."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[2]) * PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def take(tokens, idx: np.ndarray) -> np.ndarray:

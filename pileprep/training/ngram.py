@@ -32,7 +32,7 @@ import numpy as np
 
 from pileprep.core.config import ScheduleConfig
 from pileprep.core.errors import ConfigError
-from pileprep.formats.indexed import IndexedDataset, JoinedTokens, data_files
+from pileprep.formats.indexed import IndexedDataset, JoinedTokens, data_files, map_budget, mapped_bytes
 from pileprep.formats.suffix import SuffixIndex
 from pileprep.training import schedule_files
 from pileprep.training.lookups import doc_and_offset
@@ -45,7 +45,6 @@ UNIT = 1 << 20  # document copies per unit of work (bounds every temporary array
 NONE = np.iinfo(np.int64).max  # no trained sample yet
 LOOKUPS_AT_ONCE = 1 << 10  # queries whose index rows are searched together
 SCAN_SAMPLES = 1 << 9  # training samples per block of a streaming pass (~2 MB of tokens)
-REMAP_SAMPLES = 1 << 16  # samples read through one set of maps: their resident pages stay bounded
 # The cost model that chooses, per query, between the index's hits and the streaming pass
 # (measured in benchmarks/ngram.py on 2 cores, docs/benchmarks.md): one hit mapped to its
 # training samples, and one trained token read and scanned, plus per query scanned.
@@ -399,22 +398,24 @@ def scan_range(out_dir: str, cfg: ScheduleConfig, queries: list[list[int]], lo: 
     first = np.full(len(queries), -1, np.int64)
     scanner = TermScanner(queries, order.data.dtype)
     cuts = sorted({lo, hi, *(e * B for e in edges if lo < e * B < hi)})
+    reader, budget = _SampleReader(order), map_budget()
     for a, z in zip(cuts[:-1], cuts[1:]):  # within a bin
         b = int(np.searchsorted(edges, a // B, side="right")) - 1
-        for c in range(a, z, REMAP_SAMPLES):
-            reader = _SampleReader(order)  # fresh maps: what the last ones touched is let go
-            for d in range(c, min(z, c + REMAP_SAMPLES), SCAN_SAMPLES):
-                o, h, f = scanner.scan(reader.rows(d, min(z, c + REMAP_SAMPLES, d + SCAN_SAMPLES)))
-                occ[:, b] += o
-                held[:, b] += h
-                new = (first < 0) & (f >= 0)  # blocks go in training order: the first stays
-                first[new] = d + f[new]
+        for d in range(a, z, SCAN_SAMPLES):
+            if mapped_bytes() > budget:  # let go of the pages the maps hold; new maps
+                reader = _SampleReader(order)
+            o, h, f = scanner.scan(reader.rows(d, min(z, d + SCAN_SAMPLES)))
+            occ[:, b] += o
+            held[:, b] += h
+            new = (first < 0) & (f >= 0)  # blocks go in training order: the first stays
+            first[new] = d + f[new]
     return occ, held, first
 
 
 class _SampleReader:
     """Training samples' tokens as rows, through memory maps of the ``.bin`` and the schedule
-    (a pass reads them all: maps beat a pread per piece)."""
+    (a pass reads them all: maps beat a pread per piece, and pages mapped once cost no fault
+    when read again; the pass makes new ones past ``map_budget``)."""
 
     def __init__(self, order: TrainingOrder):
         self.L1 = order.cfg.seq_length + 1

@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd: a hash is a polynomial in it, a slot its top bits
+FEW_TOKENS = 4  # single-token queries counted by vector compares (one pass over the rows each)
 
 
 class TermScanner:
@@ -38,6 +39,7 @@ class TermScanner:
         self.back = np.array([where.get(q, -1) for q in self.queries], np.int64)
         self.bits = bits
         M = max((len(q) for q in self.distinct), default=1)
+        self.few_tokens = M == 1 and 0 < len(self.distinct) <= FEW_TOKENS
         self.ids = np.zeros((len(self.distinct), M), np.int64)
         for i, q in enumerate(self.distinct):
             self.ids[i, :len(q)] = q
@@ -70,7 +72,12 @@ class TermScanner:
         D = len(self.distinct)
         occ, held = np.zeros(D + 1, np.int64), np.zeros(D + 1, np.int64)  # [D]: queries of no row
         first = np.full(D + 1, -1, np.int64)
-        if D:
+        if self.few_tokens:  # a handful of single tokens: numpy's vector compares beat the loop
+            for i, (t,) in enumerate(self.distinct):
+                per_row = np.count_nonzero(rows == t, axis=1)
+                hit = np.flatnonzero(per_row)
+                occ[i], held[i], first[i] = per_row.sum(), len(hit), hit[0] if len(hit) else -1
+        elif D:
             _scan(np.ascontiguousarray(rows), self.first, self.table_key, self.table_q,
                   self.slot_shift, self.ids, self.bits, occ, held, first)
         return occ[self.back], held[self.back], first[self.back]
@@ -152,10 +159,9 @@ def _scan(rows, first_of, table_key, table_q, shift, ids, bits, occ, held, first
 def _copy_runs(tokens, starts, lengths, out):
     at = 0
     for i in range(len(starts)):
-        a = starts[i]
-        for j in range(lengths[i]):
-            out[at + j] = tokens[a + j]
-        at += lengths[i]
+        n = lengths[i]
+        out[at:at + n] = tokens[starts[i]:starts[i] + n]
+        at += n
 
 
 def copy_runs(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
