@@ -21,9 +21,11 @@ def fmt_eta(seconds: float) -> str:
 
 class Progress:
     def __init__(self, stage: str, total_bytes: int, total_items: int, *, quiet: bool = False,
-                 stream: TextIO | None = None, interval: float = 5.0, unit: str = "parts"):
+                 stream: TextIO | None = None, interval: float = 5.0, unit: str = "parts",
+                 amount: str = "MB"):
         self.stage, self.total_bytes, self.total_items = stage, total_bytes, total_items
         self.unit = unit  # what an item is: parts, shards, files
+        self.amount = amount  # what "bytes" counts: MB of data, or a count of something else
         self._shown: tuple[int, int] | None = None  # (items, bytes) of the last line shown
         self.quiet = quiet
         self.stream = stream or sys.stderr
@@ -51,6 +53,10 @@ class Progress:
                     f"ETA {fmt_eta(left)}")
         rate = self.bytes / elapsed
         left = (self.total_bytes - self.bytes) / rate if rate > 0 else float("inf")
+        if self.amount != "MB":
+            return (f"[{self.stage}] {self.items:,}/{self.total_items:,} {self.unit}  "
+                    f"{self.bytes:,}/{self.total_bytes:,} {self.amount}  {rate:,.0f} {self.amount}/s  "
+                    f"ETA {fmt_eta(left)}")
         return (f"[{self.stage}] {self.items}/{self.total_items} {self.unit}  {self.docs:,} docs  "
                 f"{self.bytes / 1e6:,.1f}/{self.total_bytes / 1e6:,.1f} MB  "
                 f"{rate / 1e6:.2f} MB/s  ETA {fmt_eta(left)}")

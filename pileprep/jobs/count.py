@@ -25,6 +25,7 @@ from pileprep.core import atomic, faults
 from pileprep.core.config import ClusterConfig
 from pileprep.core.errors import ConfigError
 from pileprep.core.files import COUNT_WORK, NGRAM_DIR
+from pileprep.core.progress import Progress
 from pileprep.formats.suffix import SuffixIndex, data_identity
 from pileprep.runner.dask_runner import Runner
 from pileprep.runner.tasks import Stage, Task
@@ -81,16 +82,21 @@ def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int,
     edges = ngram.bin_edges(first_step, end_step, bins)
     B, L = order.cfg.batch_size, order.cfg.seq_length
     trained_tokens = (end_step - first_step) * B * (L + 1)
+    hits = ngram.hit_costs(order, index, queries) if strategy != "stream" else None
     if strategy == "auto":
         workers = 1 if cluster.scheduler == "synchronous" else cluster.workers
-        stream = ngram.choose_stream(ngram.hit_costs(order, index, queries), trained_tokens, workers)
+        stream = ngram.choose_stream(hits, trained_tokens, workers)
     else:
         stream = np.full(len(queries), strategy == "stream")
     out = _empty(queries, edges)
     by_index = np.flatnonzero(~stream)
     if len(by_index):
+        total = int(hits[by_index].sum()) // order.schedule.epochs  # hits, not their copies
+        bar = Progress("count: index hits", total, len(by_index), quiet=quiet,
+                       unit="queries", amount="hits")
         got = _counter(order, index, first_step, end_step, edges, quiet).count(
-            [queries[i] for i in by_index])
+            [queries[i] for i in by_index], _advance(bar))
+        bar.close()
         out.corpus[by_index], out.samples[by_index], out.occurrences[by_index] = \
             got.corpus, got.samples, got.occurrences
         out.first[by_index] = got.first
@@ -103,6 +109,13 @@ def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int,
         out.occurrences[by_pass], out.samples[by_pass], out.first[by_pass] = occ, held, first
     out.strategy = ["stream" if s else "index" for s in stream]
     return out
+
+
+def _advance(bar: Progress):
+    """The counter's progress callback: hits mapped, and queries done so far."""
+    def advance(hits: int, done: int) -> None:
+        bar.update(nbytes=hits, items=done - bar.items)
+    return advance
 
 
 def _empty(queries, edges) -> ngram.Counts:

@@ -160,7 +160,7 @@ class Counter:
             np.add.at(out.occurrences, (q, self._bin(n)), 1)
             np.minimum.at(out.first, q, n)
             if progress is not None:
-                progress(unit.size)
+                progress(unit.size, going_on if going_on >= 0 else len(queries))
         out.first[out.first == NONE] = -1
         return out
 
