@@ -25,6 +25,24 @@ PARTITION_SCHEMA = pa.schema([
 
 
 @dataclass
+class FileResult:
+    """A task's result that is one file (``path``) and small facts about it: rebuilt from its
+    completion record with ``from_json``."""
+
+    path: str
+
+    def outputs(self) -> list[str]:
+        return [self.path]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "FileResult":
+        return cls(**obj)
+
+
+@dataclass
 class Partition:
     path: str
     source: str

@@ -28,6 +28,7 @@ from pileprep.core.config import ClusterConfig
 from pileprep.core.errors import ConfigError
 from pileprep.core.files import CONTAMINATION_WORK, NGRAM_DIR
 from pileprep.core.progress import Progress
+from pileprep.formats.parts import FileResult
 from pileprep.formats.suffix import SuffixIndex, data_identity
 from pileprep.runner.dask_runner import Runner
 from pileprep.runner.tasks import Stage, Task
@@ -48,19 +49,8 @@ class Benchmark:
     skipped: dict = field(default_factory=dict)  # reason -> [count, first "FILE:LINE"]
 
 
-@dataclass
-class ChunkRows:
-    path: str  # the chunk's rows, parquet
-
-    def outputs(self) -> list[str]:
-        return [self.path]
-
-    def to_json(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_json(cls, obj: dict) -> "ChunkRows":
-        return cls(**obj)
+class ChunkRows(FileResult):
+    """A task's result: ``path`` holds the chunk's rows (parquet)."""
 
 
 def chunk_rows(out_dir: str, cfg, chunk: str, n: int, first_step: int, end_step: int,

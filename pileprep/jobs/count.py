@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from pileprep.core.config import ClusterConfig
 from pileprep.core.errors import ConfigError
 from pileprep.core.files import COUNT_WORK, NGRAM_DIR
 from pileprep.core.progress import Progress
+from pileprep.formats.parts import FileResult
 from pileprep.formats.suffix import SuffixIndex, data_identity
 from pileprep.runner.dask_runner import Runner
 from pileprep.runner.tasks import Stage, Task
@@ -37,19 +38,9 @@ STRATEGIES = ("auto", "index", "stream")
 PART_TOKENS = 1 << 28  # trained tokens per task of a pass, by default (~1-2 s of a core)
 
 
-@dataclass
-class ScanPart:
-    path: str  # .npz of the part's occurrences and samples, queries x bins
-
-    def outputs(self) -> list[str]:
-        return [self.path]
-
-    def to_json(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_json(cls, obj: dict) -> "ScanPart":
-        return cls(**obj)
+class ScanPart(FileResult):
+    """A task of the pass: ``path`` is an .npz of its occurrences and samples (queries x bins)
+    and first samples."""
 
 
 def scan_part(out_dir: str, cfg, queries: list[list[int]], lo: int, hi: int, edges: list[int],

@@ -31,6 +31,7 @@ from pileprep.core.files import (NGRAM_KEYS, NGRAM_META, NGRAM_SUFFIXES, NGRAM_W
 from pileprep.core.progress import log
 from pileprep.formats import suffix
 from pileprep.formats.indexed import IndexedDataset
+from pileprep.formats.parts import FileResult
 from pileprep.training.order import dataset_name
 
 
@@ -38,21 +39,12 @@ MANY_SHARDS = 512  # past this many shards, `index` suggests larger ones (docs/b
 
 
 @dataclass
-class IndexShardResult:
-    path: str  # the shard's keys (its suffixes are rows of suffixes.sa)
+class IndexShardResult(FileResult):
+    """``path``: the shard's keys (its suffixes are rows of suffixes.sa)."""
+
     tokens: int
     last_tokens: list  # the distinct last tokens of the shard's documents (at most 2 kept)
     seconds: float
-
-    def outputs(self) -> list[str]:
-        return [self.path]
-
-    def to_json(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_json(cls, obj: dict) -> "IndexShardResult":
-        return cls(**obj)
 
 
 def index_shard(prefix: str, shard: int, first_doc: int, end_doc: int, start: int, end: int,
