@@ -122,10 +122,15 @@ def test_contamination_command_reads_jsonl_parquet_and_hf_inputs(ngram_build, to
     (["--ngram", "0"], "--ngram"),
     (["--output", "x.csv"], "--output"),
     (["--name", "a", "--name", "b"], "--name"),
+    (["--output", "/nowhere/x.parquet"], "does not exist"),
+    (["--plot", "c.png", "--bins", "0"], "--bins"),
+    (["--field", "question"], "no example with a text in 'question'"),
+    (["--input", "{bench}"], "give each a --name"),
 ])
 def test_contamination_bad_settings_are_one_line_errors(ngram_build, tmp_path, args, named):
     bench = tmp_path / "b.jsonl"
     bench.write_text(json.dumps({"text": "hello"}) + "\n")
     code, _, err = run_cli("contamination", str(ngram_build), "--input", str(bench),
-                           "--scheduler", "synchronous", *args)
+                           "--scheduler", "synchronous", "--quiet", *[a.format(bench=bench) for a in args])
     assert code == 2 and len(err.strip().splitlines()) == 1 and named in err, err
+    assert not (ngram_build / "ngram" / ".contamination-work").exists()

@@ -580,3 +580,16 @@ def test_a_killed_index_build_resumes_with_the_finished_shards(ngram_build, tmp_
     assert run.returncode == 0 and "reusing 2 of 6" in done.stderr, done.stderr
     for name in ("suffixes.sa", "keys.npy"):
         assert (copy / "ngram" / name).read_bytes() == (ngram_build / "ngram" / name).read_bytes()
+
+
+def test_a_second_identical_streaming_count_is_refused_while_the_first_runs(ngram_build):
+    from pileprep.core.files import COUNT_WORK
+    from pileprep.jobs.count import work_dir
+
+    order = TrainingOrder(ngram_build)
+    T = order.cfg.train_iters
+    with work_dir(order, COUNT_WORK, "count", [[0]], ngram.bin_edges(0, T, 1)):
+        with pytest.raises(ConfigError, match="in use by"):
+            count_terms(order, [[0]], 0, T, 1, "stream")
+    assert count_terms(order, [[0]], 0, T, 1, "stream").samples.sum() > 0
+    assert not (ngram_build / "ngram" / COUNT_WORK).exists()  # nothing left behind

@@ -279,8 +279,12 @@ def test_terms_are_counted_over_the_items_themselves(preshuffled, tmp_path):
     first, end = 3, 120
     c = count_terms(TrainingOrder(out), queries, first, end, bins=4, strategy="index")
     by_pass = count_terms(TrainingOrder(out), queries, first, end, bins=4, strategy="stream")
-    for name in ("corpus", "samples", "occurrences"):  # both ways count the same
+    for name in ("corpus", "samples", "occurrences", "first"):  # both ways count the same
         assert getattr(by_pass, name).tolist() == getattr(c, name).tolist()
+    whole = [count_terms(TrainingOrder(out), queries, 0, T, 3, strategy=s) for s in ("index", "stream")]
+    assert len(items) <= T * B  # the pass reads every item: its total is the corpus column
+    for name in ("corpus", "samples", "occurrences", "first"):
+        assert getattr(whole[0], name).tolist() == getattr(whole[1], name).tolist()
     for qi, q in enumerate(queries):
         m = len(q)
         hits = [(n, sum(items[n][o:o + m] == q for o in range(L + 2 - m)))

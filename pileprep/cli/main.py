@@ -476,12 +476,13 @@ def cmd_contamination(args) -> int:
     from pileprep.outputs import contamination as results
     from pileprep.training.ngram import bin_edges
 
-    if args.output:
-        results.check_target(args.output, ".parquet", "--output")
-    if args.plot:
-        results.check_target(args.plot, ".png", "--plot")
+    for target, suffix, flag in ((args.output, ".parquet", "--output"),
+                                 (args.summary, ".json", "--summary"), (args.plot, ".png", "--plot")):
+        if target:
+            results.check_target(target, suffix, flag)
     order = _order(args).for_documents()
     first, end = _steps(args, order)
+    edges = bin_edges(first, end, _edges(args, order, first, end)) if args.plot else None
     cluster = flags.build_config(args, schedule=False).cluster
     benchmarks, table = measure(order, args.input, args.name, args.field, _decoder(args),
                                 args.ngram, first, end, cluster, not args.no_leading_space,
@@ -503,7 +504,6 @@ def cmd_contamination(args) -> int:
         results.write_summary(rows, args.summary)
         print(f"summary -> {args.summary}")
     if args.plot:
-        edges = bin_edges(first, end, _edges(args, order, first, end))
         results.plot(table, [b.name for b in benchmarks], edges, args.plot,
                      f"Benchmark examples with a trained {args.ngram}-gram, steps {first}-{end - 1}")
         print(f"chart -> {args.plot}")

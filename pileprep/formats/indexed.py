@@ -27,7 +27,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 import numpy as np
 
 from pileprep.core import atomic
-from pileprep.core.errors import FormatError, NotFoundError
+from pileprep.core.errors import ConfigError, FormatError, NotFoundError
 from pileprep.core.files import data_path, index_path, pieces_path
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -169,16 +169,34 @@ def mapped_bytes() -> int:
 
 def map_budget() -> int:
     """How much of the page cache a process scanning or searching through memory maps may keep
-    mapped before it drops the maps: ``PILEPREP_MAP_BUDGET`` bytes, else a quarter of the
-    machine's memory. Those pages are clean and the kernel's to reclaim; kept mapped, a next
-    access costs no page fault."""
+    mapped before it drops the maps: ``PILEPREP_MAP_BUDGET`` (a size: 4GiB), else a quarter of
+    the machine's memory, and inside a Dask worker at most a quarter of its memory limit (the
+    nanny counts these pages in the worker's memory). Those pages are clean and the kernel's to
+    reclaim; kept mapped, a next access costs no page fault."""
+    from dask.utils import parse_bytes
+
     given = os.environ.get(MAP_BUDGET_ENV)
     if given:
-        return int(given)
+        try:
+            return max(1, parse_bytes(given))
+        except (ValueError, TypeError):
+            raise ConfigError(f"{MAP_BUDGET_ENV} must be a size such as 4GiB, not {given!r}") from None
     try:
-        return max(1 << 30, os.sysconf("SC_PHYS_PAGES") * PAGE // 4)
+        budget = max(1 << 30, os.sysconf("SC_PHYS_PAGES") * PAGE // 4)
     except (ValueError, OSError, AttributeError):
-        return 4 << 30
+        budget = 4 << 30
+    limit = _worker_memory_limit()
+    return min(budget, max(1 << 28, limit // 4)) if limit else budget
+
+
+def _worker_memory_limit() -> int:
+    """The memory limit of the Dask worker running this, or 0 (not in a worker, or none)."""
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().memory_manager.memory_limit or 0)
+    except (ImportError, ValueError, AttributeError):
+        return 0
 
 
 def chunks(array: np.ndarray, size: int, stop: int | None = None):

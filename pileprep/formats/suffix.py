@@ -45,7 +45,9 @@ DEFAULT_SHARD_TOKENS = 1 << 27  # ~2.7 GB of working memory per worker while it 
 POSITIONS_AT_ONCE = 1 << 20  # positions read at once from a suffix-array range
 KEY_STRIDE = 1 << 12  # rows per key: 73 M keys (586 MB on disk) for the Pile's 300 B tokens
 KEY_BITS = 48  # of a key's 64: the packed tokens; the 16 above them are the shard
-LANES_AT_ONCE = 1 << 16  # (query, shard) pairs searched at once: bounds the gathers' arrays
+# (query, shard) pairs x query tokens searched at once: bounds the gathers' arrays (lanes x m
+# int64 each, a few of them: ~50 MB)
+TOKENS_AT_ONCE = 1 << 20
 # Each gathered row faults in the page-cache folio around it (up to 2 MiB) as resident, clean,
 # file-backed memory of this process; kept mapped, the next lookups near it cost no fault. The
 # maps are dropped, and that memory with them, past ``indexed.map_budget()`` (checked every
@@ -191,14 +193,9 @@ class SuffixIndex:
         self.stride = int(self.meta["key_stride"])
         n_keys = -(-(self._bounds[:, 1] - self._bounds[:, 0]) // self.stride)
         self._first_key = np.concatenate([[0], np.cumsum(n_keys)])
-        for name, size in ((NGRAM_SUFFIXES, self.tokens * SA_DTYPE.itemsize),
-                           (NGRAM_KEYS, None)):
-            if not (self.dir / name).exists():
-                raise FormatError(f"{self.dir / name} is missing: rebuild with `pileprep index {out_dir}`")
-        if (self.dir / NGRAM_SUFFIXES).stat().st_size != self.tokens * SA_DTYPE.itemsize:
-            raise FormatError(f"{self.dir / NGRAM_SUFFIXES}: {(self.dir / NGRAM_SUFFIXES).stat().st_size} "
-                              f"bytes, expected {self.tokens * SA_DTYPE.itemsize}")
+        self._check_files(out_dir, int(self._first_key[-1]))
         self._maps = None
+        self._budget = map_budget()  # a bad PILEPREP_MAP_BUDGET is refused here, before work
         self._gathered = 0
         self.gathered_total = 0  # rows read by lookups so far (benchmarks report it)
 
@@ -206,13 +203,26 @@ class SuffixIndex:
     def tokens(self) -> int:
         return self.shards[-1].end if self.shards else 0
 
+    def _check_files(self, out_dir, keys: int) -> None:
+        """The suffix file and the keys are there, of the sizes ``index.json`` implies."""
+        want = {NGRAM_SUFFIXES: self.tokens * SA_DTYPE.itemsize, NGRAM_KEYS: keys}
+        for name, size in want.items():
+            path = self.dir / name
+            if not path.exists():
+                raise FormatError(f"{path} is missing: rebuild with `pileprep index {out_dir}`")
+            got = (len(np.load(path, mmap_mode="r")) if name == NGRAM_KEYS
+                   else path.stat().st_size)
+            if got != size:
+                raise FormatError(f"{path}: {got:,} {'keys' if name == NGRAM_KEYS else 'bytes'}, "
+                                  f"expected {size:,}: rebuild with `pileprep index {out_dir}`")
+
     def _open(self):
         """``(suffixes, keys, tokens)`` memory maps, made again when the pages they hold pass
         the budget (:func:`map_budget`), so a long batch of lookups does not keep every page it
         touched."""
         if self._maps is not None and self._gathered >= CHECK_GATHERS:
             self._gathered = 0
-            if mapped_bytes() > map_budget():
+            if mapped_bytes() > self._budget:
                 self._maps = None  # the old maps go before the new are made
         if self._maps is None:
             sa = np.memmap(self.dir / NGRAM_SUFFIXES, SA_DTYPE, "r") if self.tokens else np.zeros(0, SA_DTYPE)
@@ -234,13 +244,13 @@ class SuffixIndex:
             raise ConfigError("a query is empty")
         out = [np.zeros((0, 3), np.int64)] * len(queries)
         S = max(1, len(self.shards))
-        per = max(1, LANES_AT_ONCE // S)
         top = (1 << (8 * self.dtype.itemsize)) - 1
         by_length: dict[int, list[int]] = {}
         for i, q in enumerate(queries):
             if min(q) >= 0 and max(q) <= top:  # else no token of this dtype holds it
                 by_length.setdefault(len(q), []).append(i)
         for m, which in by_length.items():
+            per = max(1, TOKENS_AT_ONCE // (S * m))
             for a in range(0, len(which), per):
                 group = which[a:a + per]
                 self._find_group(np.array([queries[i] for i in group], np.int64), group, out)

@@ -5,7 +5,7 @@ The driver reads each benchmark (JSON lines, parquet, ``hf:`` datasets: the inpu
 :mod:`pileprep.sources`, the text in ``--field``), tokenizes its examples and writes them in
 chunks of ``CHUNK`` examples to the work folder; one task per chunk looks its n-grams up and
 writes the chunk's rows, then its completion record, so a rerun redoes only unfinished chunks.
-Memory: a chunk, in the driver and in each worker. Rows that are not examples (no text, not
+Memory: a chunk in each worker; the driver, the results table (a few numbers per example). Rows that are not examples (no text, not
 JSON) are skipped, counted per benchmark and named by their first ``FILE:LINE`` (lines from 0,
 as in provenance).
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,10 +25,11 @@ from pileprep import sources
 from pileprep.core import atomic
 from pileprep.core.config import ClusterConfig
 from pileprep.core.errors import ConfigError
-from pileprep.core.files import CONTAMINATION_WORK, NGRAM_DIR
+from pileprep.core.files import CONTAMINATION_WORK
 from pileprep.core.progress import Progress
 from pileprep.formats.parts import FileResult
 from pileprep.formats.suffix import SuffixIndex, data_identity
+from pileprep.jobs.count import work_dir
 from pileprep.runner.dask_runner import Runner
 from pileprep.runner.tasks import Stage, Task
 from pileprep.training.contamination import contamination
@@ -82,54 +82,68 @@ def measure(order: TrainingOrder, inputs: list[str], names: list[str] | None, fi
     what was read of each benchmark."""
     if n < 1:
         raise ConfigError(f"--ngram must be at least 1, not {n}")
-    if names and len(names) != len(inputs):
-        raise ConfigError(f"--name given {len(names)} times for {len(inputs)} --input")
     order.check_steps(first_step, end_step)
-    SuffixIndex(order.out_dir, order.data)  # a missing or outdated index: said before any work
+    titles = _names(inputs, names)
+    shards = [sources.discover([spec]) for spec in inputs]  # a bad input: said before any work
+    SuffixIndex(order.out_dir, order.data)  # a missing or outdated index too
     if not isinstance(order.schedule, Preshuffled):
         open_map(order, order.out_dir, quiet)  # made once here, not by every task at once
-    work = _work_dir(order, inputs, field_name, n, first_step, end_step, leading_space)
-    work.mkdir(parents=True, exist_ok=True)
-    benchmarks, tasks = [], []
-    for i, spec in enumerate(inputs):
-        bench = Benchmark(names[i] if names else _name_of(spec))
-        for k, path in enumerate(_chunks(spec, bench, field_name, tokenizer, leading_space,
-                                         work / f"input-{i:03d}", quiet)):
-            tasks.append(Task(name=f"contamination-{i}-{k}", stage=Stage.COUNT, fn=chunk_rows,
-                              kwargs=dict(out_dir=str(order.out_dir), cfg=order.cfg, chunk=str(path),
-                                          n=n, first_step=first_step, end_step=end_step,
-                                          target=str(path.with_suffix(".parquet"))),
-                              done=path.with_suffix(".done.json"),
-                              inputs={"chunk": _sha256(path), "n": n, "steps": [first_step, end_step],
-                                      "data": data_identity(order.prefix), "cfg": asdict(order.cfg)},
-                              result_type=ChunkRows, weight=path.stat().st_size))
-        benchmarks.append(bench)
-    with Runner(cluster, quiet) as runner:
-        parts = runner.run(tasks, "contamination") if tasks else []
-    table = (pa.concat_tables([pq.read_table(p.path) for p in parts]) if parts
-             else chunk_schema().empty_table())
-    shutil.rmtree(work, ignore_errors=True)
-    return benchmarks, table
+    settings = (inputs, field_name, n, first_step, end_step, leading_space)
+    with work_dir(order, CONTAMINATION_WORK, "contamination", *settings) as work:
+        benchmarks, tasks = [], []
+        for i, title in enumerate(titles):
+            bench = Benchmark(title)
+            chunks = _chunks(shards[i], bench, field_name, tokenizer, leading_space,
+                             work / f"input-{i:03d}", quiet)
+            tasks += [_task(order, path, f"contamination-{i}-{k}", n, first_step, end_step)
+                      for k, path in enumerate(chunks)]
+            benchmarks.append(bench)
+            if not bench.examples:
+                break  # refused below, once the work folder is cleared
+        else:
+            with Runner(cluster, quiet) as runner:
+                parts = runner.run(tasks, "contamination")
+            return benchmarks, pa.concat_tables([pq.read_table(p.path) for p in parts])
+    bench = benchmarks[-1]
+    raise ConfigError(f"{inputs[len(benchmarks) - 1]}: no example with a text in {field_name!r}"
+                      + "".join(f"; {c:,} row(s) {reason} (first at {where})"
+                                for reason, (c, where) in bench.skipped.items()))
 
 
-def chunk_schema() -> pa.Schema:
-    return pa.schema([("benchmark", pa.string()), ("source", pa.string()), ("line", pa.int64()),
-                      ("tokens", pa.int64()), ("ngrams", pa.int64()), ("in_corpus", pa.int64()),
-                      ("trained", pa.int64()), ("first_step", pa.int64()),
-                      ("verbatim_in_corpus", pa.int64()), ("verbatim_first_step", pa.int64())])
+def _task(order: TrainingOrder, chunk: Path, name: str, n: int, first_step: int, end_step: int
+          ) -> Task:
+    return Task(name=name, stage=Stage.COUNT, fn=chunk_rows,
+                kwargs=dict(out_dir=str(order.out_dir), cfg=order.cfg, chunk=str(chunk), n=n,
+                            first_step=first_step, end_step=end_step,
+                            target=str(chunk.with_suffix(".parquet"))),
+                done=chunk.with_suffix(".done.json"),
+                inputs={"chunk": _sha256(chunk), "n": n, "steps": [first_step, end_step],
+                        "data": data_identity(order.prefix), "cfg": asdict(order.cfg)},
+                result_type=ChunkRows, weight=chunk.stat().st_size)
+
+
+def _names(inputs: list[str], names: list[str] | None) -> list[str]:
+    """Each input's name in the results: given, or its file (or dataset and split) name."""
+    if names and len(names) != len(inputs):
+        raise ConfigError(f"--name given {len(names)} times for {len(inputs)} --input")
+    titles = names or [_name_of(spec) for spec in inputs]
+    twice = sorted({t for t in titles if titles.count(t) > 1})
+    if twice:
+        raise ConfigError(f"two inputs are both named {twice[0]!r}: give each a --name")
+    return titles
 
 
 def _name_of(spec: str) -> str:
-    name = Path(spec.removeprefix("hf:").split("@")[0].rstrip("/")).name
+    path, _, split = spec.removeprefix("hf:").partition("@")
+    name = Path(path.rstrip("/")).name
     for ext in (".zst", ".gz", ".jsonl", ".json", ".parquet", ".arrow"):
         name = name.removesuffix(ext)
-    return name
+    return name + (f"@{split}" if split else "")
 
 
-def _chunks(spec: str, bench: Benchmark, field_name: str, tokenizer, leading_space: bool,
+def _chunks(shards: list, bench: Benchmark, field_name: str, tokenizer, leading_space: bool,
             work: Path, quiet: bool):
     """The examples of one benchmark tokenized, written ``CHUNK`` at a time; yields each file."""
-    shards = sources.discover([spec])
     progress = Progress(f"read {bench.name}", 0, len(shards), quiet=quiet, unit="files")
     batch: list[tuple[str, int, str]] = []
     k = 0
@@ -164,8 +178,3 @@ def _write_chunk(batch, bench: Benchmark, tokenizer, leading_space: bool, path: 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _work_dir(order: TrainingOrder, *settings) -> Path:
-    key = json.dumps([str(order.prefix), asdict(order.cfg), *settings], default=str)
-    return Path(order.out_dir) / NGRAM_DIR / CONTAMINATION_WORK / hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -13,11 +13,13 @@ Both give the same numbers (tested on every query); the corpus column always com
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from pileprep.core import atomic, faults
 from pileprep.core.config import ClusterConfig
 from pileprep.core.errors import ConfigError
 from pileprep.core.files import COUNT_WORK, NGRAM_DIR
+from pileprep.core.outdir import LOCK_FILE, locked
 from pileprep.core.progress import Progress
 from pileprep.formats.parts import FileResult
 from pileprep.formats.suffix import SuffixIndex, data_identity
@@ -43,10 +46,11 @@ class ScanPart(FileResult):
     and first samples."""
 
 
-def scan_part(out_dir: str, cfg, queries: list[list[int]], lo: int, hi: int, edges: list[int],
+def scan_part(out_dir: str, cfg, queries: str, lo: int, hi: int, edges: list[int],
               target: str) -> ScanPart:
-    """One task of the pass (runs on a worker)."""
+    """One task of the pass (runs on a worker); ``queries``: the file of the queries."""
     faults.checkpoint("count")
+    queries = json.loads(Path(queries).read_bytes())
     occ, held, first = ngram.scan_range(out_dir, cfg, queries, lo, hi, edges)
     with atomic.atomic_path(target) as tmp, open(tmp, "wb") as f:
         np.savez(f, occurrences=occ, samples=held, first=first)
@@ -85,7 +89,7 @@ def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int,
         total = int(hits[by_index].sum()) // order.schedule.epochs  # hits, not their copies
         bar = Progress("count: index hits", total, len(by_index), quiet=quiet,
                        unit="queries", amount="hits")
-        got = _counter(order, index, first_step, end_step, edges, quiet).count(
+        got = ngram.counter_for(order, index, first_step, end_step, edges, quiet).count(
             [queries[i] for i in by_index], _advance(bar))
         bar.close()
         out.corpus[by_index], out.samples[by_index], out.occurrences[by_index] = \
@@ -94,10 +98,14 @@ def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int,
     by_pass = np.flatnonzero(stream)
     if len(by_pass):
         asked = [queries[i] for i in by_pass]
-        out.corpus[by_pass] = ngram.corpus_counts(order, index, asked)
         occ, held, first, out.pass_cpu_seconds = _pass(order, asked, edges, cluster, quiet,
                                                        part_samples)
         out.occurrences[by_pass], out.samples[by_pass], out.first[by_pass] = occ, held, first
+        every_item = (isinstance(order.schedule, Preshuffled) and edges[0] == 0
+                      and edges[-1] * order.cfg.batch_size >= len(order.data))
+        # A preshuffled dataset's items are its documents: when the pass read them all, its
+        # occurrences are the corpus's (the index's count would take the ones across items too).
+        out.corpus[by_pass] = occ.sum(axis=1) if every_item else ngram.corpus_counts(order, index, asked)
     out.strategy = ["stream" if s else "index" for s in stream]
     return out
 
@@ -116,12 +124,6 @@ def _empty(queries, edges) -> ngram.Counts:
                         np.full(Q, -1, np.int64))
 
 
-def _counter(order, index, first, end, edges, quiet) -> ngram.Counter:
-    if isinstance(order.schedule, Preshuffled):
-        return ngram.ItemCounter(order, index, first, end, edges)
-    return ngram.Counter(order, index, first, end, edges, quiet=quiet)
-
-
 def _pass(order: TrainingOrder, queries, edges, cluster: ClusterConfig, quiet: bool,
           part_samples: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """The streaming pass as tasks over ranges of training samples: their counts summed, each
@@ -129,35 +131,60 @@ def _pass(order: TrainingOrder, queries, edges, cluster: ClusterConfig, quiet: b
     B, L1 = order.cfg.batch_size, order.cfg.seq_length + 1
     lo, hi = edges[0] * B, edges[-1] * B
     per = part_samples or max(1, PART_TOKENS // L1)
-    work = _work_dir(order, queries, edges)
-    work.mkdir(parents=True, exist_ok=True)
-    identity = {"data": data_identity(order.prefix), "cfg": asdict(order.cfg), "edges": edges,
-                "queries": queries}
-    tasks = [Task(name=f"count-{i}", stage=Stage.COUNT, fn=scan_part,
-                  kwargs=dict(out_dir=str(order.out_dir), cfg=order.cfg, queries=queries, lo=a,
-                              hi=min(hi, a + per), edges=edges, target=str(work / f"part-{i:05d}.npz")),
-                  done=work / f"part-{i:05d}.done.json", inputs={**identity, "range": [a, min(hi, a + per)]},
-                  result_type=ScanPart, weight=(min(hi, a + per) - a) * L1 * order.data.dtype.itemsize)
-             for i, a in enumerate(range(lo, hi, per))]
-    if len(tasks) == 1:  # no cluster to start for one task
-        cluster = replace(cluster, scheduler="synchronous")
-    with Runner(cluster, quiet) as runner:
-        parts = runner.run(tasks, "count")
-        cpu = sum(runner.busy.values())
-    occ = np.zeros((len(queries), len(edges) - 1), np.int64)
+    with work_dir(order, COUNT_WORK, "count", queries, edges) as work:
+        asked = _write_queries(work, queries)  # once: not in every task's arguments and record
+        identity = {"data": data_identity(order.prefix), "cfg": asdict(order.cfg), "edges": edges,
+                    "queries": asked[1]}
+        tasks = [Task(name=f"count-{i}", stage=Stage.COUNT, fn=scan_part,
+                      kwargs=dict(out_dir=str(order.out_dir), cfg=order.cfg, queries=str(asked[0]),
+                                  lo=a, hi=min(hi, a + per), edges=edges,
+                                  target=str(work / f"part-{i:05d}.npz")),
+                      done=work / f"part-{i:05d}.done.json",
+                      inputs={**identity, "range": [a, min(hi, a + per)]}, result_type=ScanPart,
+                      weight=(min(hi, a + per) - a) * L1 * order.data.dtype.itemsize)
+                 for i, a in enumerate(range(lo, hi, per))]
+        if len(tasks) == 1:  # no cluster to start for one task
+            cluster = replace(cluster, scheduler="synchronous")
+        with Runner(cluster, quiet) as runner:
+            parts = runner.run(tasks, "count")
+            cpu = sum(runner.busy.values())
+        return (*_sum_parts(parts, len(queries), len(edges) - 1), cpu)
+
+
+def _sum_parts(parts: list[ScanPart], Q: int, bins: int) -> tuple[np.ndarray, ...]:
+    occ = np.zeros((Q, bins), np.int64)
     held = np.zeros_like(occ)
-    first = np.full(len(queries), -1, np.int64)
+    first = np.full(Q, -1, np.int64)
     for part in parts:  # in sample order
         with np.load(part.path) as z:
             occ += z["occurrences"]
             held += z["samples"]
             new = (first < 0) & (z["first"] >= 0)
             first[new] = z["first"][new]
-    shutil.rmtree(work, ignore_errors=True)
-    return occ, held, first, cpu
+    return occ, held, first
 
 
-def _work_dir(order: TrainingOrder, queries, edges) -> Path:
-    """One folder per (order, queries, bins): a rerun of the same count finds its parts."""
-    key = json.dumps([str(order.prefix), asdict(order.cfg), edges, queries], default=str)
-    return Path(order.out_dir) / NGRAM_DIR / COUNT_WORK / hashlib.sha256(key.encode()).hexdigest()[:16]
+def _write_queries(work: Path, queries) -> tuple[Path, str]:
+    """The queries as a file in the work folder, and its sha256."""
+    text = json.dumps(queries).encode()
+    path = work / "queries.json"
+    if not path.exists() or path.read_bytes() != text:
+        atomic.write_bytes(path, text)
+    return path, hashlib.sha256(text).hexdigest()
+
+
+@contextlib.contextmanager
+def work_dir(order: TrainingOrder, folder: str, command: str, *settings) -> Iterator[Path]:
+    """The work folder of one query job (``ngram/<folder>/<hash of the order and settings>``):
+    a rerun with the same settings finds its finished parts there. Held locked while the job
+    runs (a second identical job is refused, naming the first), emptied when it ends well."""
+    key = json.dumps([str(order.prefix), asdict(order.cfg), *settings], default=str)
+    work = Path(order.out_dir) / NGRAM_DIR / folder / hashlib.sha256(key.encode()).hexdigest()[:16]
+    with locked(work, command):
+        yield work
+        for p in work.iterdir():  # all but the lock, which goes as the lock is let go
+            if p.name != LOCK_FILE:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    with contextlib.suppress(OSError):
+        work.rmdir()
+        work.parent.rmdir()  # the last job of its kind: no empty folder left behind

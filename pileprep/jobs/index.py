@@ -108,6 +108,8 @@ def _build_index(out_dir: str | Path, cluster: ClusterConfig, shard_tokens: int 
             log(f"index: {folder} is up to date", quiet)
             return {**meta, "wall_seconds": 0.0, "reused": True}
         meta_path.unlink()  # the index is being rebuilt: unfinished until the new record
+    for old in folder.glob("shard-*.sa"):  # a version 1 index's files: gone before the new
+        old.unlink()
     ranges = suffix.shard_ranges(data.sizes, shard_tokens)
     if len(ranges) > 1 << (64 - suffix.KEY_BITS):
         raise ConfigError(f"--shard-tokens {shard_tokens:,} cuts the dataset into {len(ranges):,} "
@@ -134,8 +136,6 @@ def _build_index(out_dir: str | Path, cluster: ClusterConfig, shard_tokens: int 
         results = runner.run(tasks, "index")
     _join_keys([r.path for r in results], folder / NGRAM_KEYS)
     wall = time.monotonic() - t0
-    for old in folder.glob("shard-*.sa"):  # a version 1 index's files
-        old.unlink()
     last = sorted({t for r in results for t in r.last_tokens})
     meta = {"format": suffix.FORMAT, "version": suffix.VERSION, "dtype": data.dtype.name,
             "documents": len(data), "tokens": ranges[-1][3], "shard_tokens": shard_tokens,

@@ -23,8 +23,11 @@ from pileprep.formats import charts
 
 
 def check_target(target: str | Path, suffix: str, flag: str) -> None:
+    """Refuse, before any work, a target that could not be written at the end."""
     if not str(target).endswith(suffix):
         raise ConfigError(f"{flag} must end in {suffix}, not {str(target)!r}")
+    if not Path(target).resolve().parent.is_dir():
+        raise ConfigError(f"{flag} {target}: the folder {Path(target).parent} does not exist")
 
 
 def write(table: pa.Table, target: str | Path) -> None:

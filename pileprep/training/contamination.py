@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pileprep.formats.suffix import SuffixIndex
-from pileprep.training.ngram import Counter, ItemCounter, corpus_counts
+from pileprep.training.ngram import corpus_counts, counter_for
 from pileprep.training.order import TrainingOrder
-from pileprep.training.pieces import Preshuffled
 
 
 @dataclass
@@ -57,7 +56,7 @@ def contamination(order: TrainingOrder, index: SuffixIndex, examples: list[list[
     E = len(examples)
     out = Contamination(np.zeros(E, np.int64), np.zeros(E, np.int64), np.zeros(E, np.int64),
                         np.full(E, -1, np.int64), np.zeros(E, np.int64), np.full(E, -1, np.int64))
-    whole = []
+    whole = []  # examples to look up whole: every n-gram found, and longer than one n-gram
     for e, gs in enumerate(grams):
         rows = np.array([at[g] for g in gs], np.int64)
         out.ngrams[e] = len(rows)
@@ -65,9 +64,11 @@ def contamination(order: TrainingOrder, index: SuffixIndex, examples: list[list[
         trained = first[rows][first[rows] >= 0] if len(rows) else rows
         out.trained[e] = len(trained)
         out.first_sample[e] = int(trained.min()) if len(trained) else -1
-        if len(rows) and out.in_corpus[e] == len(rows):
+        if len(rows) == 1 and len(examples[e]) <= n:  # the example is its one n-gram
+            out.verbatim_corpus[e], out.verbatim_first_sample[e] = corpus[rows[0]], first[rows[0]]
+        elif len(rows) and out.in_corpus[e] == len(rows):
             whole.append(e)
-    if whole:  # n-grams that are the example itself were looked up already
+    if whole:
         c, f = _lookup(order, index, [examples[e] for e in whole], first_step, end_step)
         out.verbatim_corpus[whole], out.verbatim_first_sample[whole] = c, f
     return out
@@ -81,7 +82,6 @@ def _lookup(order, index, queries: list[list[int]], first_step: int, end_step: i
     last = index.last_token
     ask = [i for i, q in enumerate(queries) if corpus[i] > 0 or last is None or last in q]
     if ask:
-        kind = ItemCounter if isinstance(order.schedule, Preshuffled) else Counter
-        got = kind(order, index, first_step, end_step, 1).count([queries[i] for i in ask])
+        got = counter_for(order, index, first_step, end_step, 1).count([queries[i] for i in ask])
         first[ask] = got.first
     return corpus, first

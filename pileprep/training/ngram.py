@@ -110,6 +110,20 @@ class _Unit:
                      for v in (self.query, self.doc, self.offset, self.j))
 
 
+def may_end_a_document(q: list[int], last_token: int | None) -> list[int]:
+    """The j (1 <= j < len(q)) for which ``q[:j]`` may end a document, so an occurrence of q
+    may cross into the next one: every j, unless every document ends with ``last_token``."""
+    return [j for j in range(1, len(q)) if last_token is None or q[j - 1] == last_token]
+
+
+def counter_for(order: TrainingOrder, index: SuffixIndex, first_step: int, end_step: int,
+                bins, quiet: bool = True) -> "Counter":
+    """The index-hit counter of this order: items of a preshuffled dataset, else the stream."""
+    if isinstance(order.schedule, Preshuffled):
+        return ItemCounter(order, index, first_step, end_step, bins)
+    return Counter(order, index, first_step, end_step, bins, quiet=quiet)
+
+
 def corpus_counts(order: TrainingOrder, index: SuffixIndex, queries: list[list[int]]) -> np.ndarray:
     """Occurrences of each query inside documents of the dataset. When every document ends with
     EOD and a query holds none before its last token, every occurrence in the token stream is
@@ -194,8 +208,7 @@ class Counter:
         last = self.index.last_token
         asked = {tuple(q) for q in queries}
         if not isinstance(self.order.schedule, Preshuffled):
-            asked |= {tuple(q[:j]) for q in queries for j in range(1, len(q))
-                      if last is None or q[j - 1] == last}
+            asked |= {tuple(q[:j]) for q in queries for j in may_end_a_document(q, last)}
         asked = sorted(asked)
         self._rows = dict(zip(asked, self.index.ranges(asked)))
 
@@ -216,12 +229,8 @@ class Counter:
             yield doc[inside], offset[inside], 0
 
     def _hits(self, q: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-        m = len(q)
         yield from self._inside(q)
-        last = self.index.last_token
-        for j in range(1, m):
-            if last is not None and q[j - 1] != last:
-                continue  # no document ends with q[:j]
+        for j in may_end_a_document(q, self.index.last_token):
             for pos in self._positions(q[:j]):
                 doc, offset = doc_and_offset(self.order.data, np.sort(pos))
                 ends = offset + j == np.asarray(self.order.data.sizes[doc], np.int64)
@@ -363,10 +372,9 @@ def hit_costs(order: TrainingOrder, index: SuffixIndex, queries: list[list[int]]
         asked.append(q)
         owner.append(i)
         if not isinstance(order.schedule, Preshuffled):
-            for j in range(1, len(q)):
-                if index.last_token is None or q[j - 1] == index.last_token:
-                    asked.append(q[:j])
-                    owner.append(i)
+            for j in may_end_a_document(q, index.last_token):
+                asked.append(q[:j])
+                owner.append(i)
     hits = np.bincount(np.array(owner, np.int64), weights=index.counts(asked), minlength=len(queries))
     return hits * order.schedule.epochs
 

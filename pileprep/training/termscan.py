@@ -7,7 +7,8 @@ its occurrences in the block and the rows holding it at least once. An occurrenc
 a row equal to the query, so occurrences across a document boundary inside a sample count, and a
 query cut by the sample's end does not: the definition of :mod:`.ngram`, with nothing to map.
 
-One compiled pass (numba) reads each token once. A token that begins no query costs one table
+One compiled pass (numba) reads each token once (a handful of single tokens are compared with
+numpy's vector compares instead, one pass each). A token that begins no query costs one table
 lookup. Otherwise the window grows a token at a time while it is still a prefix of some query:
 its key is packed exactly while the tokens fit in 64 bits, a polynomial hash after that (a
 hashed match is confirmed token by token), and each length's key is looked up in an
@@ -43,11 +44,11 @@ class TermScanner:
         self.ids = np.zeros((len(self.distinct), M), np.int64)
         for i, q in enumerate(self.distinct):
             self.ids[i, :len(q)] = q
-        # Every prefix of every query, by length: the query it is (>= 0), or PREFIX. A window
-        # stops growing at the first length whose prefix no query has.
-        # indexed by a row's token; tokens past its end begin no query (wide dtypes: the table
-        # is as long as the largest first token asked, not the dtype's range)
+        # The first token's mark, indexed by a row's token (tokens past the table's end begin
+        # no query: for wide dtypes it is as long as the largest first token asked).
         self.first = np.full(max((q[0] for q in self.distinct), default=0) + 1, NOTHING, np.int64)
+        # Every longer prefix of every query, by length: the query it is (>= 0), or PREFIX. A
+        # window stops growing at the first length whose prefix no query has.
         prefixes = [dict() for _ in range(M)]
         for i, q in enumerate(self.distinct):
             for l in range(1, len(q) + 1):
@@ -56,15 +57,17 @@ class TermScanner:
                     if mark >= 0 or self.first[q[0]] == NOTHING:
                         self.first[q[0]] = mark
                 else:
-                    prefixes[l - 1].setdefault(q[:l], set()).add(mark)
-        slots = 1 << max(4, (4 * max(1, max(len(p) for p in prefixes))).bit_length())
-        self.slot_shift = np.uint64(64 - (slots.bit_length() - 1))
-        self.table_key = np.zeros((M, slots), np.uint64)
-        self.table_q = np.full((M, slots), NOTHING, np.int64)
+                    prefixes[l - 1][q[:l]] = max(mark, prefixes[l - 1].get(q[:l], PREFIX))
+        # One flat table: length l's prefixes in slots base[l] .. base[l]+size[l]-1, a power of
+        # two at least 4x their number, so memory follows the prefixes, not the longest query.
+        self.size = np.array([1 << max(4, (4 * len(p)).bit_length()) if p else 1 for p in prefixes], np.int64)
+        self.base = np.concatenate([[0], np.cumsum(self.size)[:-1]]).astype(np.int64)
+        self.table_key = np.zeros(int(self.size.sum()), np.uint64)
+        self.table_q = np.full(int(self.size.sum()), NOTHING, np.int64)
         for l in range(1, M):
-            for prefix, marks in prefixes[l].items():
-                mark = max(marks)  # a query (>= 0) if one is this long, else PREFIX
-                _insert(self.table_key[l], self.table_q[l], _key(prefix, bits), mark, self.slot_shift)
+            a, n = int(self.base[l]), int(self.size[l])
+            for prefix, mark in prefixes[l].items():
+                _insert(self.table_key[a:a + n], self.table_q[a:a + n], _key(prefix, bits), mark)
 
     def scan(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(occurrences, rows holding it, first row holding it or -1)`` per query in
@@ -78,8 +81,8 @@ class TermScanner:
                 hit = np.flatnonzero(per_row)
                 occ[i], held[i], first[i] = per_row.sum(), len(hit), hit[0] if len(hit) else -1
         elif D:
-            _scan(np.ascontiguousarray(rows), self.first, self.table_key, self.table_q,
-                  self.slot_shift, self.ids, self.bits, occ, held, first)
+            _scan(np.ascontiguousarray(rows), self.first, self.base, self.size, self.table_key,
+                  self.table_q, self.ids, self.bits, occ, held, first)
         return occ[self.back], held[self.back], first[self.back]
 
 
@@ -97,9 +100,9 @@ def _key(q: tuple[int, ...], bits: int) -> np.uint64:
     return np.uint64(key)
 
 
-def _insert(keys: np.ndarray, which: np.ndarray, key: np.uint64, q: int, shift: np.uint64) -> None:
+def _insert(keys: np.ndarray, which: np.ndarray, key: np.uint64, q: int) -> None:
     mask = len(keys) - 1
-    s = ((int(key) * int(_MULT)) & ((1 << 64) - 1)) >> int(shift)
+    s = (((int(key) * int(_MULT)) & ((1 << 64) - 1)) >> 32) & mask
     while which[s] != NOTHING:  # equal hashed keys each get a slot: all are confirmed
         s = (s + 1) & mask
     keys[s], which[s] = key, q
@@ -116,10 +119,9 @@ def _count(q, r, occ, held, first, last):
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan(rows, first_of, table_key, table_q, shift, ids, bits, occ, held, first):
+def _scan(rows, first_of, base, size, table_key, table_q, ids, bits, occ, held, first):
     R, W = rows.shape
-    M = table_key.shape[0]
-    mask = table_key.shape[1] - 1
+    M = len(base)
     width = np.uint64(bits)
     last = first.copy()  # the last row that held each query
     for r in range(R):
@@ -136,11 +138,12 @@ def _scan(rows, first_of, table_key, table_q, shift, ids, bits, occ, held, first
             for l in range(1, min(M, W - c)):  # windows of l+1 tokens while a prefix matches
                 t = np.uint64(rows[r, c + l])
                 key = (key << width) | t if (l + 1) * bits <= 64 else key * _MULT + t
-                s = np.int64((key * _MULT) >> shift)
+                mask = size[l] - 1
+                s = np.int64((key * _MULT) >> np.uint64(32)) & mask
                 found = False
-                while table_q[l, s] != -1:
-                    if table_key[l, s] == key:
-                        q = table_q[l, s]
+                while table_q[base[l] + s] != -1:
+                    if table_key[base[l] + s] == key:
+                        q = table_q[base[l] + s]
                         if q >= 0 and (l + 1) * bits > 64:  # a hash: confirm every token
                             for j in range(l + 1):
                                 if rows[r, c + j] != ids[q, j]:
