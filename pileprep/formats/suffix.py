@@ -341,6 +341,18 @@ class SuffixIndex:
         suffix order, not position order)."""
         return self.positions_in(self.ranges([ids])[0], at_once)
 
+    def positions_of_many(self, ranges: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The positions of several queries' (small) ``ranges`` in one gather: all of them, in
+        query order, and how many each query has."""
+        counts = np.array([int((r[:, 2] - r[:, 1]).sum()) for r in ranges], np.int64)
+        rows = np.concatenate([np.zeros((0, 3), np.int64), *ranges])
+        n = rows[:, 2] - rows[:, 1]
+        if not n.sum():
+            return np.zeros(0, np.int64), counts
+        at = np.repeat(rows[:, 1] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+        start = np.repeat(self._bounds[rows[:, 0], 0], n)
+        return np.asarray(self._open()[0][at], np.int64) + start, counts
+
     def positions_in(self, ranges, at_once: int = POSITIONS_AT_ONCE) -> Iterator[np.ndarray]:
         """The global token positions of one query's ``ranges`` (from :meth:`ranges`)."""
         sa = self._open()[0]

@@ -44,6 +44,7 @@ from pileprep.training.termscan import TermScanner, copy_runs
 UNIT = 1 << 20  # document copies per unit of work (bounds every temporary array)
 NONE = np.iinfo(np.int64).max  # no trained sample yet
 LOOKUPS_AT_ONCE = 1 << 10  # queries whose index rows are searched together
+FEW_HITS = 1 << 10  # a query with at most this many positions is mapped with its batch
 SCAN_SAMPLES = 1 << 9  # training samples per block of a streaming pass (~2 MB of tokens)
 # The cost model that chooses, per query, between the index's hits and the streaming pass
 # (measured in benchmarks/ngram.py on 2 cores, docs/benchmarks.md): one hit mapped to its
@@ -191,7 +192,8 @@ class Counter:
         for qi, q in enumerate(out.queries):
             if qi % LOOKUPS_AT_ONCE == 0:  # the next batch's rows: memory bounded by a batch
                 self._look_up(out.queries[qi:qi + LOOKUPS_AT_ONCE])
-            for doc, offset, j in self._hits(q):
+                few = self._few_hits(out.queries, range(qi, min(len(out.queries), qi + LOOKUPS_AT_ONCE)))
+            for doc, offset, j in ([(*few[qi], 0)] if qi in few else self._hits(q)):
                 if j == 0:
                     out.corpus[qi] += len(doc)
                 for a in range(0, len(doc), self.unit):  # a shard's run of hits, cut to size
@@ -211,6 +213,30 @@ class Counter:
             asked |= {tuple(q[:j]) for q in queries for j in may_end_a_document(q, last)}
         asked = sorted(asked)
         self._rows = dict(zip(asked, self.index.ranges(asked)))
+
+    def _few_hits(self, queries, batch: range) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{query: (doc, offset)}`` of the batch's queries that have at most ``FEW_HITS``
+        positions and cannot cross a document's end (so their hits are all inside): found for
+        all of them at once, one gather and one document lookup for the lot (a benchmark's
+        n-grams are mostly such; one at a time, each cost ~10 numpy calls)."""
+        last, whole_items = self.index.last_token, isinstance(self.order.schedule, Preshuffled)
+        which, rows = [], []
+        for qi in batch:
+            q = queries[qi]
+            found = self._rows[tuple(q)]
+            if (whole_items or not may_end_a_document(q, last)) and \
+                    int((found[:, 2] - found[:, 1]).sum()) <= FEW_HITS:
+                which.append(qi)
+                rows.append(found)
+        if not which:
+            return {}
+        pos, counts = self.index.positions_of_many(rows)
+        length = np.repeat(np.array([len(queries[qi]) for qi in which], np.int64), counts)
+        doc, offset = doc_and_offset(self.order.data, pos)
+        inside = offset + length <= np.asarray(self.order.data.sizes[doc], np.int64)
+        cut = np.cumsum(counts)[:-1]
+        return {qi: (d[k], o[k]) for qi, d, o, k in zip(
+            which, np.split(doc, cut), np.split(offset, cut), np.split(inside, cut))}
 
     def _positions(self, q) -> Iterator[np.ndarray]:
         rows = getattr(self, "_rows", {}).get(tuple(q))
