@@ -53,6 +53,7 @@ TOKENS_AT_ONCE = 1 << 20
 # maps are dropped, and that memory with them, past ``indexed.map_budget()`` (checked every
 # CHECK_GATHERS rows).
 CHECK_GATHERS = 1 << 15
+COMPARE_BLOCK = 4  # query tokens compared per gather (a lane reads on only while still equal)
 
 
 def shard_budget(given: int | None, dtype) -> int:
@@ -164,6 +165,33 @@ def take(tokens, idx: np.ndarray) -> np.ndarray:
     if isinstance(tokens, np.ndarray):
         return tokens[idx]
     return tokens.take(idx)
+
+
+def _compare(tokens, start: np.ndarray, end: np.ndarray, q: np.ndarray, which: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Per lane, whether the suffix at ``start`` (cut at ``end``) is below its query
+    ``q[which]``, and whether it starts with it. Tokens are read ``COMPARE_BLOCK`` columns at a
+    time, and only for the lanes still equal so far: most differ within the first block."""
+    n, m = len(start), q.shape[1]
+    below = np.zeros(n, bool)
+    open_ = np.arange(n)  # lanes equal so far
+    for c in range(0, m, COMPARE_BLOCK):
+        cols = np.arange(c, min(m, c + COMPARE_BLOCK))
+        at = start[open_, None] + cols
+        inside = at < end[open_, None]
+        got = take(tokens, np.minimum(at, end[open_, None] - 1)).astype(np.int64)
+        want = q[which[open_]][:, cols]
+        differ = ~inside | (got != want)
+        decided = differ.any(axis=1)
+        j = differ.argmax(axis=1)
+        r = np.arange(len(open_))
+        below[open_[decided]] = (~inside[r, j] | (got[r, j] < want[r, j]))[decided]
+        open_ = open_[~decided]
+        if not len(open_):
+            break
+    same = np.zeros(n, bool)
+    same[open_] = True
+    return below, same
 
 
 class SuffixIndex:
@@ -309,19 +337,12 @@ class SuffixIndex:
         starting with it, when ``upper``): one binary search per lane, all lanes a step at once."""
         lo, hi = lo.copy(), hi.copy()
         live = np.flatnonzero(lo < hi)
-        m = np.arange(q.shape[1])
         while len(live):
             sa, _, tokens = self._open()  # made again now and then: see map_budget
             mid = (lo[live] + hi[live]) >> 1
-            at = sa[mid].astype(np.int64)[:, None] + base[live, None] + m
-            inside = at < end[live, None]
-            got = take(tokens, np.minimum(at, end[live, None] - 1)).astype(np.int64)
-            want = q[lane_q[live]]
-            differ = ~inside | (got != want)
-            j = differ.argmax(axis=1)
-            r = np.arange(len(live))
-            below = differ[r, j] & (~inside[r, j] | (got[r, j] < want[r, j]))
-            right = below | (~differ.any(axis=1) if upper else False)
+            start = sa[mid].astype(np.int64) + base[live]
+            below, same = _compare(tokens, start, end[live], q, lane_q[live])
+            right = below | (same if upper else False)
             lo[live[right]] = mid[right] + 1
             hi[live[~right]] = mid[~right]
             live = live[lo[live] < hi[live]]
