@@ -8,7 +8,8 @@ a step range, each query counted the cheaper of two exact ways.
   atomically with a completion record, so an interrupted pass resumes). Costs per trained token.
 
 ``auto`` sends a query to the pass when its hits would cost more (``training.ngram.choose_stream``).
-Both give the same numbers (tested on every query); the corpus column always comes from the index.
+Both give the same numbers (tested on every query). The corpus column comes from the index (or,
+for a preshuffled dataset whose every item the pass read, from the pass).
 """
 
 from __future__ import annotations
@@ -84,30 +85,39 @@ def count_terms(order: TrainingOrder, queries: list[list[int]], first_step: int,
     else:
         stream = np.full(len(queries), strategy == "stream")
     out = _empty(queries, edges)
-    by_index = np.flatnonzero(~stream)
-    if len(by_index):
-        total = int(hits[by_index].sum()) // order.schedule.epochs  # hits, not their copies
-        bar = Progress("count: index hits", total, len(by_index), quiet=quiet,
-                       unit="queries", amount="hits")
-        got = ngram.counter_for(order, index, first_step, end_step, edges, quiet).count(
-            [queries[i] for i in by_index], _advance(bar))
-        bar.close()
-        out.corpus[by_index], out.samples[by_index], out.occurrences[by_index] = \
-            got.corpus, got.samples, got.occurrences
-        out.first[by_index] = got.first
-    by_pass = np.flatnonzero(stream)
-    if len(by_pass):
-        asked = [queries[i] for i in by_pass]
-        occ, held, first, out.pass_cpu_seconds = _pass(order, asked, edges, cluster, quiet,
-                                                       part_samples)
-        out.occurrences[by_pass], out.samples[by_pass], out.first[by_pass] = occ, held, first
-        every_item = (isinstance(order.schedule, Preshuffled) and edges[0] == 0
-                      and edges[-1] * order.cfg.batch_size >= len(order.data))
-        # A preshuffled dataset's items are its documents: when the pass read them all, its
-        # occurrences are the corpus's (the index's count would take the ones across items too).
-        out.corpus[by_pass] = occ.sum(axis=1) if every_item else ngram.corpus_counts(order, index, asked)
+    if (~stream).any():
+        _by_index(out, np.flatnonzero(~stream), order, index, hits, quiet)
+    if stream.any():
+        _by_pass(out, np.flatnonzero(stream), order, index, cluster, quiet, part_samples)
     out.strategy = ["stream" if s else "index" for s in stream]
     return out
+
+
+def _by_index(out: ngram.Counts, which: np.ndarray, order, index, hits, quiet: bool) -> None:
+    """Count queries ``which`` by their index hits, into ``out``."""
+    total = int(hits[which].sum()) // order.schedule.epochs  # hits, not their copies
+    bar = Progress("count: index hits", total, len(which), quiet=quiet, unit="queries",
+                   amount="hits")
+    first, end = out.edges[0], out.edges[-1]
+    got = ngram.counter_for(order, index, first, end, out.edges, quiet).count(
+        [out.queries[i] for i in which], _advance(bar))
+    bar.close()
+    for name in ("corpus", "samples", "occurrences", "first"):
+        getattr(out, name)[which] = getattr(got, name)
+
+
+def _by_pass(out: ngram.Counts, which: np.ndarray, order, index, cluster, quiet: bool,
+             part_samples: int | None) -> None:
+    """Count queries ``which`` by one streaming pass, into ``out``."""
+    asked = [out.queries[i] for i in which]
+    occ, held, first, out.pass_cpu_seconds = _pass(order, asked, out.edges, cluster, quiet,
+                                                   part_samples)
+    out.occurrences[which], out.samples[which], out.first[which] = occ, held, first
+    every_item = (isinstance(order.schedule, Preshuffled) and out.edges[0] == 0
+                  and out.edges[-1] * order.cfg.batch_size >= len(order.data))
+    # A preshuffled dataset's items are its documents: when the pass read them all, its
+    # occurrences are the corpus's (the index's count would take the ones across items too).
+    out.corpus[which] = occ.sum(axis=1) if every_item else ngram.corpus_counts(order, index, asked)
 
 
 def _advance(bar: Progress):
