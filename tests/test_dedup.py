@@ -226,3 +226,14 @@ def test_bad_dedup_settings(kw, message):
     with pytest.raises(ConfigError, match=message):
         DedupConfig(**kw).validate()
 
+
+
+def test_ascii_upper_case_is_lowered_like_str_lower():
+    # ASCII documents skip str.lower (the compiled pass lowers A-Z): every letter, mixed with
+    # non-ASCII documents in one batch, must sign as its lower-cased text does.
+    upper = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG " * 3 + "AbCdEfGhIjKlMnOpQrStUvWxYz @[`{"
+    texts = [upper, "Ünïcödé ÄND ASCII WORDS MIXED HERE TOO", upper.upper()]
+    sig, has = minhash.signatures(texts)
+    low, low_has = minhash.signatures([t.lower() for t in texts])
+    assert np.array_equal(sig, low) and np.array_equal(has, low_has)
+    assert np.array_equal(sig[0], _datasketch_signature(upper, 128, 1))
