@@ -237,3 +237,22 @@ def test_ascii_upper_case_is_lowered_like_str_lower():
     low, low_has = minhash.signatures([t.lower() for t in texts])
     assert np.array_equal(sig, low) and np.array_equal(has, low_has)
     assert np.array_equal(sig[0], _datasketch_signature(upper, 128, 1))
+
+
+def test_banding_and_permutations_come_from_the_cache_without_datasketch(tmp_path, monkeypatch):
+    # The driver and every worker read them from the derived-table cache: importing datasketch
+    # costs ~0.7 s. The values are datasketch's, and a fresh cache is made from it.
+    monkeypatch.setenv("PILEPREP_CACHE_DIR", str(tmp_path))
+    minhash.permutations.cache_clear()
+    first = minhash.lsh_params(0.87, 128, True), minhash.permutations(64, 7)
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+    ds = MinHash(num_perm=64, seed=7, scheme="affine32").permutations
+    assert np.array_equal(first[1][0], ds[0]) and np.array_equal(first[1][1], ds[1])
+    minhash.permutations.cache_clear()
+    monkeypatch.setitem(__import__("sys").modules, "datasketch", None)  # import now fails
+    again = minhash.lsh_params(0.87, 128, True), minhash.permutations(64, 7)
+    assert again[0] == first[0] == (11, 11)
+    assert all(np.array_equal(x, y) for x, y in zip(again[1], first[1]))
+    with pytest.raises(ImportError):  # not cached: it would need datasketch
+        minhash.lsh_params(0.5, 128, True)
+    minhash.permutations.cache_clear()

@@ -24,6 +24,7 @@ from typing import Sequence
 import numba
 import numpy as np
 
+from pileprep.core import tables
 from pileprep.core.config import DedupConfig
 from pileprep.core.errors import ConfigError
 from pileprep.tokenizer.nfc import nfc
@@ -195,13 +196,28 @@ def _lowered(text: str) -> bytes:
     return nfc(text).lower().encode()
 
 
+def _datasketch_version() -> str:
+    """Without importing it: importing datasketch imports scipy.integrate, ~0.7 s."""
+    from importlib.metadata import version
+
+    return version("datasketch")
+
+
 @functools.lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's affine32 permutation parameters ``(a, b)`` for ``num_perm`` and ``seed``."""
-    from datasketch import MinHash
+    """datasketch's affine32 permutation parameters ``(a, b)`` for ``num_perm`` and ``seed``.
 
-    a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
-    return a.astype(np.uint32), b.astype(np.uint32)
+    Kept in the derived-table cache (named by datasketch's version): every worker of a build
+    needs them, and asking datasketch costs each one its ~0.7 s import."""
+    def build() -> np.ndarray:
+        from datasketch import MinHash
+
+        a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+        return np.concatenate([a, b]).astype(np.uint32)
+
+    ab = tables.cached_table(f"minhash-affine32-datasketch{_datasketch_version()}-p{num_perm}-s{seed}",
+                             build, np.uint32, 2 * num_perm)
+    return ab[:num_perm].copy(), ab[num_perm:].copy()
 
 
 def signatures(texts: Sequence[str], num_perm: int = 128, seed: int = 1,
@@ -239,16 +255,24 @@ def lsh_params(threshold: float, num_perm: int, verify: bool) -> tuple[int, int]
     With verification on, a false candidate costs one comparison while a missed pair is a
     duplicate left in the data, so the optimizer is asked to weigh false negatives 0.95.
     """
-    from datasketch import MinHashLSH
-
     weights = (0.05, 0.95) if verify else (0.5, 0.5)
-    try:
-        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
-    except ValueError as exc:  # e.g. a threshold so high that one band is optimal
-        raise ConfigError(f"dedup.threshold {threshold:g} with dedup.num_perm {num_perm}: datasketch "
-                          f"finds no LSH banding ({exc}); give dedup.bands and dedup.rows, or another "
-                          "dedup.threshold or dedup.num_perm") from None
-    return lsh.b, lsh.r
+
+    def build() -> np.ndarray:
+        from datasketch import MinHashLSH
+
+        try:
+            lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
+        except ValueError as exc:  # e.g. a threshold so high that one band is optimal
+            raise ConfigError(f"dedup.threshold {threshold:g} with dedup.num_perm {num_perm}: "
+                              f"datasketch finds no LSH banding ({exc}); give dedup.bands and "
+                              "dedup.rows, or another dedup.threshold or dedup.num_perm") from None
+        return np.array([lsh.b, lsh.r], np.int64)
+
+    # Cached like a derived table: the driver checks the banding before its workers start,
+    # and importing datasketch (scipy.integrate) would delay them ~0.7 s.
+    name = f"lsh-datasketch{_datasketch_version()}-t{float(threshold)!r}-p{num_perm}-w{weights[0]}-{weights[1]}"
+    b, r = tables.cached_table(name, build, np.int64, 2)
+    return int(b), int(r)
 
 
 def banding(cfg: DedupConfig) -> tuple[int, int]:
