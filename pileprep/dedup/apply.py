@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -10,10 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pileprep.core import atomic
+from pileprep.core.errors import IntegrityError, PilePrepError
 from pileprep.formats import provenance
 from pileprep.core.files import DUPLICATES
 from pileprep.formats.parts import Partition, TokenPart, numpy_of, read_parquet
 from pileprep.dedup import steps
+from pileprep.dedup.result import DroppedPart
 
 TABLE = DUPLICATES
 TABLE_SCHEMA = pa.schema([
@@ -63,12 +66,11 @@ def write_table(removed: np.ndarray, offsets: np.ndarray, parts: Sequence[Partit
     return atomic.sha256_file(out_path)
 
 
-def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str, dtype: str,
-                   tokens: bool = True) -> tuple[memoryview | None, TokenPart, dict]:
-    """``part`` without the documents at rows ``drop``: the kept tokens' bytes (read only when
-    ``tokens``; the pack appends them), the part as packed (its provenance written to
-    ``out_dir``; ``bin`` stays the source part's), and the documents, tokens and text bytes
-    removed per subset. The kept documents' tokens are unchanged and in order.
+def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str) -> tuple[TokenPart, dict]:
+    """``part`` without the documents at rows ``drop``: the part as packed (its provenance
+    written to ``out_dir``; ``bin`` stays the source part's, whose kept tokens
+    :func:`write_kept_task` copies), and the documents, tokens and text bytes removed per
+    subset.
     """
     stem = Path(part.bin).name.removesuffix(".bin")
     prov = read_parquet(part.prov)
@@ -79,15 +81,79 @@ def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str, dtype: str,
     prov_path = Path(out_dir) / f"{stem}.prov.parquet"
     with atomic.atomic_path(prov_path) as tmp:
         pq.write_table(kept_prov, tmp)
-    data = None
-    if tokens:
-        kept = np.fromfile(part.bin, dtype=np.dtype(dtype))[np.repeat(keep, sizes)]
-        data = memoryview(np.ascontiguousarray(kept)).cast("B")
     kept_sizes = sizes[keep]
     new = TokenPart(part.bin, str(prov_path), int(keep.sum()), int(kept_sizes.sum()),
                     int(numpy_of(kept_prov.column("bytes")).sum()), part.shard_sha256,
                     provenance.subset_totals(kept_prov))
-    return data, new, provenance.subset_totals(prov.filter(pa.array(~keep)))
+    return new, provenance.subset_totals(prov.filter(pa.array(~keep)))
+
+
+def drop_task(part: TokenPart, drop: list[int], out_dir: str, dtype: str) -> DroppedPart:
+    """One part's documents less the removed ones, as a task: provenance only (the tokens are
+    written by :func:`write_kept_task` once every part's kept size, so its place, is known)."""
+    packed, removed = drop_documents(part, np.asarray(drop, np.int64), out_dir)
+    return DroppedPart(packed, removed, packed.tokens * np.dtype(dtype).itemsize)
+
+
+def kept_runs(sizes: np.ndarray, drop: np.ndarray, itemsize: int) -> tuple[np.ndarray, np.ndarray]:
+    """Byte ranges ``(starts, lengths)`` of a part's ``.bin`` that hold kept documents, each run
+    of consecutive kept documents as one range, in order."""
+    ends = np.cumsum(np.asarray(sizes, np.int64)) * itemsize
+    starts = ends - np.asarray(sizes, np.int64) * itemsize
+    keep = np.ones(len(ends), bool)
+    keep[np.asarray(drop, np.int64)] = False
+    if not keep.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    # a run starts at a kept document after a removed one (or the first) and ends before the next removed
+    edge = np.diff(np.concatenate([[0], keep.astype(np.int8), [0]]))
+    first, stop = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+    return starts[first], ends[stop - 1] - starts[first]
+
+
+_COPY = 8 << 20  # bytes per read and write: a task's memory does not grow with the part
+
+
+def write_kept_task(bin_path: str, prov_path: str, drop: list[int], dtype: str, target: str,
+                    offset: int, nbytes: int) -> dict:
+    """Write the kept documents' tokens of one part into ``target`` (already as long as the
+    dataset's ``.bin`` will be) at ``offset``: the parts of a deduplicated build are written
+    in parallel, each into its own range, instead of appended one after the other by the
+    driver. Synced before the task's record says it is done."""
+    starts, lengths = kept_runs(provenance.part_sizes(prov_path), drop, np.dtype(dtype).itemsize)
+    if int(lengths.sum()) != nbytes:  # a driver bug: the range it gave is not this part's
+        raise PilePrepError(f"{bin_path}: {int(lengths.sum())} kept bytes, a range of {nbytes}")
+    src = os.open(bin_path, os.O_RDONLY)
+    try:
+        dst = os.open(target, os.O_WRONLY)
+    except OSError:
+        os.close(src)
+        raise
+    try:
+        at = offset
+        for start, length in zip(starts.tolist(), lengths.tolist()):
+            for k in range(start, start + length, _COPY):
+                want = min(_COPY, start + length - k)
+                block = os.pread(src, want, k)
+                if len(block) != want:
+                    raise IntegrityError(f"{bin_path}: shorter than its provenance says")
+                _write_at(dst, block, at, target)
+                at += len(block)
+        os.fsync(dst)
+    finally:
+        os.close(src)
+        os.close(dst)
+    return {"bytes": nbytes}
+
+
+def _write_at(fd: int, data: bytes, at: int, path: str) -> None:
+    """One positioned write of the whole block; an error names the file (disk full says where)."""
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.pwrite(fd, view, at)
+            view, at = view[n:], at + n
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
 
 
 def subset_counts(sig_paths: Sequence[Path], removed: np.ndarray,

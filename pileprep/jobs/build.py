@@ -191,6 +191,6 @@ def _tokens(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, sett
         dup = dedup_stage.run(runner, shard_results, out.path, ingest_fp, cfg.dedup,
                               cfg.keep_work)
     with timed("drop_duplicates"):
-        parts, dup.removed_by_subset = dedup_stage.drop_duplicates(appender, shard_results,
+        parts, dup.removed_by_subset = dedup_stage.drop_duplicates(runner, appender, shard_results,
                                                                    parts, dup, info.dtype)
     return shard_results, parts, appender, dup

@@ -55,6 +55,8 @@ class Appender:
         self.counts: dict[int, int] = {}  # partitions of each shard, once it is read
         self.last, self.nbytes, self.sha = self._resume()
         self.next: Position = (0, 0)  # parts the file holds already pass through unappended
+        self._taken: list[TokenPart] = []  # written in place, not yet recorded (take_written)
+        self._pending = 0  # their bytes
 
     def _resume(self) -> tuple[Position | None, int, "hashlib._Hash"]:
         sha = hashlib.sha256()
@@ -133,6 +135,42 @@ class Appender:
         if not self.keep_work:
             for part in parts:
                 Path(part.bin).unlink(missing_ok=True)
+
+    def preallocate(self, total: int) -> None:
+        """Make the file ``total`` bytes long (the new tail a hole, no disk used) for parts
+        other processes write in place, each into its own range (a deduplicated build's parts,
+        once every part's kept size is known); :meth:`take_written` then takes them in order."""
+        if self.path.stat().st_size < total:
+            os.truncate(self.path, total)
+
+    def take_written(self, ready: Sequence[tuple[Position, TokenPart, TokenPart, int]],
+                     last: bool = False) -> None:
+        """Parts written in place into the file's next bytes, in order, each ``(position, source
+        part, part as packed, bytes)``: hashed (read back from the page cache: just written),
+        counted and recorded as :meth:`_append` does for what it writes itself, every
+        ``SYNC_BYTES`` and with ``last``; then their source ``.bin`` is deleted. Parts the file
+        held already (an earlier run's) are only described."""
+        with open(self.path, "rb") as f:
+            for pos, source, packed, nbytes in ready:
+                self.packed[pos] = packed
+                if not self.claims(pos):
+                    for k in range(self.nbytes, self.nbytes + nbytes, _CHUNK):
+                        want = min(_CHUNK, self.nbytes + nbytes - k)
+                        block = os.pread(f.fileno(), want, k)
+                        if len(block) != want:  # the writer's range and the file disagree: a bug
+                            raise PilePrepError(f"pack: {self.path} ends before {k}")
+                        self.sha.update(block)
+                    self.nbytes += nbytes
+                    self._pending += nbytes
+                    self.last = pos
+                self.next = (pos[0], pos[1] + 1)
+                self._taken.append(source)
+                if self._pending >= SYNC_BYTES:
+                    self._sync(f, self._taken, self._pending)
+                    self._taken, self._pending = [], 0
+            if last:
+                self._sync(f, self._taken, self._pending)
+                self._taken, self._pending = [], 0
 
     def parts(self, shards: int) -> list[TokenPart]:
         """Every part as packed, in order, once all ``shards`` are read and appended."""
