@@ -72,7 +72,7 @@ def test_range_writes_equal_the_serial_append(tmp_path, seed):
             apply.write_kept_task(parts[i].bin, parts[i].prov, drops[i].tolist(), "uint16",
                                   str(appender.path), offsets[i], dropped[i].nbytes)
     appender.take_written([((0, i), parts[i], dropped[i].packed, dropped[i].nbytes)
-                           for i in range(len(parts))], last=True)
+                           for i in range(len(parts))])
     assert appender.path.read_bytes() == expected
     assert appender.nbytes == len(expected)
     assert appender.sha.hexdigest() == hashlib.sha256(expected).hexdigest()

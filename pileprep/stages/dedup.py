@@ -31,6 +31,7 @@ from pileprep.stages.report import sum_subsets
 SIG_FORMAT = 1
 DEDUP_FORMAT = 1
 BUCKET_ROWS = 1 << 22  # band rows per shuffle bucket: ~64 MiB, sorted in ~200 MiB
+WRITE_AHEAD = 2  # kept-token writes queued per worker past the hashed prefix (drop_duplicates)
 
 
 def signature_dir(out: Path, ingest_fp: str, cfg: DedupConfig) -> Path:
@@ -184,23 +185,38 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
     index = {t.name: i for t, i in zip(tasks, todo)}
     nxt = 0
 
-    def take(last: bool = False) -> None:
+    def take() -> None:
         nonlocal nxt
         ready = []
         while nxt < len(parts) and nxt in written:
             ready.append((positions[nxt], parts[nxt], dropped[nxt].packed, sizes[nxt]))
             nxt += 1
-        if ready or last:
-            appender.take_written(ready, last)
+        if ready:
+            appender.take_written(ready)
 
     take()
+    # Writers run at most WRITE_AHEAD parts per worker past the hashed prefix: a part's .bin is
+    # deleted only once the prefix passes it, so scratch holds the parts, plus that many
+    # written twice (not the whole kept file, when the writers outrun the driver).
+    ahead = WRITE_AHEAD * max(1, runner.workers)
+    queued = min(ahead, len(tasks))
+
+    def more(task, result) -> list[Task]:
+        nonlocal queued
+        start = queued
+        while queued < len(tasks) and index[tasks[queued].name] < nxt + ahead:
+            queued += 1
+        return tasks[start:queued]
+
     bar = Progress("write kept", offsets[-1] - appender.nbytes, len(tasks), quiet=runner.quiet)
-    for task, result in runner.run_graph(tasks):
+    for task, result in runner.run_graph(tasks[:queued], more):
         written.add(index[task.name])
         bar.update(items=1, nbytes=result["bytes"])
         take()
     bar.close()
-    take(last=True)
+    take()
+    if nxt != len(parts):  # every write finished, yet the prefix stopped short: a driver bug
+        raise PilePrepError(f"pack: parts after {stems[nxt - 1] if nxt else 'the start'} not written")
     shutil.rmtree(writes, ignore_errors=True)
     for i, s in enumerate(shard_results):
         appender.shard_done(i, len(s.partitions))

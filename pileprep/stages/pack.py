@@ -55,8 +55,6 @@ class Appender:
         self.counts: dict[int, int] = {}  # partitions of each shard, once it is read
         self.last, self.nbytes, self.sha = self._resume()
         self.next: Position = (0, 0)  # parts the file holds already pass through unappended
-        self._taken: list[TokenPart] = []  # written in place, not yet recorded (take_written)
-        self._pending = 0  # their bytes
 
     def _resume(self) -> tuple[Position | None, int, "hashlib._Hash"]:
         sha = hashlib.sha256()
@@ -143,13 +141,15 @@ class Appender:
         if self.path.stat().st_size < total:
             os.truncate(self.path, total)
 
-    def take_written(self, ready: Sequence[tuple[Position, TokenPart, TokenPart, int]],
-                     last: bool = False) -> None:
+    def take_written(self, ready: Sequence[tuple[Position, TokenPart, TokenPart, int]]) -> None:
         """Parts written in place into the file's next bytes, in order, each ``(position, source
         part, part as packed, bytes)``: hashed (read back from the page cache: just written),
-        counted and recorded as :meth:`_append` does for what it writes itself, every
-        ``SYNC_BYTES`` and with ``last``; then their source ``.bin`` is deleted. Parts the file
-        held already (an earlier run's) are only described."""
+        counted and recorded as :meth:`_append` does for what it writes itself, then their
+        source ``.bin`` deleted. Recorded at every call, not every ``SYNC_BYTES``: the writers
+        synced their ranges already, so a record costs one small file, and a part's ``.bin``
+        is deleted as soon as the prefix passes it (scratch holds no written part twice for
+        long). Parts the file held already (an earlier run's) are only described."""
+        done, pending = [], 0
         with open(self.path, "rb") as f:
             for pos, source, packed, nbytes in ready:
                 self.packed[pos] = packed
@@ -161,16 +161,11 @@ class Appender:
                             raise PilePrepError(f"pack: {self.path} ends before {k}")
                         self.sha.update(block)
                     self.nbytes += nbytes
-                    self._pending += nbytes
+                    pending += nbytes
                     self.last = pos
                 self.next = (pos[0], pos[1] + 1)
-                self._taken.append(source)
-                if self._pending >= SYNC_BYTES:
-                    self._sync(f, self._taken, self._pending)
-                    self._taken, self._pending = [], 0
-            if last:
-                self._sync(f, self._taken, self._pending)
-                self._taken, self._pending = [], 0
+                done.append(source)
+            self._sync(f, done, pending)
 
     def parts(self, shards: int) -> list[TokenPart]:
         """Every part as packed, in order, once all ``shards`` are read and appended."""
