@@ -25,8 +25,7 @@ import numba
 import numpy as np
 
 from pileprep.core import tables
-from pileprep.core.config import DedupConfig
-from pileprep.core.errors import ConfigError
+from pileprep.dedup.lsh import _datasketch_version, banding, lsh_params  # noqa: F401 - here too
 from pileprep.tokenizer.nfc import nfc
 
 NORMALIZATION = "nfc-lower-ws1"
@@ -196,13 +195,6 @@ def _lowered(text: str) -> bytes:
     return nfc(text).lower().encode()
 
 
-def _datasketch_version() -> str:
-    """Without importing it: importing datasketch imports scipy.integrate, ~0.7 s."""
-    from importlib.metadata import version
-
-    return version("datasketch")
-
-
 @functools.lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """datasketch's affine32 permutation parameters ``(a, b)`` for ``num_perm`` and ``seed``.
@@ -247,39 +239,6 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
             h = _fmix64(h * _U64(_BASE) + col.astype(_U64))
         keys[:, band] = h
     return keys
-
-
-def lsh_params(threshold: float, num_perm: int, verify: bool) -> tuple[int, int]:
-    """datasketch's optimal ``(bands, rows)`` for the threshold; ConfigError when it has none.
-
-    With verification on, a false candidate costs one comparison while a missed pair is a
-    duplicate left in the data, so the optimizer is asked to weigh false negatives 0.95.
-    """
-    weights = (0.05, 0.95) if verify else (0.5, 0.5)
-
-    def build() -> np.ndarray:
-        from datasketch import MinHashLSH
-
-        try:
-            lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
-        except ValueError as exc:  # e.g. a threshold so high that one band is optimal
-            raise ConfigError(f"dedup.threshold {threshold:g} with dedup.num_perm {num_perm}: "
-                              f"datasketch finds no LSH banding ({exc}); give dedup.bands and "
-                              "dedup.rows, or another dedup.threshold or dedup.num_perm") from None
-        return np.array([lsh.b, lsh.r], np.int64)
-
-    # Cached like a derived table: the driver checks the banding before its workers start,
-    # and importing datasketch (scipy.integrate) would delay them ~0.7 s.
-    name = f"lsh-datasketch{_datasketch_version()}-t{float(threshold)!r}-p{num_perm}-w{weights[0]}-{weights[1]}"
-    b, r = tables.cached_table(name, build, np.int64, 2)
-    return int(b), int(r)
-
-
-def banding(cfg: DedupConfig) -> tuple[int, int]:
-    """The ``(bands, rows)`` a dedup run uses: the given ones, else datasketch's optimum."""
-    if cfg.bands is not None:
-        return cfg.bands, cfg.rows
-    return lsh_params(cfg.threshold, cfg.num_perm, cfg.verify)
 
 
 def jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:

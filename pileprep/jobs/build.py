@@ -45,9 +45,9 @@ def validate(cfg: BuildConfig) -> tuple[int, int] | None:
     cfg.validate()
     if not cfg.dedup.enabled:
         return None
-    from pileprep.dedup import minhash
+    from pileprep.dedup import lsh
 
-    return minhash.banding(cfg.dedup)
+    return lsh.banding(cfg.dedup)
 
 
 def appender_for(out: Path, tokens_dir: Path, shards: Sequence[Shard], settings: dict,
