@@ -12,7 +12,7 @@ import inspect
 import math
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -144,7 +144,8 @@ def run(runner: Runner, shard_results: Sequence[ShardResult], out: Path, ingest_
 
 
 def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[ShardResult],
-                    parts: Sequence[TokenPart], dup: DedupResult, dtype: str):
+                    parts: Sequence[TokenPart], dup: DedupResult, dtype: str,
+                    dropped_hook: Callable[[list[TokenPart], dict], None] | None = None):
     """Write the token parts without the removed documents into the dataset's ``.bin``; the
     parts as packed, and what was removed per subset.
 
@@ -153,7 +154,8 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
     then its kept tokens copied into its own range of the preallocated file, all parts at
     once. The driver follows the writers in order, hashing each range once it and every range
     before it are written, and records the written prefix as the appender does (a rerun
-    resumes after it and deletes no part it has not recorded)."""
+    resumes after it and deletes no part it has not recorded). ``dropped_hook(parts as
+    packed, removed per subset)`` is called between the rounds, when both are known."""
     positions = [(i, p.index) for i, s in enumerate(shard_results) for p in s.partitions]
     drops = [d.tolist() for d in apply.rows_by_partition(dup.removed, dup.offsets)]
     workdir = appender.path.parent
@@ -164,6 +166,9 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
              done=workdir / f"{stem}.drop.done.json", result_type=DroppedPart, order=i,
              inputs=[dup.fingerprint, part.shard_sha256, part.docs, part.tokens])
         for i, (stem, part, drop) in enumerate(zip(stems, parts, drops))], "drop duplicates")
+    removed = sum_subsets([d.removed for d in dropped])
+    if dropped_hook is not None:
+        dropped_hook([d.packed for d in dropped], removed)
     sizes = [d.nbytes for d in dropped]
     offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).tolist()
     appender.preallocate(offsets[-1])
@@ -220,7 +225,7 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
     shutil.rmtree(writes, ignore_errors=True)
     for i, s in enumerate(shard_results):
         appender.shard_done(i, len(s.partitions))
-    return appender.parts(len(shard_results)), sum_subsets([d.removed for d in dropped])
+    return appender.parts(len(shard_results)), removed
 
 
 def write_outputs(folder: Path, dup: DedupResult, summary: dict) -> dict[str, str]:
