@@ -99,3 +99,54 @@ def test_a_short_part_or_a_wrong_range_is_an_error(tmp_path):
         f.truncate(2 * part.tokens - 2)
     with pytest.raises(IntegrityError, match="shorter than its provenance"):
         apply.write_kept_task(part.bin, part.prov, [], "uint16", str(target), 0, 2 * part.tokens)
+
+
+@pytest.mark.parametrize("row_group,removed_count", [(1000, 2500), (1000, 1000), (1 << 20, 700)])
+def test_duplicates_table_same_bytes_as_one_write_of_python_strings(tmp_path, monkeypatch,
+                                                                    row_group, removed_count):
+    """The table is written a row group at a time from numbers; it must be the bytes of the
+    whole table written at once from Python strings (the way it was made before)."""
+    import pyarrow as pa
+
+    from pileprep.dedup import steps
+    from pileprep.formats.parts import Partition
+
+    monkeypatch.setattr(provenance, "ROW_GROUP", row_group)
+    rng = np.random.default_rng(row_group + removed_count)
+    names = ["Pile-CC", "GitHub", "ArXiv", "Enron Emails"]
+    parts, paths, truth = [], [], []
+    start = 0
+    for k in range(12):
+        rows = int(rng.integers(1, 900))
+        lines = np.sort(rng.choice(10 * rows, rows, replace=False)).astype(np.int64)
+        subsets = [names[j] for j in rng.integers(0, len(names), rows)]
+        path = tmp_path / f"sig-{k}.parquet"
+        pq.write_table(pa.table({"line": lines, "pile_set_name": subsets}), path)
+        source = f"{k // 4:02d}.jsonl.zst"
+        parts.append(Partition(str(path), source, k // 4, k % 4, 0, rows, 0))
+        paths.append(path)
+        truth += [(source, int(line), s) for line, s in zip(lines, subsets)]
+        start += rows
+    offsets = np.cumsum([0] + [p.rows for p in parts[:-1]]).astype(np.int64)
+    gids = np.sort(rng.choice(np.arange(1, start), removed_count, replace=False))
+    removed = np.zeros(len(gids), steps.REMOVED_ROW)
+    removed["gid"], removed["kept"] = gids, rng.integers(0, gids)
+    removed["sim"], removed["direct"] = rng.random(len(gids)).astype(np.float32), rng.random(len(gids)) < 0.5
+    apply.write_table(removed, offsets, parts, paths, tmp_path / "new.parquet")
+
+    g, k = removed["gid"].tolist(), removed["kept"].tolist()
+    reference = pa.table([[truth[i][0] for i in g], [truth[i][1] for i in g], [truth[i][2] for i in g],
+                          [truth[i][0] for i in k], [truth[i][1] for i in k],
+                          removed["sim"], removed["direct"]], schema=apply.TABLE_SCHEMA)
+    pq.write_table(reference, tmp_path / "old.parquet", compression="zstd", row_group_size=row_group)
+    assert (tmp_path / "new.parquet").read_bytes() == (tmp_path / "old.parquet").read_bytes()
+    assert pq.ParquetFile(tmp_path / "new.parquet").num_row_groups == -(-removed_count // row_group)
+
+
+def test_rows_by_partition_splits_sorted_gids():
+    from pileprep.dedup import steps
+
+    removed = np.zeros(6, steps.REMOVED_ROW)
+    removed["gid"] = [0, 4, 5, 9, 10, 12]
+    got = apply.rows_by_partition(removed, np.array([0, 5, 5, 10], np.int64))
+    assert [g.tolist() for g in got] == [[0, 4], [], [0, 4], [0, 2]]
