@@ -123,10 +123,14 @@ class Appender:
                     done, pending = [], 0
             self._sync(f, done, pending)
 
-    def _sync(self, f, parts: list[TokenPart], written: int) -> None:
+    def _sync(self, f, parts: list[TokenPart], written: int, synced: bool = False) -> None:
+        """Record ``written`` more bytes, then delete ``parts``; ``synced``: their writers
+        synced them already (range writes), so no fsync here (one journal commit less, ~8 ms a
+        record)."""
         if written:
-            f.flush()
-            os.fsync(f.fileno())  # the record below must never claim bytes not on disk
+            if not synced:
+                f.flush()
+                os.fsync(f.fileno())  # the record below must never claim bytes not on disk
             atomic.write_json(self.record, {"identity": self.identity, "last": list(self.last),
                                             "bytes": self.nbytes})
             faults.checkpoint("append")  # appended and recorded; the parts' .bin not yet gone
@@ -165,7 +169,7 @@ class Appender:
                     self.last = pos
                 self.next = (pos[0], pos[1] + 1)
                 done.append(source)
-            self._sync(f, done, pending)
+            self._sync(f, done, pending, synced=True)
 
     def parts(self, shards: int) -> list[TokenPart]:
         """Every part as packed, in order, once all ``shards`` are read and appended."""
