@@ -209,7 +209,12 @@ def test_dedup_build_drops_exactly_the_removed_documents(clean_corpus, clean_bui
 
 
 @pytest.mark.slow
-def test_dedup_build_same_bytes_with_two_workers(clean_corpus, dedup_build, tokenizer_spec, tmp_path):
+@pytest.mark.parametrize("local_bytes", [0, 1 << 40])  # kept tokens written by the workers / the driver
+def test_dedup_build_same_bytes_with_two_workers(clean_corpus, dedup_build, tokenizer_spec, tmp_path,
+                                                 monkeypatch, local_bytes):
+    from pileprep.stages import dedup as dedup_stage
+
+    monkeypatch.setattr(dedup_stage, "LOCAL_BYTES", local_bytes)
     cfg = make_config([clean_corpus], tmp_path, tokenizer_spec, partition_bytes=90_000,
                       workers=2, scheduler=None, name="")
     cfg = with_settings(cfg, {"dedup.enabled": True})
