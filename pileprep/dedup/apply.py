@@ -181,10 +181,15 @@ def _write_at(fd: int, data: bytes, at: int, path: str) -> None:
     view = memoryview(data)
     try:
         while view:
-            n = os.pwrite(fd, view, at)
+            n = pwrite(fd, view, at)
             view, at = view[n:], at + n
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, path) from None
+
+
+def pwrite(fd: int, data, at: int) -> int:
+    """One write into a deduplicated build's ``.bin`` (a test makes it fail like a full disk)."""
+    return os.pwrite(fd, data, at)
 
 
 def subset_counts(sig_paths: Sequence[Path], removed: np.ndarray,
