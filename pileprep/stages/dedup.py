@@ -158,8 +158,9 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
     once (in the driver itself when the parts are small, ``LOCAL_BYTES``: the same tasks,
     records and bytes). The driver follows the writers in order, hashing each range once it
     and every range before it are written, and records the written prefix as the appender
-    does (a rerun resumes after it and deletes no part it has not recorded). ``dropped_hook(parts as
-    packed, removed per subset)`` is called between the rounds, when both are known."""
+    does (a rerun resumes after it and deletes no part it has not recorded).
+    ``dropped_hook(parts as packed, removed per subset)`` is called between the rounds, when
+    both are known."""
     positions = [(i, p.index) for i, s in enumerate(shard_results) for p in s.partitions]
     drops = [d.tolist() for d in apply.rows_by_partition(dup.removed, dup.offsets)]
     workdir = appender.path.parent
