@@ -209,7 +209,12 @@ def test_dedup_build_drops_exactly_the_removed_documents(clean_corpus, clean_bui
 
 
 @pytest.mark.slow
-def test_dedup_build_same_bytes_with_two_workers(clean_corpus, dedup_build, tokenizer_spec, tmp_path):
+@pytest.mark.parametrize("local_bytes", [0, 1 << 40])  # kept tokens written by the workers / the driver
+def test_dedup_build_same_bytes_with_two_workers(clean_corpus, dedup_build, tokenizer_spec, tmp_path,
+                                                 monkeypatch, local_bytes):
+    from pileprep.stages import dedup as dedup_stage
+
+    monkeypatch.setattr(dedup_stage, "LOCAL_BYTES", local_bytes)
     cfg = make_config([clean_corpus], tmp_path, tokenizer_spec, partition_bytes=90_000,
                       workers=2, scheduler=None, name="")
     cfg = with_settings(cfg, {"dedup.enabled": True})
@@ -226,3 +231,33 @@ def test_bad_dedup_settings(kw, message):
     with pytest.raises(ConfigError, match=message):
         DedupConfig(**kw).validate()
 
+
+
+def test_ascii_upper_case_is_lowered_like_str_lower():
+    # ASCII documents skip str.lower (the compiled pass lowers A-Z): every letter, mixed with
+    # non-ASCII documents in one batch, must sign as its lower-cased text does.
+    upper = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG " * 3 + "AbCdEfGhIjKlMnOpQrStUvWxYz @[`{"
+    texts = [upper, "Ünïcödé ÄND ASCII WORDS MIXED HERE TOO", upper.upper()]
+    sig, has = minhash.signatures(texts)
+    low, low_has = minhash.signatures([t.lower() for t in texts])
+    assert np.array_equal(sig, low) and np.array_equal(has, low_has)
+    assert np.array_equal(sig[0], _datasketch_signature(upper, 128, 1))
+
+
+def test_banding_and_permutations_come_from_the_cache_without_datasketch(tmp_path, monkeypatch):
+    # The driver and every worker read them from the derived-table cache: importing datasketch
+    # costs ~0.7 s. The values are datasketch's, and a fresh cache is made from it.
+    monkeypatch.setenv("PILEPREP_CACHE_DIR", str(tmp_path))
+    minhash.permutations.cache_clear()
+    first = minhash.lsh_params(0.87, 128, True), minhash.permutations(64, 7)
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+    ds = MinHash(num_perm=64, seed=7, scheme="affine32").permutations
+    assert np.array_equal(first[1][0], ds[0]) and np.array_equal(first[1][1], ds[1])
+    minhash.permutations.cache_clear()
+    monkeypatch.setitem(__import__("sys").modules, "datasketch", None)  # import now fails
+    again = minhash.lsh_params(0.87, 128, True), minhash.permutations(64, 7)
+    assert again[0] == first[0] == (11, 11)
+    assert all(np.array_equal(x, y) for x, y in zip(again[1], first[1]))
+    with pytest.raises(ImportError):  # not cached: it would need datasketch
+        minhash.lsh_params(0.5, 128, True)
+    minhash.permutations.cache_clear()

@@ -132,26 +132,39 @@ def test_resume_after_partitions_handed_off_to_other_workers(dirty_corpus, tmp_p
 
 @pytest.mark.parametrize("code,name", [(errno.ENOSPC, "No space left on device"),
                                        (errno.EACCES, "Permission denied")])
+@pytest.mark.parametrize("dedup", [False, True])
 def test_write_error_names_the_path_and_keeps_the_previous_output(
-        dirty_corpus, reference, tmp_path, monkeypatch, capsys, code, name):
+        dirty_corpus, reference, tmp_path, monkeypatch, capsys, code, name, dedup):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     before = _files(out)
+    from pileprep.dedup import apply
     from pileprep.stages import pack
 
-    def failing(f, data):  # the .bin grows part by part: its third append fails
-        calls.append(len(data))
-        if len(calls) == 3:
-            raise OSError(code, os.strerror(code), f.name)
-        f.write(data)
-
     calls = []
-    monkeypatch.setattr(pack, "append_bytes", failing)
-    rc = main(_build_args(dirty_corpus, out, "--scheduler", "synchronous", "--quiet",
-                          "--partition-bytes", "70000", "--overwrite"))
+    if dedup:  # the kept documents are written range by range: the third write fails
+        def failing(fd, data, at):  # noqa: E306 - an OSError with no file name, as os.pwrite's
+            calls.append(len(data))
+            if len(calls) == 3:
+                raise OSError(code, os.strerror(code))
+            return os.pwrite(fd, data, at)
+
+        monkeypatch.setattr(apply, "pwrite", failing)
+    else:  # the .bin grows part by part: its third append fails
+        def failing(f, data):  # noqa: E306
+            calls.append(len(data))
+            if len(calls) == 3:
+                raise OSError(code, os.strerror(code), f.name)
+            f.write(data)
+
+        monkeypatch.setattr(pack, "append_bytes", failing)
+    args = _build_args(dirty_corpus, out, "--scheduler", "synchronous", "--quiet",
+                       "--partition-bytes", "70000", "--overwrite")
+    rc = main([a for a in args if dedup or a != "--dedup"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert name in err and ".bin" in err  # names the file it could not write
+    assert len(calls) == 3
     assert _files(out) == before
     assert verify(out).problems == []
 

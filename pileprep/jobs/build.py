@@ -11,13 +11,14 @@ and the ones after it, never the ones before.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from pileprep.core import atomic
 from pileprep.core.config import BuildConfig, fingerprint
-from pileprep.core.errors import InputError
+from pileprep.core.errors import InputError, PilePrepError
 from pileprep.core.files import REJECTS, REPORT, WORK_DIR, dataset_prefix
 from pileprep.core.outdir import OutputDir
 from pileprep.core.progress import log
@@ -45,9 +46,9 @@ def validate(cfg: BuildConfig) -> tuple[int, int] | None:
     cfg.validate()
     if not cfg.dedup.enabled:
         return None
-    from pileprep.dedup import minhash
+    from pileprep.dedup import lsh
 
-    return minhash.banding(cfg.dedup)
+    return lsh.banding(cfg.dedup)
 
 
 def appender_for(out: Path, tokens_dir: Path, shards: Sequence[Shard], settings: dict,
@@ -113,14 +114,27 @@ def _build(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, tok_i
     log(f"pileprep: {len(shards)} shards -> {dataset_prefix(out.path, name)}.bin/.idx "
         f"(vocab {info.vocab_size}, {info.dtype})", cfg.quiet)
     timed = _Timer()
-    shard_results, parts, appender, dup = _tokens(cfg, shards, info, settings, runner, out, timed)
+    # Every output is written to a staging directory and moved in only when all are complete:
+    # a failed or killed build never leaves OUT_DIR holding a mix of two builds. Made before
+    # the tokens: with --dedup its report is drawn there while the kept tokens are written.
+    stage = out.stage()
+    report = _Background()
+    try:
+        return _finish(cfg, shards, info, tok_id, settings, runner, out, timed, stage, report)
+    finally:
+        report.wait()
+
+
+def _finish(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, tok_id: str,
+            settings: dict, runner: Runner, out: OutputDir, timed: "_Timer", stage: Path,
+            report: "_Background") -> dict:
+    name = cfg.dataset_name
+    shard_results, parts, appender, dup = _tokens(cfg, shards, info, settings, runner, out, timed,
+                                                  stage, report)
     _check_kept(shard_results, cfg)
     busy = dict(runner.busy)
     runner.close(wait=False)
 
-    # Every output is written to a staging directory and moved in only when all are complete:
-    # a failed or killed build never leaves OUT_DIR holding a mix of two builds.
-    stage = out.stage()
     with timed("pack"):
         log("pack: merging parts in (source, line) order", cfg.quiet)
         hashes = pack(parts, appender, stage, name, info.dtype)
@@ -134,11 +148,8 @@ def _build(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, tok_i
                                 duplicates=len(dup.removed) if dup else 0)
     rep["rates"] = reporting.stage_rates(shard_results, timed.seconds, busy, appender.nbytes)
     if dup is not None:
-        from pileprep.dedup import report as dedup_report
-        from pileprep.stages import dedup as dedup_stage
-
-        rep["dedup"] = dedup_report.summary(dup, rep["subsets"])
-        hashes.update(dedup_stage.write_outputs(stage, dup, rep["dedup"]))
+        rep["dedup"], dedup_hashes = report.result()
+        hashes.update(dedup_hashes)
     manifest = Manifest(info.dtype, settings, entries(stage, hashes),
                         [{"name": s.source, "size": s.size, "sha256": s.sha256}
                          for s in shard_results],
@@ -169,11 +180,45 @@ def _check_kept(shard_results: Sequence[ShardResult], cfg: BuildConfig) -> None:
                          f"read.text_column ({cfg.read.text_column!r}) and the inputs")
 
 
+class _Background:
+    """A function run in a thread while the driver goes on; its result (or its error) later."""
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._result = self._error = None
+
+    def start(self, fn) -> None:
+        def run():
+            try:
+                self._result = fn()
+            except BaseException as exc:  # noqa: BLE001 - raised again by result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="pileprep-background", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Let a started thread finish: a process exiting (Ctrl-C, an error) while the thread is
+        inside matplotlib's C++ would abort ("terminate called without an active exception")."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self):
+        if self._thread is None:  # a driver bug: nothing was started
+            raise PilePrepError("build: a background result was never started")
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 def _tokens(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, settings: dict,
-            runner: Runner, out: OutputDir, timed: _Timer
+            runner: Runner, out: OutputDir, timed: _Timer, stage: Path, report: _Background
             ) -> tuple[list[ShardResult], list[TokenPart], Appender, "DedupResult | None"]:
     """Every shard read and tokenized into the appended ``.bin`` (without the duplicates, with
-    ``--dedup``): the shards' results, the parts as packed, the appender, the dedup result."""
+    ``--dedup``): the shards' results, the parts as packed, the appender, the dedup result.
+    With ``--dedup``, ``report`` then gives the dedup summary and its files' hashes, drawn into
+    ``stage`` in the background while the kept tokens are written."""
     ingest_fp, ingest_dir, tokens_dir = work_dirs(out.path, cfg, settings["tokenize"])
     appender = appender_for(out.path, tokens_dir, shards, settings, cfg)
     sig_dir = None
@@ -190,7 +235,16 @@ def _tokens(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, sett
     with timed("dedup"):
         dup = dedup_stage.run(runner, shard_results, out.path, ingest_fp, cfg.dedup,
                               cfg.keep_work)
+    from pileprep.dedup import report as dedup_report
+
+    def draw(packed: list[TokenPart], removed: dict) -> None:
+        # Once the removed documents are counted: the table and charts (~0.5 s of matplotlib
+        # and parquet) are made while the workers write the kept tokens, the driver waiting.
+        dup.removed_by_subset = removed
+        summary = dedup_report.summary(dup, reporting.subset_table(packed))
+        report.start(lambda: (summary, dedup_stage.write_outputs(stage, dup, summary)))
+
     with timed("drop_duplicates"):
-        parts, dup.removed_by_subset = dedup_stage.drop_duplicates(appender, shard_results,
-                                                                   parts, dup, info.dtype)
+        parts, _ = dedup_stage.drop_duplicates(runner, appender, shard_results, parts, dup,
+                                               info.dtype, draw)
     return shard_results, parts, appender, dup

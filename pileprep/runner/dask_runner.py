@@ -124,8 +124,10 @@ class Runner:
         self.ready()
         return self._workers
 
-    def run(self, tasks: Sequence[Task], label: str, progress: Progress | None = None) -> list:
-        """Every task's result, in task order: reused when finished, else run on the cluster."""
+    def run(self, tasks: Sequence[Task], label: str, progress: Progress | None = None,
+            here: bool = False) -> list:
+        """Every task's result, in task order: reused when finished, else run on the cluster
+        (``here``: in this process, see :meth:`run_graph`)."""
         results: list = [None] * len(tasks)
         todo = []
         for i, task in enumerate(tasks):
@@ -138,7 +140,7 @@ class Runner:
             return results
         bar = progress or Progress(label, 0, len(todo), quiet=self.quiet)
         index = {id(tasks[i]): i for i in todo}
-        for task, result in self.run_graph([tasks[i] for i in todo]):
+        for task, result in self.run_graph([tasks[i] for i in todo], here=here):
             results[index[id(task)]] = result
             bar.update(items=1)
         bar.close()
@@ -147,15 +149,18 @@ class Runner:
     def run_graph(self, initial: Sequence[Task],
                   expand: Callable[[Task, Any], Sequence[Task]] = lambda task, result: (),
                   poll: Callable[[int], Sequence[Task]] = lambda outstanding: (),
-                  stop: Callable[[], None] = lambda: None) -> Iterator[tuple[Any, Any]]:
+                  stop: Callable[[], None] = lambda: None,
+                  here: bool = False) -> Iterator[tuple[Any, Any]]:
         """Run tasks; each finished one may add more through ``expand(task, result)``, and
         ``poll(outstanding)``, called about every ``POLL_SECONDS`` while tasks run with the
         number of submitted, unfinished tasks, may add work that running tasks announced
         (partitions cut from a shard still being read). Yields
         ``(task, result)`` as tasks finish. Ready work goes by :func:`priority`, so a later
         stage starts on the first results of an earlier one. When the run fails or is
-        interrupted, ``stop()`` tells the tasks still running to end (Dask cannot stop them)."""
-        if self.synchronous:
+        interrupted, ``stop()`` tells the tasks still running to end (Dask cannot stop them).
+        ``here``: run them in this process, one at a time, as the synchronous scheduler does
+        (work so small that the round trips to the workers would cost more than it)."""
+        if self.synchronous or here:
             yield from self._run_synchronous(initial, expand, poll)
             return
         self.ready()
