@@ -31,7 +31,7 @@ from pileprep.jobs.index import build_index, index_shard
 from pileprep.cli.main import main
 from pileprep.core.config import ClusterConfig, ScheduleConfig
 from pileprep.core import atomic
-from pileprep.core.errors import ConfigError, FormatError, IntegrityError, NotFoundError
+from pileprep.core.errors import ConfigError, IntegrityError, NotFoundError
 from pileprep.core.files import NGRAM_META, PIECES_SUFFIX, data_path, dataset_prefix, index_path
 from pileprep.formats import suffix
 from pileprep.formats.indexed import IndexedDataset
@@ -410,12 +410,6 @@ def test_a_shard_reads_and_sorts_the_same_tokens_from_one_bin_or_pieces(ngram_bu
     for shard in meta["shards"]:
         s = suffix.Shard(**shard)
         assert IndexedDataset(pieced).read_tokens(s.start, s.end).tolist() == whole[s.start:s.end].tolist()
-    starts, lengths = np.array([0, 2990, 5, 9000, len(whole) - 7]), np.array([4, 20, 1, 3002, 7])
-    want = np.concatenate([whole[a:a + n] for a, n in zip(starts, lengths)]).tolist()
-    for prefix in (pieced, dataset_prefix(ngram_build, "pile")):  # runs across pieces, too
-        assert IndexedDataset(prefix).read_runs(starts, lengths).tolist() == want
-    with pytest.raises(FormatError, match="data ends"):
-        IndexedDataset(pieced).read_runs(np.array([len(whole) - 2]), np.array([5]))
     rows = tmp_path / "suffixes.sa"
     with open(rows, "wb") as f:
         f.truncate(meta["tokens"] * 4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pileprep.training.termscan import TermScanner
+from pileprep.training.termscan import TermScanner, copy_runs
 
 
 def brute(rows: np.ndarray, q: list[int]) -> tuple[int, int, int]:
@@ -40,6 +40,12 @@ def test_rows_shorter_than_a_query_and_no_queries_in_range():
     rows = np.array([[1, 2], [2, 1]], np.uint16)
     occ, held, first = TermScanner([[1, 2, 3], [70000, 1]], np.uint16).scan(rows)
     assert occ.tolist() == [0, 0] and held.tolist() == [0, 0] and first.tolist() == [-1, -1]
+
+
+def test_copy_runs_puts_the_runs_back_to_back():
+    tokens = np.arange(50, dtype=np.uint16)
+    assert copy_runs(tokens, np.array([7, 0, 40]), np.array([3, 2, 4])).tolist() == \
+        [7, 8, 9, 0, 1, 40, 41, 42, 43]
 
 
 def test_a_few_single_tokens_are_counted_by_vector_compares_the_same():

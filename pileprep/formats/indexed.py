@@ -411,20 +411,15 @@ def read_range(fds: list[int], starts: np.ndarray, offset: int, nbytes: int, dty
     """``nbytes`` at byte ``offset`` of the concatenation of the open files ``fds`` (whose
     first bytes sit at ``starts``), with ``pread``: no memory map."""
     out = bytearray(nbytes)
-    _read_into(fds, starts, offset, memoryview(out))
-    return np.frombuffer(out, dtype=dtype)
-
-
-def _read_into(fds: list[int], starts: np.ndarray, offset: int, view: memoryview) -> None:
-    """Fill ``view`` from byte ``offset`` of the concatenated files (see :func:`read_range`)."""
-    nbytes, done = len(view), 0
+    view, done = memoryview(out), 0
     while done < nbytes:
         pos = offset + done
-        f = 0 if len(fds) == 1 else int(np.searchsorted(starts, pos, side="right")) - 1
-        got = _pread_into(fds[f], view[done:], pos - int(starts[f])) if f < len(fds) else 0
+        f = int(np.searchsorted(starts, pos, side="right")) - 1
+        got = _pread_into(fds[f], view[done:], pos - int(starts[f]))
         if got <= 0:
             raise FormatError(f"data ends at byte {pos}, the index says {offset + nbytes}")
         done += got
+    return np.frombuffer(out, dtype=dtype)
 
 
 def _pread_into(fd: int, view, offset: int) -> int:
@@ -494,25 +489,6 @@ class IndexedDataset:
         the data files end before it (a slice of ``scattered()`` would come back short)."""
         item = self.dtype.itemsize
         return self._read_bytes(start * item, (end - start) * item)
-
-    def read_runs(self, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """The token runs ``[s, s+n)`` back to back in one new array, a ``pread`` each straight
-        into it: for a pass over scattered pieces (training samples) a read costs the same
-        first time or not, where a memory map pays a page fault for every new page and keeps
-        what it touched resident."""
-        item = self.dtype.itemsize
-        out = np.empty(int(np.sum(lengths)), self.dtype)
-        view, at = memoryview(out.view(np.uint8)), 0
-        fds, file_starts = self._files(), self._file_starts()
-        one = fds[0] if len(fds) == 1 and hasattr(os, "preadv") else None
-        for s, n in zip((np.asarray(starts, np.int64) * item).tolist(),
-                        (np.asarray(lengths, np.int64) * item).tolist()):
-            # one .bin: a read is nearly always whole (the loop below finishes a short one)
-            got = os.preadv(one, [view[at:at + n]], s) if one is not None else 0
-            if got < n:
-                _read_into(fds, file_starts, s + got, view[at + got:at + n])
-            at += n
-        return out
 
     def _read_bytes(self, offset: int, nbytes: int) -> np.ndarray:
         return read_range(self._files(), self._file_starts(), offset, nbytes, self.dtype)

@@ -32,14 +32,14 @@ import numpy as np
 
 from pileprep.core.config import ScheduleConfig
 from pileprep.core.errors import ConfigError
-from pileprep.formats.indexed import IndexedDataset, map_budget, mapped_bytes
+from pileprep.formats.indexed import IndexedDataset, JoinedTokens, data_files, map_budget, mapped_bytes
 from pileprep.formats.suffix import SuffixIndex
 from pileprep.training import schedule_files
 from pileprep.training.lookups import doc_and_offset
 from pileprep.training.order import TrainingOrder
 from pileprep.training.pieces import Pieces, Preshuffled, expand
 from pileprep.training.streammap import open_map
-from pileprep.training.termscan import TermScanner
+from pileprep.training.termscan import TermScanner, copy_runs
 
 UNIT = 1 << 20  # document copies per unit of work (bounds every temporary array)
 NONE = np.iinfo(np.int64).max  # no trained sample yet
@@ -447,24 +447,29 @@ def scan_range(out_dir: str, cfg: ScheduleConfig, queries: list[list[int]], lo: 
 
 
 class _SampleReader:
-    """Training samples' tokens as rows: each sample's document pieces read with ``pread``
-    straight into the block (a pass reads pieces scattered over the whole ``.bin``: a memory
-    map would fault on nearly every one and keep it resident), the schedule through memory maps
-    (the pass makes new ones past ``map_budget``)."""
+    """Training samples' tokens as rows, through memory maps of the ``.bin`` and the schedule
+    (a pass reads them all: maps beat a pread per piece, and pages mapped once cost no fault
+    when read again; the pass makes new ones past ``map_budget``)."""
 
     def __init__(self, order: TrainingOrder):
         self.L1 = order.cfg.seq_length + 1
-        self.data = IndexedDataset(order.prefix)
-        self.item = self.data.dtype.itemsize
+        data = IndexedDataset(order.prefix)
+        self.item = data.dtype.itemsize
+        self.sizes, self.pointers = data.sizes, data.pointers
+        files = data_files(order.prefix)
+        self.tokens = data.tokens if len(files) == 1 else JoinedTokens(files, data.dtype)
         self.schedule = (order.schedule if isinstance(order.schedule, Preshuffled)
-                         else schedule_files.load(order.prefix, order.cfg, self.data.sizes))
+                         else schedule_files.load(order.prefix, order.cfg, data.sizes))
 
     def rows(self, lo: int, hi: int) -> np.ndarray:
         """Samples ``lo .. hi-1``, (hi - lo, L+1)."""
-        data = self.data
-        if isinstance(self.schedule, Preshuffled):  # items back to back: one read
-            a = int(data.pointers[lo]) // self.item
-            return data.read_tokens(a, a + (hi - lo) * self.L1).reshape(hi - lo, self.L1)
-        p = expand(self.schedule, data.sizes, np.arange(lo, hi))
-        first = np.asarray(data.pointers[p.doc], np.int64) // self.item + p.offset
-        return data.read_runs(first, p.tokens).reshape(hi - lo, self.L1)
+        if isinstance(self.schedule, Preshuffled):  # items back to back: one slice
+            a = int(self.pointers[lo]) // self.item
+            return np.asarray(self.tokens[a:a + (hi - lo) * self.L1]).reshape(hi - lo, self.L1)
+        p = expand(self.schedule, self.sizes, np.arange(lo, hi))
+        first = np.asarray(self.pointers[p.doc], np.int64) // self.item + p.offset
+        if isinstance(self.tokens, np.ndarray):
+            return copy_runs(self.tokens, first, p.tokens).reshape(hi - lo, self.L1)
+        before = np.cumsum(p.tokens) - p.tokens  # where each piece starts in the block
+        at = np.repeat(first - before, p.tokens) + np.arange(int(p.tokens.sum()))
+        return self.tokens.take(at).reshape(hi - lo, self.L1)

@@ -156,3 +156,20 @@ def _scan(rows, first_of, base, size, table_key, table_q, ids, bits, occ, held, 
                     s = (s + 1) & mask
                 if not found:
                     break
+
+
+@numba.njit(cache=True, nogil=True)
+def _copy_runs(tokens, starts, lengths, out):
+    at = 0
+    for i in range(len(starts)):
+        n = lengths[i]
+        out[at:at + n] = tokens[starts[i]:starts[i] + n]
+        at += n
+
+
+def copy_runs(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The runs ``tokens[s:s+n]`` back to back (a block of samples from their document pieces):
+    one compiled loop, no index array per token."""
+    out = np.empty(int(lengths.sum()), tokens.dtype)
+    _copy_runs(tokens, np.asarray(starts, np.int64), np.asarray(lengths, np.int64), out)
+    return out
