@@ -31,7 +31,7 @@ from pileprep.jobs.index import build_index, index_shard
 from pileprep.cli.main import main
 from pileprep.core.config import ClusterConfig, ScheduleConfig
 from pileprep.core import atomic
-from pileprep.core.errors import ConfigError, IntegrityError, NotFoundError
+from pileprep.core.errors import ConfigError, FormatError, IntegrityError, NotFoundError
 from pileprep.core.files import NGRAM_META, PIECES_SUFFIX, data_path, dataset_prefix, index_path
 from pileprep.formats import suffix
 from pileprep.formats.indexed import IndexedDataset
@@ -410,6 +410,8 @@ def test_a_shard_reads_and_sorts_the_same_tokens_from_one_bin_or_pieces(ngram_bu
     for shard in meta["shards"]:
         s = suffix.Shard(**shard)
         assert IndexedDataset(pieced).read_tokens(s.start, s.end).tolist() == whole[s.start:s.end].tolist()
+    with pytest.raises(FormatError, match="data ends"):  # past the last piece: a clear error
+        IndexedDataset(pieced).read_tokens(len(whole) - 2, len(whole) + 3)
     rows = tmp_path / "suffixes.sa"
     with open(rows, "wb") as f:
         f.truncate(meta["tokens"] * 4)

@@ -415,7 +415,7 @@ def read_range(fds: list[int], starts: np.ndarray, offset: int, nbytes: int, dty
     while done < nbytes:
         pos = offset + done
         f = int(np.searchsorted(starts, pos, side="right")) - 1
-        got = _pread_into(fds[f], view[done:], pos - int(starts[f]))
+        got = _pread_into(fds[f], view[done:], pos - int(starts[f])) if f < len(fds) else 0
         if got <= 0:
             raise FormatError(f"data ends at byte {pos}, the index says {offset + nbytes}")
         done += got
