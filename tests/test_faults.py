@@ -224,6 +224,36 @@ def test_a_failed_task_of_a_streaming_count_is_one_line_and_the_rerun_counts(
     assert not list((out / "ngram").glob(".count-work/*"))  # parts removed at the end
 
 
+@pytest.mark.parametrize("runner", ["local", "remote"])
+def test_a_failed_contamination_chunk_is_one_line_and_the_rerun_resumes(
+        references, remote, remote_faults, tmp_path, runner):
+    import json
+
+    out = tmp_path / "out"
+    shutil.copytree(references[False], out)
+    assert _cli("index", str(out), "--scheduler", "synchronous").returncode == 0
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"text": f"example {i} of the benchmark, a few words"}) + "\n"
+                             for i in range(2600)))  # three chunks of 1,024
+    args = ["contamination", str(out), "--input", str(bench), "--output",
+            str(tmp_path / "c.parquet"), *_where(runner, remote)]
+    if runner == "remote":
+        remote_faults(**{faults.FAIL_AT: "contamination:2=bug"})
+    r = _cli(*args, env={faults.FAIL_AT: "contamination:2=bug"})
+    assert r.returncode == 2
+    assert re.search(r"error: contamination-0-\d failed: RuntimeError: fault point contamination",
+                     _one_error_line(r, "contamination")), r.stderr[-2000:]
+    if runner == "remote":
+        remote.run_on_workers(set_worker_env(**{faults.FAIL_AT: ""}))
+    again = _cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "contamination: reusing" in again.stderr
+    one = _cli(*args[:-len(_where(runner, remote))], "--scheduler", "synchronous", "--output",
+               str(tmp_path / "d.parquet"))
+    assert one.returncode == 0, one.stderr
+    assert (tmp_path / "c.parquet").read_bytes() == (tmp_path / "d.parquet").read_bytes()
+
+
 # --- lost workers and schedulers -----------------------------------------------------------
 
 @pytest.mark.parametrize("dedup", [False, True])

@@ -28,7 +28,7 @@ KILL_AT = "PILEPREP_KILL_AT"
 WORKER_ONCE = "PILEPREP_KILL_WORKER_ONCE"
 FAIL_AT = "PILEPREP_FAIL_AT"
 POINTS = ("read", "write", "ingest", "tokenize", "dedup", "append", "pack", "schedule", "commit", "index",
-          "count")
+          "count", "contamination")
 KINDS = ("enospc", "bug", "truncate", "delete", "sigint", "memory")
 MEMORY_CAP = 8 << 30
 _seen: dict[tuple[str, str], int] = {}

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pileprep import sources
-from pileprep.core import atomic
+from pileprep.core import atomic, faults
 from pileprep.core.config import ClusterConfig
 from pileprep.core.errors import ConfigError
 from pileprep.core.files import CONTAMINATION_WORK
@@ -56,6 +56,7 @@ class ChunkRows(FileResult):
 def chunk_rows(out_dir: str, cfg, chunk: str, n: int, first_step: int, end_step: int,
                target: str) -> ChunkRows:
     """One task: the rows of one chunk of examples (runs on a worker)."""
+    faults.checkpoint("contamination")
     order = TrainingOrder(out_dir, cfg)
     with np.load(chunk) as z:
         ids, ends = z["ids"], z["ends"]
