@@ -120,6 +120,9 @@ def main() -> None:
     ap.add_argument("--pile", metavar="DIR", help="also build (sparse, once) and query a "
                     "Pile-shaped index in DIR")
     ap.add_argument("--only-pile", action="store_true", help="only the Pile-shaped index")
+    ap.add_argument("--dataset", metavar="OUT_DIR", help="instead of the synthetic dataset, a "
+                    "`pileprep build` with a schedule (real text: benchmarks/realtext.py shards): "
+                    "indexed once, then the same queries")
     ap.add_argument("--pile-shard-tokens", type=int, default=1 << 27,
                     help="its shards' size (2^27: 2,235 shards; 2^30-1: 280)")
     args = ap.parse_args()
@@ -128,6 +131,10 @@ def main() -> None:
         pile_shaped(Path(args.pile), args.pile_shard_tokens)
         if args.only_pile:
             return
+    if args.dataset:
+        print(f"machine: {machine()}")
+        built(Path(args.dataset), args.workers, args.queries)
+        return
     out = Path(args.workdir)
     out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}")
@@ -183,6 +190,20 @@ def one_shard(prefix: Path, data, shard_tokens: int, out: Path) -> None:
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"one shard in a fresh process: {t1 - t0:,} tokens in {dt:.1f} s "
           f"({(t1 - t0) / dt / 1e6:.2f} M tokens/s, process start included); peak RSS {rss:,.0f} MB")
+
+
+def built(out: Path, workers: int, n_queries: int) -> None:
+    """The index and the queries of :func:`queries` on an existing build (its own schedule)."""
+    from pileprep.training.order import dataset_name
+
+    order = TrainingOrder(out)
+    meta = build_index(out, ClusterConfig(workers=workers), quiet=True)
+    if not meta["reused"]:
+        print(f"index: {meta['tokens']:,} tokens in {meta['wall_seconds']:.1f} s wall")
+    print(f"dataset: {out}: {len(order.data):,} documents, {meta['tokens']:,} tokens; schedule "
+          f"{order.cfg.train_iters} steps x {order.cfg.batch_size} x {order.cfg.seq_length + 1}")
+    data = indexed.IndexedDataset(dataset_prefix(out, dataset_name(out)))
+    queries(out, data, order.cfg, n_queries, workers)
 
 
 def draw_queries(tokens, n: int, rng) -> list[list[int]]:
