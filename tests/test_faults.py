@@ -196,26 +196,38 @@ def test_disk_full_while_indexing_is_one_line_and_the_rerun_completes(
     assert count.returncode == 0, count.stderr
 
 
-@pytest.mark.parametrize("runner", ["local", "remote"])
-def test_a_failed_task_of_a_streaming_count_is_one_line_and_the_rerun_counts(
-        references, remote, remote_faults, tmp_path, runner):
+def _indexed_copy(build: Path, tmp_path: Path) -> Path:
     out = tmp_path / "out"
-    shutil.copytree(references[False], out)
+    shutil.copytree(build, out)
     assert _cli("index", str(out), "--scheduler", "synchronous").returncode == 0
-    query = ["count", str(out), "--text", "the", "--ids", "0"]
-    args = [*query, "--strategy", "stream", "--part-samples", "8", "--output",
-            str(tmp_path / "c.parquet"), *_where(runner, remote)]
+    return out
+
+
+def _fail_then_resume(args: list[str], fault: str, expected: str, runner, remote, remote_faults):
+    """``args`` with ``fault`` in the driver and the workers: one error line matching
+    ``expected``; then without it: done, reusing the tasks finished before the fault."""
+    command = args[0]
     if runner == "remote":
-        remote_faults(**{faults.FAIL_AT: "count:3=bug"})
-    r = _cli(*args, env={faults.FAIL_AT: "count:3=bug"})
+        remote_faults(**{faults.FAIL_AT: fault})
+    r = _cli(*args, env={faults.FAIL_AT: fault})
     assert r.returncode == 2
-    assert re.search(r"error: count-\d+ failed: RuntimeError: fault point count",
-                     _one_error_line(r, "count")), r.stderr[-2000:]
+    assert re.search(expected, _one_error_line(r, command)), r.stderr[-2000:]
     if runner == "remote":
         remote.run_on_workers(set_worker_env(**{faults.FAIL_AT: ""}))
     again = _cli(*args)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "count: reusing" in again.stderr  # the parts finished before the fault
+    assert f"{command}: reusing" in again.stderr
+
+
+@pytest.mark.parametrize("runner", ["local", "remote"])
+def test_a_failed_task_of_a_streaming_count_is_one_line_and_the_rerun_counts(
+        references, remote, remote_faults, tmp_path, runner):
+    out = _indexed_copy(references[False], tmp_path)
+    query = ["count", str(out), "--text", "the", "--ids", "0"]
+    args = [*query, "--strategy", "stream", "--part-samples", "8", "--output",
+            str(tmp_path / "c.parquet"), *_where(runner, remote)]
+    _fail_then_resume(args, "count:3=bug", r"error: count-\d+ failed: RuntimeError: fault point count",
+                      runner, remote, remote_faults)  # the rerun reuses the parts done before
     by_index = _cli(*query, "--strategy", "index", "--output", str(tmp_path / "i.parquet"))
     assert by_index.returncode == 0, by_index.stderr
     import pyarrow.parquet as pq
@@ -229,25 +241,15 @@ def test_a_failed_contamination_chunk_is_one_line_and_the_rerun_resumes(
         references, remote, remote_faults, tmp_path, runner):
     import json
 
-    out = tmp_path / "out"
-    shutil.copytree(references[False], out)
-    assert _cli("index", str(out), "--scheduler", "synchronous").returncode == 0
+    out = _indexed_copy(references[False], tmp_path)
     bench = tmp_path / "bench.jsonl"
     bench.write_text("".join(json.dumps({"text": f"example {i} of the benchmark, a few words"}) + "\n"
                              for i in range(2600)))  # three chunks of 1,024
     args = ["contamination", str(out), "--input", str(bench), "--output",
             str(tmp_path / "c.parquet"), *_where(runner, remote)]
-    if runner == "remote":
-        remote_faults(**{faults.FAIL_AT: "contamination:2=bug"})
-    r = _cli(*args, env={faults.FAIL_AT: "contamination:2=bug"})
-    assert r.returncode == 2
-    assert re.search(r"error: contamination-0-\d failed: RuntimeError: fault point contamination",
-                     _one_error_line(r, "contamination")), r.stderr[-2000:]
-    if runner == "remote":
-        remote.run_on_workers(set_worker_env(**{faults.FAIL_AT: ""}))
-    again = _cli(*args)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "contamination: reusing" in again.stderr
+    _fail_then_resume(args, "contamination:2=bug",
+                      r"error: contamination-0-\d failed: RuntimeError: fault point contamination",
+                      runner, remote, remote_faults)
     one = _cli(*args[:-len(_where(runner, remote))], "--scheduler", "synchronous", "--output",
                str(tmp_path / "d.parquet"))
     assert one.returncode == 0, one.stderr

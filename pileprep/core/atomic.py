@@ -122,6 +122,19 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
+def write_at(fd: int, data, at: int, path: str | Path, pwrite=os.pwrite) -> None:
+    """All of ``data`` at byte ``at`` of the open file ``fd`` (a range of a file made at its
+    full size, written by one task of many); an error names ``path``, since a positioned
+    write's ENOSPC names no file."""
+    view = memoryview(data).cast("B")
+    try:
+        while view:
+            n = pwrite(fd, view[:1 << 30], at)
+            view, at = view[n:], at + n
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
 def sha256_file(path: str | Path, on_block=None) -> str:
     """The file's sha256, read in 4 MiB blocks; ``on_block(n)`` after each (progress)."""
     h = hashlib.sha256()

@@ -167,24 +167,13 @@ def write_kept_task(bin_path: str, prov_path: str, drop: list[int], dtype: str, 
                 block = os.pread(src, want, k)
                 if len(block) != want:
                     raise IntegrityError(f"{bin_path}: shorter than its provenance says")
-                _write_at(dst, block, at, target)
+                atomic.write_at(dst, block, at, target, pwrite)
                 at += len(block)
         os.fsync(dst)
     finally:
         os.close(src)
         os.close(dst)
     return {"bytes": nbytes}
-
-
-def _write_at(fd: int, data: bytes, at: int, path: str) -> None:
-    """One positioned write of the whole block; an error names the file (disk full says where)."""
-    view = memoryview(data)
-    try:
-        while view:
-            n = pwrite(fd, view, at)
-            view, at = view[n:], at + n
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, path) from None
 
 
 def pwrite(fd: int, data, at: int) -> int:

@@ -12,7 +12,6 @@ as in provenance).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -118,7 +117,7 @@ def _task(order: TrainingOrder, chunk: Path, name: str, n: int, first_step: int,
                             first_step=first_step, end_step=end_step,
                             target=str(chunk.with_suffix(".parquet"))),
                 done=chunk.with_suffix(".done.json"),
-                inputs={"chunk": _sha256(chunk), "n": n, "steps": [first_step, end_step],
+                inputs={"chunk": atomic.sha256_file(chunk), "n": n, "steps": [first_step, end_step],
                         "data": data_identity(order.prefix), "cfg": asdict(order.cfg)},
                 result_type=ChunkRows, weight=chunk.stat().st_size)
 
@@ -175,7 +174,3 @@ def _write_chunk(batch, bench: Benchmark, tokenizer, leading_space: bool, path: 
                  meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
     bench.examples += len(batch)
     return path
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -68,15 +68,9 @@ def write_rows(path: str | Path, offset: int, array: np.ndarray) -> None:
     """``array``'s bytes at byte ``offset`` of the existing file ``path`` (one range of a file
     made at its full size), every byte written or an OSError naming the file."""
     faults.checkpoint("write", path)
-    view = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
     fd = os.open(path, os.O_WRONLY)
     try:
-        done = 0
-        while done < len(view):
-            try:
-                done += os.pwrite(fd, view[done:done + (1 << 30)], offset + done)
-            except OSError as e:
-                raise OSError(e.errno, e.strerror, str(path)) from None
+        atomic.write_at(fd, np.ascontiguousarray(array).reshape(-1).view(np.uint8), offset, path)
         os.fsync(fd)  # on disk before the completion record says so, as atomic writes are
     finally:
         os.close(fd)
