@@ -27,7 +27,7 @@ import zstandard
 sys.path.insert(0, str(Path(__file__).parent))
 from memory import corpus, machine, measure  # noqa: E402
 
-from pileprep.dedup import minhash
+from pileprep.dedup import kernel, minhash
 
 PILE_TEXT_BYTES = 825 * (1 << 30)  # the Pile's text, as published (825 GiB)
 PILE_DOCS = 210_607_728  # documents in the Pile's training split (Pythia's figure)
@@ -94,7 +94,7 @@ def signature_parts(texts: list[str]) -> dict:
 
     def kernel(_):
         out = np.full((len(texts), 128), 0xFFFFFFFF, np.uint32)
-        minhash._minhash_batch(raw, ends - lengths, ends, 5, a, b, out, np.zeros(len(texts), bool))
+        kernel.minhash_batch(raw, ends - lengths, ends, 5, a, b, out, np.zeros(len(texts), bool))
 
     nbytes = sum(len(t.encode()) for t in texts)
     non_nfc = sum(len(t.encode()) for t in texts

@@ -147,14 +147,26 @@ def test_recall_and_precision_on_pairs_of_known_similarity(pairs, tokenizer_spec
 
 
 @pytest.mark.slow
-def test_dedup_output_independent_of_workers_and_partitions(pairs, tokenizer_spec):
+@pytest.mark.parametrize("verify", [True, False])
+def test_dedup_output_independent_of_workers_and_partitions(pairs, tokenizer_spec, monkeypatch,
+                                                            verify):
+    """All steps at once in the driver (a small corpus), and as rounds of tasks over
+    partitions and buckets on 2 workers: the same files and counts."""
+    from pileprep.stages import dedup as dedup_stage
+
     out, _ = pairs
-    _dedup([out / "shards"], out / "d1", tokenizer_spec, partition_bytes=4_000_000)
-    _dedup([out / "shards"], out / "d2", tokenizer_spec, partition_bytes=150_000, workers=2,
-           scheduler=None)
+    one = _dedup([out / "shards"], out / f"d1{verify}", tokenizer_spec, partition_bytes=4_000_000,
+                 verify=verify)
+    monkeypatch.setattr(dedup_stage, "LOCAL_BYTES", 0)
+    monkeypatch.setattr(dedup_stage, "BUCKET_ROWS", 5_000)  # several buckets
+    tasks = _dedup([out / "shards"], out / f"d2{verify}", tokenizer_spec, partition_bytes=150_000,
+                   workers=2, scheduler=None, verify=verify)
+    assert tasks["buckets"] > 1 and one["buckets"] == 1
+    assert {k: v for k, v in one.items() if k != "buckets"} == \
+        {k: v for k, v in tasks.items() if k != "buckets"}
     for name in ("duplicates.parquet", "dedup_report.md", "dedup_similarity.png",
                  "dedup_removal_by_subset.png"):
-        assert (out / "d1" / name).read_bytes() == (out / "d2" / name).read_bytes(), name
+        assert (out / f"d1{verify}" / name).read_bytes() == (out / f"d2{verify}" / name).read_bytes(), name
 
 
 @pytest.mark.slow

@@ -26,9 +26,16 @@ SCHEDULE = ["--seq-length", "64", "--batch-size", "4", "--train-iters", "30"]
 NAME = "pile_0.87_deduped_text_document"
 
 
-def _cli(*args, env=None):
+# The CLI with every --dedup step as rounds of tasks, as for a corpus over LOCAL_BYTES (these
+# are far smaller: the driver would run the LSH steps at once and append the kept tokens).
+IN_TASKS = ("import sys; from pileprep.stages import dedup; dedup.LOCAL_BYTES = 0; "
+            "from pileprep.cli.main import main; sys.exit(main(sys.argv[1:]))")
+
+
+def _cli(*args, env=None, in_tasks=False):
     """Run the CLI in its own process group (the kill tests kill the whole group)."""
-    return subprocess.run([sys.executable, "-m", "pileprep.cli", *args], capture_output=True,
+    command = ["-c", IN_TASKS] if in_tasks else ["-m", "pileprep.cli"]
+    return subprocess.run([sys.executable, *command, *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, start_new_session=True)
 
 
@@ -55,17 +62,22 @@ def reference(dirty_corpus, tmp_path_factory):
 
 
 @pytest.mark.parametrize("point", [
-    "ingest:1", "ingest:3", "tokenize:1", "tokenize:5", "dedup:1", "dedup:12", "dedup:40",
-    "pack:1", "schedule:1", "commit:1"])
+    "ingest:1", "ingest:3", "tokenize:1", "tokenize:5", "dedup:1", "dedup:10", "dedup:12",
+    "tasks:dedup:12", "tasks:dedup:40", "tasks:dedup:50", "pack:1", "schedule:1", "commit:1"])
 def test_kill_9_anywhere_then_resume_gives_identical_bytes(dirty_corpus, reference, tmp_path, point):
+    """9 partitions: dedup:1-9 sign them, dedup:10 runs the LSH steps at once and 11-19 drop
+    the removed documents; as rounds of tasks (``tasks:``), 10-38 are the LSH steps, 39-47 the
+    drops and 48-56 the range writes of the kept tokens."""
+    in_tasks = point.startswith("tasks:")
+    point = point.removeprefix("tasks:")
     args = _build_args(dirty_corpus, tmp_path, "--scheduler", "synchronous")
-    killed = _cli(*args, env={faults.KILL_AT: point})
+    killed = _cli(*args, env={faults.KILL_AT: point}, in_tasks=in_tasks)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    resumed = _cli(*args)
+    resumed = _cli(*args, in_tasks=in_tasks)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _files(tmp_path) == _files(reference)
     stage = point.split(":")[0]
-    if point == "dedup:40":  # after every shard was read, tokenized and signed
+    if point in ("dedup:10", "dedup:40"):  # after every shard was read, tokenized and signed
         assert "ingest: reusing 3 of 3 shards" in resumed.stderr
     if point == "tokenize:5":  # consumed inline as the shards were read: the first four are done
         assert "tokenize: reusing 4 of" in resumed.stderr
@@ -73,7 +85,7 @@ def test_kill_9_anywhere_then_resume_gives_identical_bytes(dirty_corpus, referen
         assert "ingest: reusing 3 of 3 shards" in resumed.stderr
     if stage in ("dedup", "pack", "schedule"):
         assert "tokenize: reusing" in resumed.stderr
-    if point in ("dedup:12", "dedup:40", "pack:1", "schedule:1"):
+    if point in ("dedup:10", "dedup:12", "dedup:40", "dedup:50", "pack:1", "schedule:1"):
         assert "minhash: reusing" in resumed.stderr
     if stage == "commit":
         assert "finished moving the outputs of an interrupted build" in resumed.stderr
@@ -86,7 +98,9 @@ def test_resume_after_consumed_intermediates_were_deleted(dirty_corpus, referenc
     consumers' records for them, redoes only the rest, and gives the same bytes."""
     args = ["build", "-i", str(dirty_corpus), "-o", str(tmp_path / "out"), "--partition-bytes",
             "60000", "--scheduler", "synchronous", *SCHEDULE] + (["--dedup"] if dedup else [])
-    killed = _cli(*args, env={faults.KILL_AT: "append:3"})
+    # With --dedup as rounds of tasks: the kept tokens are recorded part by part (appended
+    # by the driver, a part this small is one record in all).
+    killed = _cli(*args, env={faults.KILL_AT: "append:3"}, in_tasks=dedup)
     assert killed.returncode == -9, killed.stderr[-2000:]
     work = tmp_path / "out" / ".pileprep-work"
     tokenized = [p.name.removesuffix(".done.json") for p in work.glob("tokens-*/*.done.json")]
@@ -94,7 +108,7 @@ def test_resume_after_consumed_intermediates_were_deleted(dirty_corpus, referenc
     assert gone  # partitions were deleted while the build ran
     assert not list(work.glob("tokens-*/00.jsonl.zst.00000.bin"))  # appended, then deleted
     read = len(list(work.glob("ingest-*/*.zst.done.json")))
-    resumed = _cli(*args)
+    resumed = _cli(*args, in_tasks=dedup)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     # every finished read is reused though its partitions are gone: their readers finished
     assert read >= 1 and f"ingest: reusing {read} of 3 shards" in resumed.stderr
@@ -132,17 +146,19 @@ def test_resume_after_partitions_handed_off_to_other_workers(dirty_corpus, tmp_p
 
 @pytest.mark.parametrize("code,name", [(errno.ENOSPC, "No space left on device"),
                                        (errno.EACCES, "Permission denied")])
-@pytest.mark.parametrize("dedup", [False, True])
+@pytest.mark.parametrize("mode", ["plain", "dedup", "dedup-ranges"])
 def test_write_error_names_the_path_and_keeps_the_previous_output(
-        dirty_corpus, reference, tmp_path, monkeypatch, capsys, code, name, dedup):
+        dirty_corpus, reference, tmp_path, monkeypatch, capsys, code, name, mode):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     before = _files(out)
     from pileprep.dedup import apply
-    from pileprep.stages import pack
+    from pileprep.stages import dedup as dedup_stage, pack
 
     calls = []
-    if dedup:  # the kept documents are written range by range: the third write fails
+    dedup = mode != "plain"
+    if mode == "dedup-ranges":  # the kept documents are written range by range: the third fails
+        monkeypatch.setattr(dedup_stage, "LOCAL_BYTES", 0)
         def failing(fd, data, at):  # noqa: E306 - an OSError with no file name, as os.pwrite's
             calls.append(len(data))
             if len(calls) == 3:
@@ -150,7 +166,8 @@ def test_write_error_names_the_path_and_keeps_the_previous_output(
             return os.pwrite(fd, data, at)
 
         monkeypatch.setattr(apply, "pwrite", failing)
-    else:  # the .bin grows part by part: its third append fails
+    else:  # the .bin grows part by part (the kept parts of a small --dedup build too): its
+        # third append fails
         def failing(f, data):  # noqa: E306
             calls.append(len(data))
             if len(calls) == 3:
@@ -179,7 +196,7 @@ def test_changed_setting_redoes_only_later_stages(dirty_corpus, tokenizer_spec, 
     build(cfg, overwrite=True)
     err = capsys.readouterr().err
     assert "ingest: reusing 3 of 3" in err and "tokenize: reusing" in err and "minhash: reusing" in err
-    assert "lsh bands: reusing" not in err
+    assert "lsh: reusing" not in err and "lsh bands: reusing" not in err
     cfg = with_settings(cfg, {"read.partition_bytes": 80_000})  # ingest changes: everything after it is redone
     build(cfg, overwrite=True)
     err = capsys.readouterr().err

@@ -141,6 +141,20 @@ def kept_runs(sizes: np.ndarray, drop: np.ndarray, itemsize: int) -> tuple[np.nd
     return starts[first], ends[stop - 1] - starts[first]
 
 
+def kept_bytes(bin_path: str, prov_path: str, drop: list[int], dtype: str) -> bytes:
+    """The kept documents' tokens of one part, in order (a part at a time in memory)."""
+    starts, lengths = kept_runs(provenance.part_sizes(prov_path), drop, np.dtype(dtype).itemsize)
+    fd = os.open(bin_path, os.O_RDONLY)
+    try:
+        pieces = [os.pread(fd, length, start) for start, length in zip(starts.tolist(),
+                                                                         lengths.tolist())]
+    finally:
+        os.close(fd)
+    if sum(map(len, pieces)) != int(lengths.sum()):
+        raise IntegrityError(f"{bin_path}: shorter than its provenance says")
+    return b"".join(pieces)
+
+
 _COPY = 8 << 20  # bytes per read and write: a task's memory does not grow with the part
 
 

@@ -96,12 +96,45 @@ def preload_arrow() -> None:
                      daemon=True).start()
 
 
+def arrow_of(values, type_: pa.DataType) -> pa.Array:
+    """A numeric (or, from a numpy bool mask, boolean) Arrow array wrapping ``values``'
+    buffer. Not ``pa.array``: pyarrow checks its every input against pandas types, importing
+    pandas to do so (0.2-0.4 s in each worker, at its first partition)."""
+    if pa.types.is_boolean(type_):
+        bits = np.packbits(np.asarray(values, np.bool_), bitorder="little")
+        return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(bits)])
+    values = np.ascontiguousarray(values, type_.to_pandas_dtype())
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
+def codes_of(strings: list[str]) -> tuple[list[str], np.ndarray]:
+    """Distinct strings in order of first appearance, and each string's index among them."""
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(s, len(index)) for s in strings), np.int32, len(strings))
+    return list(index), codes
+
+
+def dictionary_of(names: list[str], codes: np.ndarray) -> pa.DictionaryArray:
+    """The strings ``names[codes]`` as a dictionary array (see :func:`arrow_of`)."""
+    encoded = [name.encode() for name in names]
+    offsets = np.zeros(len(encoded) + 1, np.int32)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    strings = pa.Array.from_buffers(pa.string(), len(names), [
+        None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+    return pa.DictionaryArray.from_arrays(arrow_of(codes, pa.int32()), strings)
+
+
 def numpy_of(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A numeric Arrow column as numpy, read from its buffers without a copy where it can be.
     Not ``to_numpy``: its first call imports pandas, 0.4 s in every process (the driver's pack,
     every worker's first partition)."""
     chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
     dtype = np.dtype(values.type.to_pandas_dtype())
+    if dtype == np.bool_ and not values.null_count:  # bits, as arrow_of writes them
+        return np.concatenate([np.unpackbits(np.frombuffer(c.buffers()[1], np.uint8),
+                                             count=len(c) + c.offset, bitorder="little")
+                               [c.offset:].astype(np.bool_) for c in chunks]) if chunks \
+            else np.zeros(0, dtype)
     if values.null_count or dtype == np.bool_ or not pa.types.is_primitive(values.type):
         return np.concatenate([c.to_numpy(zero_copy_only=False) for c in chunks]) if chunks \
             else np.zeros(0, dtype)

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from pileprep.core import atomic, tables
 from pileprep.core.errors import NotFoundError
 from pileprep.formats.indexed import FileArray
-from pileprep.formats.parts import numpy_of, read_parquet
+from pileprep.formats.parts import arrow_of, codes_of, dictionary_of, numpy_of, read_parquet
 from pileprep.core.files import PROVENANCE
 
 PART_SCHEMA = pa.schema([
@@ -52,37 +52,15 @@ ALIGNED_SCHEMA = pa.schema(list(SCHEMA) + [("match", pa.string()), ("candidates"
 
 
 def part_table(source: str, lines, subsets: list[str], tokens, nbytes) -> pa.Table:
-    # Arrays are wrapped from their buffers, not made by pa.array: pyarrow checks every input
-    # of pa.array against pandas types, importing pandas (0.4 s) in each worker to do so.
+    # Arrays are wrapped from their buffers, not made by pa.array (see parts.arrow_of).
     n = len(lines)
     return pa.table({
-        "source": _dictionary([source], np.zeros(n, np.int32)),
-        "line": _wrap(lines, pa.int64()),
-        "pile_set_name": _dictionary(*_codes(subsets)),
-        "tokens": _wrap(tokens, pa.int32()),
-        "bytes": _wrap(nbytes, pa.int64()),
+        "source": dictionary_of([source], np.zeros(n, np.int32)),
+        "line": arrow_of(lines, pa.int64()),
+        "pile_set_name": dictionary_of(*codes_of(subsets)),
+        "tokens": arrow_of(tokens, pa.int32()),
+        "bytes": arrow_of(nbytes, pa.int64()),
     }, schema=PART_SCHEMA)
-
-
-def _wrap(values, type_: pa.DataType) -> pa.Array:
-    values = np.ascontiguousarray(values, type_.to_pandas_dtype())
-    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
-
-
-def _codes(strings: list[str]) -> tuple[list[str], np.ndarray]:
-    """Distinct strings in order of first appearance, and each string's index among them."""
-    index: dict[str, int] = {}
-    codes = np.fromiter((index.setdefault(s, len(index)) for s in strings), np.int32, len(strings))
-    return list(index), codes
-
-
-def _dictionary(names: list[str], codes: np.ndarray) -> pa.DictionaryArray:
-    encoded = [name.encode() for name in names]
-    offsets = np.zeros(len(encoded) + 1, np.int32)
-    np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    strings = pa.Array.from_buffers(pa.string(), len(names), [
-        None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
-    return pa.DictionaryArray.from_arrays(_wrap(codes, pa.int32()), strings)
 
 
 def merge(parts: Iterable[str | Path], out_path: str | Path, row_group: int = ROW_GROUP) -> str:
@@ -340,7 +318,7 @@ def subset_totals(table) -> dict[str, list[int]]:
         if pa.types.is_dictionary(chunk.type):
             names, codes = chunk.dictionary.to_pylist(), numpy_of(chunk.indices)
         else:
-            names, codes = _codes(chunk.to_pylist())
+            names, codes = codes_of(chunk.to_pylist())
         stop = start + len(chunk)
         sums = np.zeros((len(names), 3), np.int64)
         np.add.at(sums, codes, np.stack([np.ones(len(codes), np.int64), tokens[start:stop],

@@ -159,9 +159,9 @@ def _align(od: OutputDir, cfg: BuildConfig) -> dict:
         cfg.tokenize, append_eod=_eod_convention(data, info.eod_id)))
     shards = discover(cfg.read.inputs)
     index_id = [data.index.path.stat().st_size, data.index.path.stat().st_mtime_ns]
-    fp = fingerprint(ALIGN_FORMAT, [(s.name, s.identity()) for s in shards], index_id,
-                     tokenizer_identity(cfg.tokenize.tokenizer), cfg.tokenize.append_eod,
-                     cfg.read.stage_settings())
+    fp = fingerprint(ALIGN_FORMAT, shuffle.FORMAT, [(s.name, s.identity()) for s in shards],
+                     index_id, tokenizer_identity(cfg.tokenize.tokenizer),
+                     cfg.tokenize.append_eod, cfg.read.stage_settings())
     work = out / WORK_DIR / f"align-{fp}"
     log(f"align: {len(shards)} raw input shard(s) against {len(data):,} documents "
         f"({'with' if cfg.tokenize.append_eod else 'without'} EOD, {engine} engine)", cfg.quiet)

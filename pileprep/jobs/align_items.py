@@ -241,7 +241,8 @@ def _align_items(od: OutputDir, cfg: BuildConfig, items: dict) -> dict:
     engine, _ = resolve_engine(cfg.tokenize.tokenizer, cfg.tokenize.engine)
     info = TokenizerInfo.of(cfg.tokenize.tokenizer, engine)
     shards = discover(cfg.read.inputs)
-    fp = fingerprint(ALIGN_ITEMS_FORMAT, W, ITEMS_PER_TASK, [(s.name, s.identity()) for s in shards],
+    fp = fingerprint(ALIGN_ITEMS_FORMAT, shuffle.FORMAT, W, ITEMS_PER_TASK,
+                     [(s.name, s.identity()) for s in shards],
                      tokenizer_identity(cfg.tokenize.tokenizer), cfg.read.stage_settings(),
                      items, files_identity([index_path(prefix)]))
     work = od.work / f"align-items-{fp}"

@@ -37,7 +37,7 @@ from pileprep.core.errors import ConfigError
 METHOD_KEY = "distributed.worker.multiprocessing-method"
 METHOD_ENV = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"  # the user's choice: kept
 WARM_MODULE = "pileprep.runner.warm"  # the server's preload
-SPEC = "PILEPREP_PREFORK"  # what it warms, JSON: {"modules": [...], "tokenizer", "engine"}
+SPEC = "PILEPREP_PREFORK"  # what it warms, JSON: {"modules": [...], "tokenizer", "engine", "minhash"}
 # Dask starts workers with MALLOC_TRIM_THRESHOLD_ set, which also freezes glibc's mmap threshold
 # at 128 KiB: every larger buffer (a batch's code points and ids, Arrow pages) is then mapped,
 # faulted in page by page and unmapped again, batch after batch: 11.3 s instead of 9.8 s for the
@@ -88,8 +88,12 @@ def start_for(cfg: BuildConfig, tokenize: bool = True) -> None:
         return
     worker_environ()
     _warmed = cfg.tokenize.tokenizer if tokenize else None
-    modules = ["pileprep.stages.ingest", *(["pileprep.stages.dedup"] if cfg.dedup.enabled else [])]
-    _start({"modules": modules, "tokenizer": _warmed, "engine": cfg.tokenize.engine})
+    spec = {"modules": ["pileprep.stages.ingest"], "tokenizer": _warmed,
+            "engine": cfg.tokenize.engine}
+    if cfg.dedup.enabled:
+        spec["modules"].append("pileprep.stages.dedup")
+        spec["minhash"] = [cfg.dedup.num_perm, cfg.dedup.seed, cfg.dedup.shingle_words]
+    _start(spec)
 
 
 def start_method() -> str:

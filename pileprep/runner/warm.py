@@ -2,10 +2,11 @@
 :mod:`pileprep.runner.prefork`): do once, in that server, the start-up every worker would
 otherwise repeat.
 
-Importing Dask's worker, pyarrow and the build's task modules, numba's compiler start and the
-tokenizer engine's tables cost each spawned worker ~2 s of CPU before its first document. Done
-here, every worker forked afterwards has them already. Nothing here may stop the server: a
-failure only leaves a worker to do the same work itself, where any error is reported as usual.
+Importing Dask's worker, pyarrow and the build's task modules, numba's compiler start, the
+tokenizer engine's tables and, for ``--dedup``, the MinHash pass's compiled code cost each
+spawned worker ~2 s of CPU before its first document. Done here, every worker forked afterwards
+has them already. Nothing here may stop the server: a failure only leaves a worker to do the
+same work itself, where any error is reported as usual.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ def _warm() -> None:
     spec = json.loads(os.environ.get(SPEC) or "{}")
     for module in spec.get("modules", ()):
         importlib.import_module(module)
+    if spec.get("minhash"):
+        # Loading the MinHash pass's compiled code from numba's cache: ~0.45 s of CPU that
+        # every worker of a --dedup build paid at its first partition (num_perm, seed, words).
+        from pileprep.dedup import minhash
+
+        minhash.signatures(WARM_TEXTS, *spec["minhash"])
     tokenizer = spec.get("tokenizer")
     # A file only: a hub id would download here too. The fast engine only: the reference
     # engine's thread pool (TOKENIZERS_PARALLELISM=true) does not survive a fork, and it

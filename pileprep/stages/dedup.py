@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,12 +29,14 @@ from pileprep.runner.tasks import Stage, Task
 from pileprep.stages.pack import Appender
 from pileprep.stages.report import sum_subsets
 
-SIG_FORMAT = 1
+SIG_FORMAT = 2  # 2: the signatures in a .npy matrix beside the parquet file
 DEDUP_FORMAT = 1
 BUCKET_ROWS = 1 << 22  # band rows per shuffle bucket: ~64 MiB, sorted in ~200 MiB
 WRITE_AHEAD = 2  # kept-token writes queued per worker past the hashed prefix (drop_duplicates)
-# Below this many bytes of token parts the driver drops and writes them itself: two rounds of
-# tasks cost ~0.4 s of round trips (60 MB of real text: 0.61 s on the workers, 0.2 s here).
+# Below this many bytes of token parts (of signatures) the driver drops and appends them
+# itself (runs the LSH steps on all documents at once, steps.in_memory): rounds of tasks over
+# partitions cost more than such work (60 MB of real text: dropping and writing 0.61 s on the
+# workers; the five LSH rounds 0.5 s there, 0.1 s at once).
 LOCAL_BYTES = 64 << 20
 
 
@@ -76,14 +79,35 @@ def dedup(runner: Runner, parts: Sequence[Partition], shas: Sequence[str], sig_d
 
     bands, band_rows = minhash.banding(cfg)
     n_buckets = max(1, math.ceil(int(rows.sum()) * bands / BUCKET_ROWS))
-    fp = fingerprint(DEDUP_FORMAT, sig_dir.name, list(shas), [p.rows for p in parts],
-                     cfg.threshold, bands, band_rows, cfg.verify, n_buckets)
+    fp = fingerprint(DEDUP_FORMAT, shuffle.FORMAT, sig_dir.name, list(shas),
+                     [p.rows for p in parts], cfg.threshold, bands, band_rows, cfg.verify, n_buckets)
     work = work / f"dedup-{fp}"
     work.mkdir(parents=True, exist_ok=True)
     log(f"dedup: threshold {cfg.threshold}, {bands} bands x {band_rows} rows of {cfg.num_perm} "
         f"permutations, {n_buckets} buckets, verify {'on' if cfg.verify else 'off'}", runner.quiet)
 
-    n = len(parts)
+    removed_path = work / "removed.npy"
+    if int(rows.sum()) * cfg.num_perm * 4 < LOCAL_BYTES:
+        counts = runner.run([_task(work, "lsh", steps.in_memory,
+                                   ([str(p) for p in sig_paths], bands, band_rows, cfg.threshold,
+                                    cfg.verify, str(removed_path)))], "lsh", here=True)[0]
+    else:
+        counts = _lsh_tasks(runner, work, sig_paths, offsets, (bands, band_rows), n_buckets, cfg,
+                            removed_path, keep_work)
+    stats = {"threshold": cfg.threshold, "num_perm": cfg.num_perm, "bands": bands,
+             "rows": band_rows, "verify": cfg.verify, "buckets": n_buckets,
+             "candidate_pairs": counts.pop("candidates"), "verified_pairs": counts.pop("verified"),
+             **counts}
+    return DedupResult(np.load(removed_path), offsets, sig_paths, stats, fp, list(parts))
+
+
+def _lsh_tasks(runner: Runner, work: Path, sig_paths: Sequence[Path], offsets: np.ndarray,
+               banding: tuple[int, int], n_buckets: int, cfg: DedupConfig, removed_path: Path,
+               keep_work: bool) -> dict:
+    """The LSH steps as rounds of tasks over partitions and buckets (:mod:`pileprep.dedup.steps`);
+    the candidate and verified pair counts and the components' counts."""
+    n = len(sig_paths)
+    bands, band_rows = banding
     band_pfx = [str(work / f"band-{i:05d}") for i in range(n)]
     runner.run([_task(work, f"band-{i:05d}", steps.band_task,
                       (str(sig_paths[i]), int(offsets[i]), bands, band_rows, n_buckets, band_pfx[i]))
@@ -109,18 +133,13 @@ def dedup(runner: Runner, parts: Sequence[Partition], shas: Sequence[str], sig_d
         checks = runner.run([_task(work, f"edges-{i:05d}", steps.unverified_task,
                                    (i, group_pfx, edge_paths[i])) for i in range(n)], "pairs")
         consumed(group_pfx)
-    removed_path = work / "removed.npy"
-    comp = runner.run([_task(work, "removed", steps.components,
-                             (edge_paths, str(removed_path)))], "components")[0]
-    stats = {"threshold": cfg.threshold, "num_perm": cfg.num_perm, "bands": bands,
-             "rows": band_rows, "verify": cfg.verify, "buckets": n_buckets,
-             "candidate_pairs": sum(c["candidates"] for c in checks),
-             "verified_pairs": sum(c["verified"] for c in checks), **comp}
-    removed = np.load(removed_path)
+    comp = runner.run([_task(work, "removed", steps.components, (edge_paths, str(removed_path)))],
+                      "components")[0]
     if not keep_work:
         for path in edge_paths:
             Path(path).unlink(missing_ok=True)
-    return DedupResult(removed, offsets, sig_paths, stats, fp, list(parts))
+    return {"candidates": sum(c["candidates"] for c in checks),
+            "verified": sum(c["verified"] for c in checks), **comp}
 
 
 def _delete_shuffle(prefixes: Sequence[str]) -> None:
@@ -152,16 +171,14 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
     """Write the token parts without the removed documents into the dataset's ``.bin``; the
     parts as packed, and what was removed per subset.
 
-    Two rounds of tasks instead of one process appending every part: each part's provenance
-    less its removed documents (which gives its kept size, so its offset in the ``.bin``),
-    then its kept tokens copied into its own range of the preallocated file, all parts at
-    once (in the driver itself when the parts are small, ``LOCAL_BYTES``: the same tasks,
-    records and bytes). The driver follows the writers in order, hashing each range once it
-    and every range before it are written, and records the written prefix as the appender
-    does (a rerun resumes after it and deletes no part it has not recorded).
-    ``dropped_hook(parts as packed, removed per subset)`` is called between the rounds, when
-    both are known."""
-    positions = [(i, p.index) for i, s in enumerate(shard_results) for p in s.partitions]
+    First each part's provenance less its removed documents, as tasks (which gives its kept
+    size, so its offset in the ``.bin``); then its kept tokens, copied by tasks into their own
+    ranges of the preallocated file, all parts at once (:func:`_write_in_place`), or, when the
+    parts are small (``LOCAL_BYTES``), appended by the driver itself as a plain build appends
+    (:func:`_append_kept`: one write, hash and record where each part costs a task, a sync and
+    a record). Either way the appender's record says how far the file is written, and a rerun
+    resumes after it. ``dropped_hook(parts as packed, removed per subset)`` is called between
+    the rounds, when both are known."""
     drops = [d.tolist() for d in apply.rows_by_partition(dup.removed, dup.offsets)]
     workdir = appender.path.parent
     stems = [Path(part.prov).name.removesuffix(".prov.parquet") for part in parts]
@@ -176,9 +193,63 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
     removed = sum_subsets([d.removed for d in dropped])
     if dropped_hook is not None:
         dropped_hook([d.packed for d in dropped], removed)
-    sizes = [d.nbytes for d in dropped]
+    positions = [(i, p.index) for i, s in enumerate(shard_results) for p in s.partitions]
+    kept = _KeptParts(positions, parts, drops, dropped, stems, dtype)
+    if here:
+        _append_kept(appender, shard_results, kept, runner.quiet)
+    else:
+        _write_in_place(runner, appender, shard_results, kept)
+    for i, s in enumerate(shard_results):
+        appender.shard_done(i, len(s.partitions))
+    return appender.parts(len(shard_results)), removed
+
+
+@dataclass(frozen=True)
+class _KeptParts:
+    """The token parts (with their positions), what to drop of each (rows) and each as
+    dropped (``DroppedPart``)."""
+
+    positions: list[tuple[int, int]]
+    parts: Sequence[TokenPart]
+    drops: list[list[int]]
+    dropped: list[DroppedPart]
+    stems: list[str]
+    dtype: str
+
+
+def _append_kept(appender: Appender, shard_results: Sequence[ShardResult], kept: _KeptParts,
+                 quiet: bool) -> None:
+    """The driver appends every part's kept tokens in order (small parts: see
+    :func:`drop_duplicates`)."""
+    positions = kept.positions
+    index = {pos: i for i, pos in enumerate(positions)}
+
+    def select(part: TokenPart, pos, tokens: bool):
+        i = index[pos]
+        data = apply.kept_bytes(part.bin, part.prov, kept.drops[i], kept.dtype) if tokens else None
+        return data, kept.dropped[i].packed
+
+    bar = Progress("write kept", sum(d.nbytes for d in kept.dropped), len(positions), quiet=quiet)
+    # Synced (and the parts appended deleted) every quarter of LOCAL_BYTES: scratch holds at
+    # most that much twice, not every part and the whole kept file (1.7x the outputs at 60 MB).
+    appender.extend(list(zip(positions, kept.parts)),
+                    {i: len(s.partitions) for i, s in enumerate(shard_results)}, select,
+                    sync_bytes=LOCAL_BYTES // 4)
+    bar.update(items=len(positions), nbytes=sum(d.nbytes for d in kept.dropped))
+    bar.close()
+
+
+def _write_in_place(runner: Runner, appender: Appender, shard_results: Sequence[ShardResult],
+                    kept: _KeptParts) -> None:
+    """Tasks copy each part's kept tokens into its own range of the preallocated ``.bin``;
+    the driver follows them in order, hashing each range once it and every range before it
+    are written, and records the written prefix as the appender does (a rerun resumes after
+    it and deletes no part it has not recorded)."""
+    positions, parts, stems, dtype = kept.positions, kept.parts, kept.stems, kept.dtype
+    sizes = [d.nbytes for d in kept.dropped]
     offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).tolist()
     appender.preallocate(offsets[-1])
+    workdir = appender.path.parent
     # Write records hold for this run only: a killed run's writes past the recorded prefix
     # were cut off when the appender resumed.
     writes = workdir / "writes"
@@ -189,7 +260,7 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
         raise PilePrepError(f"pack: {appender.path} holds {appender.nbytes} bytes, the parts "
                             f"before {stems[todo[0]]} {offsets[todo[0]]}")
     tasks = [Task(name=f"write {stems[i]}", stage=Stage.DEDUP, fn=apply.write_kept_task,
-                  kwargs=dict(bin_path=parts[i].bin, prov_path=parts[i].prov, drop=drops[i],
+                  kwargs=dict(bin_path=parts[i].bin, prov_path=parts[i].prov, drop=kept.drops[i],
                               dtype=dtype, target=str(appender.path), offset=offsets[i],
                               nbytes=sizes[i]),
                   done=writes / f"{stems[i]}.done.json", order=i) for i in todo]
@@ -201,7 +272,7 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
         nonlocal nxt
         ready = []
         while nxt < len(parts) and nxt in written:
-            ready.append((positions[nxt], parts[nxt], dropped[nxt].packed, sizes[nxt]))
+            ready.append((positions[nxt], parts[nxt], kept.dropped[nxt].packed, sizes[nxt]))
             nxt += 1
         if ready:
             appender.take_written(ready)
@@ -221,7 +292,7 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
         return tasks[start:queued]
 
     bar = Progress("write kept", offsets[-1] - appender.nbytes, len(tasks), quiet=runner.quiet)
-    for task, result in runner.run_graph(tasks[:queued], more, here=here):
+    for task, result in runner.run_graph(tasks[:queued], more):
         written.add(index[task.name])
         bar.update(items=1, nbytes=result["bytes"])
         take()
@@ -230,9 +301,6 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
     if nxt != len(parts):  # every write finished, yet the prefix stopped short: a driver bug
         raise PilePrepError(f"pack: parts after {stems[nxt - 1] if nxt else 'the start'} not written")
     shutil.rmtree(writes, ignore_errors=True)
-    for i, s in enumerate(shard_results):
-        appender.shard_done(i, len(s.partitions))
-    return appender.parts(len(shard_results)), removed
 
 
 def write_outputs(folder: Path, dup: DedupResult, summary: dict) -> dict[str, str]:

@@ -80,11 +80,20 @@ class Appender:
         self.waiting[pos] = part
         self._drain()
 
+    def extend(self, parts: Sequence[tuple[Position, TokenPart]], counts: dict[int, int],
+               select=None, sync_bytes: int = SYNC_BYTES) -> None:
+        """Many parts at once, with their shards' partition counts, appended in one pass: one
+        fsync and record per ``sync_bytes``, not per part (the parts appended are deleted
+        then: scratch holds that many bytes twice). ``select`` as the constructor's."""
+        self.waiting.update(parts)
+        self.counts.update(counts)
+        self._drain(select, sync_bytes)
+
     def shard_done(self, shard: int, partitions: int) -> None:
         self.counts[shard] = partitions
         self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self, select=None, sync_bytes: int = SYNC_BYTES) -> None:
         """Append every part that is next in order, in one write, one fsync and one record."""
         ready = []
         while True:
@@ -97,9 +106,9 @@ class Appender:
             else:
                 break
         if ready:
-            self._append(ready)
+            self._append(ready, select or self.select, sync_bytes)
 
-    def _append(self, ready: list[tuple[Position, TokenPart]]) -> None:
+    def _append(self, ready: list[tuple[Position, TokenPart]], select, sync_bytes: int) -> None:
         """Parts one after the other (one in memory at a time); an fsync and a record, then the
         parts' deletion, after each ``SYNC_BYTES`` and at the end: a shard that waited for an
         earlier one is appended in a few syncs, yet never sits on disk twice whole."""
@@ -108,9 +117,9 @@ class Appender:
         with open(self.path, "ab") as f:
             for pos, part in ready:
                 if self.claims(pos):  # appended by an earlier run
-                    _, self.packed[pos] = self.select(part, pos, False)
+                    _, self.packed[pos] = select(part, pos, False)
                 else:
-                    data, self.packed[pos] = self.select(part, pos, True)
+                    data, self.packed[pos] = select(part, pos, True)
                     append_bytes(f, data)
                     self.sha.update(data)
                     self.nbytes += len(data)
@@ -118,7 +127,7 @@ class Appender:
                     self.last = pos
                     del data
                 done.append(part)
-                if pending >= SYNC_BYTES:
+                if pending >= sync_bytes:
                     self._sync(f, done, pending)
                     done, pending = [], 0
             self._sync(f, done, pending)
