@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -141,21 +141,27 @@ def kept_runs(sizes: np.ndarray, drop: np.ndarray, itemsize: int) -> tuple[np.nd
     return starts[first], ends[stop - 1] - starts[first]
 
 
-def kept_bytes(bin_path: str, prov_path: str, drop: list[int], dtype: str) -> bytes:
-    """The kept documents' tokens of one part, in order (a part at a time in memory)."""
+_COPY = 8 << 20  # bytes per read and write: a task's memory does not grow with the part
+
+
+def kept_blocks(bin_path: str, prov_path: str, drop: list[int], dtype: str,
+                nbytes: int | None = None) -> Iterator[bytes]:
+    """The kept documents' tokens of one part, in order, in blocks of at most ``_COPY`` bytes;
+    ``nbytes``: what the caller expects them to add up to (a range it gave)."""
     starts, lengths = kept_runs(provenance.part_sizes(prov_path), drop, np.dtype(dtype).itemsize)
+    if nbytes is not None and int(lengths.sum()) != nbytes:  # a driver bug
+        raise PilePrepError(f"{bin_path}: {int(lengths.sum())} kept bytes, a range of {nbytes}")
     fd = os.open(bin_path, os.O_RDONLY)
     try:
-        pieces = [os.pread(fd, length, start) for start, length in zip(starts.tolist(),
-                                                                         lengths.tolist())]
+        for start, length in zip(starts.tolist(), lengths.tolist()):
+            for k in range(start, start + length, _COPY):
+                want = min(_COPY, start + length - k)
+                block = os.pread(fd, want, k)
+                if len(block) != want:
+                    raise IntegrityError(f"{bin_path}: shorter than its provenance says")
+                yield block
     finally:
         os.close(fd)
-    if sum(map(len, pieces)) != int(lengths.sum()):
-        raise IntegrityError(f"{bin_path}: shorter than its provenance says")
-    return b"".join(pieces)
-
-
-_COPY = 8 << 20  # bytes per read and write: a task's memory does not grow with the part
 
 
 def write_kept_task(bin_path: str, prov_path: str, drop: list[int], dtype: str, target: str,
@@ -164,28 +170,16 @@ def write_kept_task(bin_path: str, prov_path: str, drop: list[int], dtype: str, 
     dataset's ``.bin`` will be) at ``offset``: the parts of a deduplicated build are written
     in parallel, each into its own range, instead of appended one after the other by the
     driver. Synced before the task's record says it is done."""
-    starts, lengths = kept_runs(provenance.part_sizes(prov_path), drop, np.dtype(dtype).itemsize)
-    if int(lengths.sum()) != nbytes:  # a driver bug: the range it gave is not this part's
-        raise PilePrepError(f"{bin_path}: {int(lengths.sum())} kept bytes, a range of {nbytes}")
-    src = os.open(bin_path, os.O_RDONLY)
-    try:
-        dst = os.open(target, os.O_WRONLY)
-    except OSError:
-        os.close(src)
-        raise
+    blocks = kept_blocks(bin_path, prov_path, drop, dtype, nbytes)
+    dst = os.open(target, os.O_WRONLY)
     try:
         at = offset
-        for start, length in zip(starts.tolist(), lengths.tolist()):
-            for k in range(start, start + length, _COPY):
-                want = min(_COPY, start + length - k)
-                block = os.pread(src, want, k)
-                if len(block) != want:
-                    raise IntegrityError(f"{bin_path}: shorter than its provenance says")
-                atomic.write_at(dst, block, at, target, pwrite)
-                at += len(block)
+        for block in blocks:
+            atomic.write_at(dst, block, at, target, pwrite)
+            at += len(block)
         os.fsync(dst)
     finally:
-        os.close(src)
+        blocks.close()
         os.close(dst)
     return {"bytes": nbytes}
 

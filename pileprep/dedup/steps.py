@@ -92,12 +92,23 @@ def load_signatures(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def band_task(sig_path: str, gid0: int, bands: int, rows: int, n_buckets: int, out_prefix: str) -> int:
     sig, has = load_signatures(sig_path)
-    gids = np.flatnonzero(has) + gid0
+    out = band_rows_of(sig, has, gid0, bands, rows)
+    return shuffle.write(out_prefix, out, (out["key"] % np.uint64(n_buckets)).astype(np.int64), n_buckets)
+
+
+def band_rows_of(sig: np.ndarray, has: np.ndarray, gid0: int, bands: int, rows: int) -> np.ndarray:
+    """A (band key, gid) row per band of every document with shingles, in gid order."""
     keys = minhash.band_keys(sig[has], bands, rows)
     out = np.empty(keys.size, BAND_ROW)
-    out["key"] = keys.ravel()
-    out["gid"] = np.repeat(gids, bands)
-    return shuffle.write(out_prefix, out, (out["key"] % np.uint64(n_buckets)).astype(np.int64), n_buckets)
+    out["key"], out["gid"] = keys.ravel(), np.repeat(np.flatnonzero(has) + gid0, bands)
+    return out
+
+
+def edges_of(a: np.ndarray, b: np.ndarray, sims: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The kept pairs ``(a, b)`` with their estimated similarity, as edges."""
+    edges = np.empty(int(keep.sum()), EDGE_ROW)
+    edges["a"], edges["b"], edges["sim"] = a[keep], b[keep], sims[keep]
+    return edges
 
 
 def part_of(gids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -154,8 +165,7 @@ def verify_task(q: int, attach_prefixes: Sequence[str], sig_path: str, gid0: int
     rows = shuffle.read(attach_prefixes, q, attach_row(sig.shape[1]))
     sims = minhash.jaccard(rows["sig"], sig[rows["b"] - gid0]) if len(rows) else np.zeros(0)
     keep = sims >= threshold
-    edges = np.empty(int(keep.sum()), EDGE_ROW)
-    edges["a"], edges["b"], edges["sim"] = rows["a"][keep], rows["b"][keep], sims[keep]
+    edges = edges_of(rows["a"], rows["b"], sims, keep)
     atomic.save_npy(out_path, edges[np.lexsort((edges["b"], edges["a"]))])
     return {"candidates": int(len(rows)), "verified": int(keep.sum())}
 
@@ -163,8 +173,8 @@ def verify_task(q: int, attach_prefixes: Sequence[str], sig_path: str, gid0: int
 def unverified_task(p: int, group_prefixes: Sequence[str], out_path: str) -> dict:
     """Without verification every candidate pair is an edge (similarity unknown: NaN)."""
     pairs = unique_pairs(shuffle.read(group_prefixes, p, PAIR_ROW))
-    edges = np.empty(len(pairs), EDGE_ROW)
-    edges["a"], edges["b"], edges["sim"] = pairs["a"], pairs["b"], np.nan
+    edges = edges_of(pairs["a"], pairs["b"], np.full(len(pairs), np.nan, np.float32),
+                     np.ones(len(pairs), bool))
     atomic.save_npy(out_path, edges)
     return {"candidates": int(len(pairs)), "verified": int(len(pairs))}
 
@@ -222,16 +232,10 @@ def in_memory(sig_paths: Sequence[str], bands: int, rows: int, threshold: float,
     loaded = [load_signatures(p) for p in sig_paths]
     sig = np.concatenate([s for s, _ in loaded]) if loaded else np.zeros((0, 1), np.uint32)
     has = np.concatenate([h for _, h in loaded]) if loaded else np.zeros(0, bool)
-    gids = np.flatnonzero(has)
-    keys = minhash.band_keys(sig[has], bands, rows)
-    band_rows = np.empty(keys.size, BAND_ROW)
-    band_rows["key"], band_rows["gid"] = keys.ravel(), np.repeat(gids, bands)
-    pairs = candidate_pairs(band_rows)
+    pairs = candidate_pairs(band_rows_of(sig, has, 0, bands, rows))
     sims = (minhash.jaccard(sig[pairs["a"]], sig[pairs["b"]]) if verify and len(pairs)
             else np.full(len(pairs), np.nan))
     keep = sims >= threshold if verify else np.ones(len(pairs), bool)
-    edges = np.empty(int(keep.sum()), EDGE_ROW)
-    edges["a"], edges["b"], edges["sim"] = pairs["a"][keep], pairs["b"][keep], sims[keep]
-    removed, stats = removed_documents(edges)
+    removed, stats = removed_documents(edges_of(pairs["a"], pairs["b"], sims, keep))
     atomic.save_npy(out_path, removed)
     return {"candidates": int(len(pairs)), "verified": int(keep.sum()), **stats}

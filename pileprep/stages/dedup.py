@@ -226,7 +226,8 @@ def _append_kept(appender: Appender, shard_results: Sequence[ShardResult], kept:
 
     def select(part: TokenPart, pos, tokens: bool):
         i = index[pos]
-        data = apply.kept_bytes(part.bin, part.prov, kept.drops[i], kept.dtype) if tokens else None
+        data = (b"".join(apply.kept_blocks(part.bin, part.prov, kept.drops[i], kept.dtype))
+                if tokens else None)
         return data, kept.dropped[i].packed
 
     bar = Progress("write kept", sum(d.nbytes for d in kept.dropped), len(positions), quiet=quiet)
