@@ -30,6 +30,9 @@ ADVERSARIAL = [
     "control\x00bytes\x01 stay\x1b in words\x1c but\x1dthese\x1e are\x1f spaces\x0b\x0c ok",
     "\u2003em\u2002spaces\u3000ideographic\u00a0nbsp\u2028line\u0085nel and words",
     "ΣΊΣΥΦΟΣ ΟΔΟΣ final sigma İstanbul ǅ ﬁ",
+    # lowered by the compiled pass's table: Kelvin sign to ASCII, 2- to 3-byte mappings
+    # (U+023A), the capital sharp s, astral letters (Deseret), Cherokee, titlecase digraphs
+    "\u212a elvin ÀÉÎÕÜ ÇA ΑΒΓΔ \u023a\u023e ẞ \U00010400\U00010401 \u13a0\u13a1 ǄǅǆǇ words",
 ]
 
 

@@ -26,10 +26,12 @@ SCHEDULE = ["--seq-length", "64", "--batch-size", "4", "--train-iters", "30"]
 NAME = "pile_0.87_deduped_text_document"
 
 
-# The CLI with every --dedup step as rounds of tasks, as for a corpus over LOCAL_BYTES (these
-# are far smaller: the driver would run the LSH steps at once and append the kept tokens).
-IN_TASKS = ("import sys; from pileprep.stages import dedup; dedup.LOCAL_BYTES = 0; "
-            "from pileprep.cli.main import main; sys.exit(main(sys.argv[1:]))")
+# The CLI with every --dedup step as rounds of tasks, as for a corpus over LOCAL_BYTES, and a
+# record of the kept tokens after every part, as for parts of RECORD_BYTES (these are far
+# smaller: the driver would run the LSH steps at once and append the kept tokens).
+IN_TASKS = ("import sys; from pileprep.stages import dedup, pack; dedup.LOCAL_BYTES = 0; "
+            "pack.RECORD_BYTES = 0; from pileprep.cli.main import main; "
+            "sys.exit(main(sys.argv[1:]))")
 
 
 def _cli(*args, env=None, in_tasks=False):

@@ -67,9 +67,31 @@ def _fmix32_nb(h):
 
 
 @numba.njit(cache=True, nogil=True)
-def minhash_batch(raw, starts, ends, n, a, b, out, has):
-    """Signatures of the documents ``raw[starts[d]:ends[d]]`` (NFC, lower-cased UTF-8; ASCII
-    upper case is lowered here) into ``out[d]``; ``has[d]`` says whether it has a shingle.
+def _utf8_len(cp):
+    return 1 if cp < 0x80 else (2 if cp < 0x800 else (3 if cp < 0x10000 else 4))
+
+
+@numba.njit(cache=True, nogil=True)
+def _utf8_byte(cp, j):
+    """Byte ``j`` of the UTF-8 encoding of code point ``cp``."""
+    size = _utf8_len(cp)
+    if size == 1:
+        return cp
+    shift = 6 * (size - 1 - j)
+    if j == 0:
+        return ((0xF00 >> size) & 0xFF) | (cp >> shift)
+    return 0x80 | ((cp >> shift) & 0x3F)
+
+
+@numba.njit(cache=True, nogil=True)
+def minhash_batch(raw, starts, ends, n, a, b, out, has, lower_cp, redo):
+    """Signatures of the documents ``raw[starts[d]:ends[d]]`` (NFC UTF-8) into ``out[d]``;
+    ``has[d]`` says whether it has a shingle.
+
+    Lower case is applied here, character by character: ASCII by a byte table, other
+    characters by ``lower_cp`` (code point -> its ``str.lower``, -1 where that is not one
+    character independent of its neighbours: then ``redo[d]`` is set and the caller signs the
+    document again, lowered by Python; an empty ``lower_cp`` leaves non-ASCII as it is).
 
     One pass over each document finds its words and the polynomial hash of the normalized text
     (words joined by single spaces) at every word start and end, so a shingle's hash is a
@@ -108,10 +130,27 @@ def minhash_batch(raw, starts, ends, n, a, b, out, has):
                     ipw *= base_inv
                 w_pre[words], w_inv[words] = acc, ipw
                 in_word = True
-            acc += np.uint64(_LOWER[raw[i]]) * pw
-            pw *= base
-            ipw *= base_inv
-            i += 1
+            c = raw[i]
+            if c < 0x80 or lower_cp.shape[0] == 0:
+                acc += np.uint64(_LOWER[c]) * pw
+                pw *= base
+                ipw *= base_inv
+                i += 1
+                continue
+            # A non-ASCII character: its lower case from the table, as UTF-8 bytes.
+            size = 2 if c < 0xE0 else (3 if c < 0xF0 else 4)
+            cp = np.int64(c & (0x1F if size == 2 else (0x0F if size == 3 else 0x07)))
+            for j in range(1, size):
+                cp = (cp << 6) | (raw[i + j] & 0x3F)
+            cp = lower_cp[cp]
+            if cp < 0:  # its lower case depends on its neighbours or is several characters
+                redo[d] = True
+                cp = 0
+            for j in range(_utf8_len(cp)):
+                acc += np.uint64(_utf8_byte(cp, j)) * pw
+                pw *= base
+                ipw *= base_inv
+            i += size
         if in_word:
             w_end[words] = acc
             words += 1
@@ -121,5 +160,5 @@ def minhash_batch(raw, starts, ends, n, a, b, out, has):
             last = min(first + n - 1, words - 1)
             h = np.uint32(_fmix64_nb((w_end[last] - w_pre[first]) * w_inv[first]) >> np.uint64(32))
             h = _fmix32_nb(h)
-            for p in range(P):  # one simple loop: the compiler vectorizes it (a min, not a
-                row[p] = min(row[p], np.uint32(a[p] * h + b[p]))  # branch: 10 % faster)
+            for p in range(P):  # one simple loop: the compiler vectorizes it
+                row[p] = min(row[p], np.uint32(a[p] * h + b[p]))

@@ -98,7 +98,8 @@ def band_task(sig_path: str, gid0: int, bands: int, rows: int, n_buckets: int, o
 
 def band_rows_of(sig: np.ndarray, has: np.ndarray, gid0: int, bands: int, rows: int) -> np.ndarray:
     """A (band key, gid) row per band of every document with shingles, in gid order."""
-    keys = minhash.band_keys(sig[has], bands, rows)
+    keys = minhash.band_keys(sig, bands, rows)  # of every row: no copy of the matrix
+    keys = keys if has.all() else keys[has]
     out = np.empty(keys.size, BAND_ROW)
     out["key"], out["gid"] = keys.ravel(), np.repeat(np.flatnonzero(has) + gid0, bands)
     return out

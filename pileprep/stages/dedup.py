@@ -269,14 +269,14 @@ def _write_in_place(runner: Runner, appender: Appender, shard_results: Sequence[
     index = {t.name: i for t, i in zip(tasks, todo)}
     nxt = 0
 
-    def take() -> None:
+    def take(final: bool = False) -> None:
         nonlocal nxt
         ready = []
         while nxt < len(parts) and nxt in written:
             ready.append((positions[nxt], parts[nxt], kept.dropped[nxt].packed, sizes[nxt]))
             nxt += 1
-        if ready:
-            appender.take_written(ready)
+        if ready or final:
+            appender.take_written(ready, final)
 
     take()
     # Writers run at most WRITE_AHEAD parts per worker past the hashed prefix: a part's .bin is
@@ -298,7 +298,7 @@ def _write_in_place(runner: Runner, appender: Appender, shard_results: Sequence[
         bar.update(items=1, nbytes=result["bytes"])
         take()
     bar.close()
-    take()
+    take(final=True)
     if nxt != len(parts):  # every write finished, yet the prefix stopped short: a driver bug
         raise PilePrepError(f"pack: parts after {stems[nxt - 1] if nxt else 'the start'} not written")
     shutil.rmtree(writes, ignore_errors=True)
