@@ -167,8 +167,8 @@ def test_dedup_output_independent_of_workers_and_partitions(pairs, tokenizer_spe
     assert tasks["buckets"] > 1 and one["buckets"] == 1
     assert {k: v for k, v in one.items() if k != "buckets"} == \
         {k: v for k, v in tasks.items() if k != "buckets"}
-    for name in ("duplicates.parquet", "dedup_report.md", "dedup_similarity.png",
-                 "dedup_removal_by_subset.png"):
+    for name in ("duplicates.parquet", "dedup_report.md", "dedup_similarity.svg",
+                 "dedup_removal_by_subset.svg"):
         assert (out / f"d1{verify}" / name).read_bytes() == (out / f"d2{verify}" / name).read_bytes(), name
 
 

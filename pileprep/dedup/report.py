@@ -1,21 +1,20 @@
-"""The dedup part of ``report.json`` and a human-readable report: Markdown with two PNG charts.
-
-The charts (``pileprep.formats.charts``) are byte-stable: the same result always gives the same bytes.
-"""
+"""The dedup part of ``report.json`` and a human-readable report: Markdown with two SVG charts
+(:mod:`pileprep.formats.svg`: the same result always gives the same bytes)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from pileprep.core import atomic
 from pileprep.core.files import DEDUP_MARKDOWN
-from pileprep.formats import charts
+from pileprep.formats import svg
 
 MARKDOWN = DEDUP_MARKDOWN
-RATES_PNG = "dedup_removal_by_subset.png"
-SIMILARITY_PNG = "dedup_similarity.png"
+RATES_CHART = "dedup_removal_by_subset.svg"
+SIMILARITY_CHART = "dedup_similarity.svg"
 
 
 def summary(dup, kept_subsets: dict[str, dict[str, int]]) -> dict:
@@ -36,25 +35,19 @@ def summary(dup, kept_subsets: dict[str, dict[str, int]]) -> dict:
 
 def write(out: Path, dup, summ: dict) -> dict[str, str]:
     """Write the Markdown report and its charts into ``out``; return ``{name: sha256}``."""
-    plt = charts.pyplot()
     subsets = summ["by_subset"]
     counted = summ.get("tokens_counted", True)
     names = sorted(subsets, key=lambda n: -subsets[n]["rate"])
-    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.3 * len(names) + 1)))
-    ax.barh([n or "(none)" for n in names][::-1], [100 * subsets[n]["rate"] for n in names][::-1])
-    ax.set_xlabel("documents removed (%)")
-    ax.set_title(f"Near-duplicates removed per subset (Jaccard >= {summ['threshold']:g})")
-    fig.tight_layout()
-    hashes = {RATES_PNG: charts.save(fig, out / RATES_PNG)}
-
+    rates = svg.bars([n or "(none)" for n in names], [100 * subsets[n]["rate"] for n in names],
+                     f"Near-duplicates removed per subset (Jaccard >= {summ['threshold']:g})",
+                     "documents removed (%)")
     sims = dup.removed["sim"][np.isfinite(dup.removed["sim"])]
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.hist(sims, bins=np.linspace(min(summ["threshold"], 0.5), 1.0, 41))
-    ax.set_xlabel("estimated Jaccard similarity of a removed document (best edge)")
-    ax.set_ylabel("documents")
-    ax.set_title("Similarity of removed documents" + ("" if len(sims) else " (not verified)"))
-    fig.tight_layout()
-    hashes[SIMILARITY_PNG] = charts.save(fig, out / SIMILARITY_PNG)
+    similarity = svg.histogram(
+        sims, np.linspace(min(summ["threshold"], 0.5), 1.0, 41),
+        "Similarity of removed documents" + ("" if len(sims) else " (not verified)"),
+        "estimated Jaccard similarity of a removed document (best edge)", "documents")
+    hashes = {RATES_CHART: _write(out / RATES_CHART, rates),
+              SIMILARITY_CHART: _write(out / SIMILARITY_CHART, similarity)}
 
     lines = [
         "# Near-duplicate removal", "",
@@ -72,10 +65,15 @@ def write(out: Path, dup, summ: dict) -> dict[str, str]:
     lines += [f"| {n or '(none)'} | {subsets[n]['documents']:,} | "
               + (f"{subsets[n]['tokens']:,} | " if counted else "")
               + f"{100 * subsets[n]['rate']:.2f} % |" for n in names]
-    lines += ["", f"![removal rate per subset]({RATES_PNG})", "",
-              f"![similarity histogram]({SIMILARITY_PNG})", "",
+    lines += ["", f"![removal rate per subset]({RATES_CHART})", "",
+              f"![similarity histogram]({SIMILARITY_CHART})", "",
               "The full list, with the document each one duplicates, is `duplicates.parquet`.", ""]
-    with atomic.atomic_path(out / MARKDOWN) as tmp:
-        Path(tmp).write_text("\n".join(lines))
-    hashes[MARKDOWN] = atomic.sha256_file(out / MARKDOWN)
+    hashes[MARKDOWN] = _write(out / MARKDOWN, "\n".join(lines))
     return hashes
+
+
+def _write(path: Path, text: str) -> str:
+    """Write ``text`` atomically; its sha256."""
+    data = text.encode()
+    atomic.write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()

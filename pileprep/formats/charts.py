@@ -1,5 +1,6 @@
 """PNG charts: matplotlib on the Agg backend, saved without a time stamp so that the same
-figures give the same bytes. Used by the dedup report and ``pileprep plot``."""
+figures give the same bytes. Used by ``pileprep plot``, ``count`` and ``contamination`` (the
+dedup report's charts are SVG text: :mod:`pileprep.formats.svg`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from pileprep.core import atomic
-
-
-def preload() -> None:
-    """Import matplotlib in a background thread (half a second) while the driver only waits
-    for workers, so that a report drawn at the end of a build does not pay for it then."""
-    import threading
-
-    threading.Thread(target=pyplot, name="pileprep-preload-matplotlib", daemon=True).start()
 
 
 def pyplot():

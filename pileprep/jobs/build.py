@@ -22,7 +22,7 @@ from pileprep.core.errors import InputError, PilePrepError
 from pileprep.core.files import REJECTS, REPORT, WORK_DIR, dataset_prefix
 from pileprep.core.outdir import OutputDir
 from pileprep.core.progress import log
-from pileprep.formats import charts, neox
+from pileprep.formats import neox
 from pileprep.formats.manifest import Manifest, entries
 from pileprep.formats.parts import ShardResult, TokenPart
 from pileprep.runner import prefork
@@ -225,21 +225,23 @@ def _tokens(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, sett
     if cfg.dedup.enabled:
         from pileprep.stages import dedup as dedup_stage
 
-        charts.preload()  # the dedup report's charts are drawn after the last stage
+        dedup_stage.preload()
         sig_dir = dedup_stage.signatures_for(out.path, ingest_fp, cfg.dedup)
     with timed("ingest_and_tokenize"):
         shard_results, parts = run_ingest_and_tokenize(runner, shards, ingest_dir, tokens_dir,
                                                        cfg, info, sig_dir, appender)
     if not cfg.dedup.enabled:
         return shard_results, appender.parts(len(shard_results)), appender, None
+    if not dedup_stage.needs_workers(shard_results, parts, cfg.dedup, info.dtype):
+        runner.close(wait=False)
     with timed("dedup"):
         dup = dedup_stage.run(runner, shard_results, out.path, ingest_fp, cfg.dedup,
                               cfg.keep_work)
     from pileprep.dedup import report as dedup_report
 
     def draw(packed: list[TokenPart], removed: dict) -> None:
-        # Once the removed documents are counted: the table and charts (~0.5 s of matplotlib
-        # and parquet) are made while the workers write the kept tokens, the driver waiting.
+        # Once the removed documents are counted: the table and charts are made while the kept
+        # tokens are written.
         dup.removed_by_subset = removed
         summary = dedup_report.summary(dup, reporting.subset_table(packed))
         report.start(lambda: (summary, dedup_stage.write_outputs(stage, dup, summary)))

@@ -11,12 +11,14 @@ from __future__ import annotations
 import inspect
 import math
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from pileprep.core import faults
 from pileprep.core.config import DedupConfig, fingerprint
 from pileprep.core.errors import PilePrepError
 from pileprep.core.files import MINHASH_DIR, WORK_DIR
@@ -87,7 +89,7 @@ def dedup(runner: Runner, parts: Sequence[Partition], shas: Sequence[str], sig_d
         f"permutations, {n_buckets} buckets, verify {'on' if cfg.verify else 'off'}", runner.quiet)
 
     removed_path = work / "removed.npy"
-    if int(rows.sum()) * cfg.num_perm * 4 < LOCAL_BYTES:
+    if _lsh_here(parts, cfg):
         counts = runner.run([_task(work, "lsh", steps.in_memory,
                                    ([str(p) for p in sig_paths], bands, band_rows, cfg.threshold,
                                     cfg.verify, str(removed_path)))], "lsh", here=True)[0]
@@ -99,6 +101,36 @@ def dedup(runner: Runner, parts: Sequence[Partition], shas: Sequence[str], sig_d
              "candidate_pairs": counts.pop("candidates"), "verified_pairs": counts.pop("verified"),
              **counts}
     return DedupResult(np.load(removed_path), offsets, sig_paths, stats, fp, list(parts))
+
+
+def _lsh_here(parts: Sequence[Partition], cfg: DedupConfig) -> bool:
+    """Whether the LSH steps run at once in the driver (signatures under ``LOCAL_BYTES``)."""
+    return sum(p.rows for p in parts) * cfg.num_perm * 4 < LOCAL_BYTES
+
+
+def _drop_here(parts: Sequence[TokenPart], dtype: str) -> bool:
+    """Whether the driver drops and appends the kept tokens itself (under ``LOCAL_BYTES``)."""
+    return sum(p.tokens for p in parts) * np.dtype(dtype).itemsize < LOCAL_BYTES
+
+
+def needs_workers(shard_results: Sequence[ShardResult], parts: Sequence[TokenPart],
+                  cfg: DedupConfig, dtype: str) -> bool:
+    """Whether any dedup step after the signatures runs on the workers: when none does, a
+    build lets them go as soon as the shards are read, and their shutdown (~0.4 s) overlaps
+    the driver's work instead of following it."""
+    return not (_lsh_here([p for s in shard_results for p in s.partitions], cfg)
+                and _drop_here(parts, dtype))
+
+
+def preload() -> None:
+    """Import scipy's connected components (0.15 s) in a background thread while the driver
+    only waits for workers: the LSH steps run at once in the driver use it."""
+    threading.Thread(target=_import_components, name="pileprep-preload-scipy",
+                     daemon=True).start()
+
+
+def _import_components() -> None:
+    import scipy.sparse.csgraph  # noqa: F401
 
 
 def _lsh_tasks(runner: Runner, work: Path, sig_paths: Sequence[Path], offsets: np.ndarray,
@@ -171,34 +203,38 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
     """Write the token parts without the removed documents into the dataset's ``.bin``; the
     parts as packed, and what was removed per subset.
 
-    First each part's provenance less its removed documents, as tasks (which gives its kept
-    size, so its offset in the ``.bin``); then its kept tokens, copied by tasks into their own
-    ranges of the preallocated file, all parts at once (:func:`_write_in_place`), or, when the
-    parts are small (``LOCAL_BYTES``), appended by the driver itself as a plain build appends
-    (:func:`_append_kept`: one write, hash and record where each part costs a task, a sync and
-    a record). Either way the appender's record says how far the file is written, and a rerun
-    resumes after it. ``dropped_hook(parts as packed, removed per subset)`` is called between
-    the rounds, when both are known."""
+    Small parts (``LOCAL_BYTES``) the driver drops and appends itself, part by part in one
+    pass, as a plain build appends (:func:`_append_kept`). Else first each part's provenance
+    less its removed documents, as tasks (which gives its kept size, so its offset in the
+    ``.bin``), then its kept tokens, copied by tasks into their own ranges of the preallocated
+    file, all parts at once (:func:`_write_in_place`). Either way the appender's record says
+    how far the file is written, and a rerun resumes after it. ``dropped_hook(parts as packed,
+    removed per subset)`` is called once both are known (before the range writes)."""
     drops = [d.tolist() for d in apply.rows_by_partition(dup.removed, dup.offsets)]
-    workdir = appender.path.parent
-    stems = [Path(part.prov).name.removesuffix(".prov.parquet") for part in parts]
-    here = sum(p.tokens for p in parts) * np.dtype(dtype).itemsize < LOCAL_BYTES
-    dropped = runner.run([
-        Task(name=f"drop {stem}", stage=Stage.DEDUP, fn=apply.drop_task,
-             kwargs=dict(part=part, drop=drop, out_dir=str(workdir), dtype=dtype),
-             done=workdir / f"{stem}.drop.done.json", result_type=DroppedPart, order=i,
-             inputs=[dup.fingerprint, part.shard_sha256, part.docs, part.tokens])
-        for i, (stem, part, drop) in enumerate(zip(stems, parts, drops))], "drop duplicates",
-        here=here)
-    removed = sum_subsets([d.removed for d in dropped])
-    if dropped_hook is not None:
-        dropped_hook([d.packed for d in dropped], removed)
     positions = [(i, p.index) for i, s in enumerate(shard_results) for p in s.partitions]
-    kept = _KeptParts(positions, parts, drops, dropped, stems, dtype)
-    if here:
-        _append_kept(appender, shard_results, kept, runner.quiet)
+    counts = {i: len(s.partitions) for i, s in enumerate(shard_results)}
+
+    def report(dropped: list[DroppedPart]) -> dict:
+        removed = sum_subsets([d.removed for d in dropped])
+        if dropped_hook is not None:
+            dropped_hook([d.packed for d in dropped], removed)
+        return removed
+
+    if _drop_here(parts, dtype):
+        removed = report(_append_kept(appender, positions, parts, drops, counts, dtype,
+                                      runner.quiet))
     else:
-        _write_in_place(runner, appender, shard_results, kept)
+        workdir = appender.path.parent
+        stems = [Path(part.prov).name.removesuffix(".prov.parquet") for part in parts]
+        dropped = runner.run([
+            Task(name=f"drop {stem}", stage=Stage.DEDUP, fn=apply.drop_task,
+                 kwargs=dict(part=part, drop=drop, out_dir=str(workdir), dtype=dtype),
+                 done=workdir / f"{stem}.drop.done.json", result_type=DroppedPart, order=i,
+                 inputs=[dup.fingerprint, part.shard_sha256, part.docs, part.tokens])
+            for i, (stem, part, drop) in enumerate(zip(stems, parts, drops))], "drop duplicates")
+        removed = report(dropped)
+        _write_in_place(runner, appender, shard_results,
+                        _KeptParts(positions, parts, drops, dropped, stems, dtype))
     for i, s in enumerate(shard_results):
         appender.shard_done(i, len(s.partitions))
     return appender.parts(len(shard_results)), removed
@@ -217,27 +253,32 @@ class _KeptParts:
     dtype: str
 
 
-def _append_kept(appender: Appender, shard_results: Sequence[ShardResult], kept: _KeptParts,
-                 quiet: bool) -> None:
-    """The driver appends every part's kept tokens in order (small parts: see
-    :func:`drop_duplicates`)."""
-    positions = kept.positions
+def _append_kept(appender: Appender, positions: list[tuple[int, int]],
+                 parts: Sequence[TokenPart], drops: list[list[int]], counts: dict[int, int],
+                 dtype: str, quiet: bool) -> list[DroppedPart]:
+    """The driver drops each part's removed documents and appends its kept tokens, in order,
+    in one pass (small parts: no task, record or sync per part); each part as dropped."""
     index = {pos: i for i, pos in enumerate(positions)}
+    workdir = str(appender.path.parent)
+    dropped: list[DroppedPart] = [None] * len(parts)  # type: ignore[list-item]
+    bar = Progress("drop and append", sum(p.tokens for p in parts) * np.dtype(dtype).itemsize,
+                   len(parts), quiet=quiet)
 
     def select(part: TokenPart, pos, tokens: bool):
         i = index[pos]
-        data = (b"".join(apply.kept_blocks(part.bin, part.prov, kept.drops[i], kept.dtype))
+        # Again for a part an earlier run appended: its kept provenance is redone, not kept.
+        dropped[i] = apply.drop_task(part, drops[i], workdir, dtype)
+        faults.checkpoint(Stage.DEDUP)
+        data = (b"".join(apply.kept_blocks(part.bin, part.prov, drops[i], dtype))
                 if tokens else None)
-        return data, kept.dropped[i].packed
+        bar.update(items=1, nbytes=part.tokens * np.dtype(dtype).itemsize)
+        return data, dropped[i].packed
 
-    bar = Progress("write kept", sum(d.nbytes for d in kept.dropped), len(positions), quiet=quiet)
     # Synced (and the parts appended deleted) every quarter of LOCAL_BYTES: scratch holds at
     # most that much twice, not every part and the whole kept file (1.7x the outputs at 60 MB).
-    appender.extend(list(zip(positions, kept.parts)),
-                    {i: len(s.partitions) for i, s in enumerate(shard_results)}, select,
-                    sync_bytes=LOCAL_BYTES // 4)
-    bar.update(items=len(positions), nbytes=sum(d.nbytes for d in kept.dropped))
+    appender.extend(list(zip(positions, parts)), counts, select, sync_bytes=LOCAL_BYTES // 4)
     bar.close()
+    return dropped
 
 
 def _write_in_place(runner: Runner, appender: Appender, shard_results: Sequence[ShardResult],
