@@ -7,10 +7,11 @@ output directory so no signature is reused, with their wall times, the ratio, th
 timings of ``report.json`` and the peak disk under the output directory (sampled every 0.5 s)
 against the final outputs, and the CPU seconds of all the build's processes. Each build runs
 ``--repeat`` times, alternating, and the fastest of each counts (another user's load only
-slows a run); a corpus that builds fast runs more pairs, until the pairs took ``--min-seconds``
-(the host's noise, ±0.3 s here, is a tenth of a 3 s build, so three runs of it were not
-enough to find its floor). The median ratio is printed too. The first corpus is built once before anything is timed, so compiled code is
-cached and the shards are in the page cache, as a user's second build.
+slows a run); a corpus that builds fast runs more pairs, until the pairs took
+``--min-seconds`` (the host's noise, ±0.3 s here, is a tenth of a 3 s build, so three runs of
+it were not enough to find its floor). The ratio of the median runs is printed too. The first
+corpus is built once before anything is timed, so compiled code is cached and the shards are in
+the page cache, as a user's second build.
 
 Recall and precision: real text holds few near-duplicates of known similarity, so each shard
 is first rewritten with planted copies of some of its own documents appended at its end

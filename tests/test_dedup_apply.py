@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -78,6 +79,38 @@ def test_range_writes_equal_the_serial_append(tmp_path, seed):
     assert appender.sha.hexdigest() == hashlib.sha256(expected).hexdigest()
     appender.shard_done(0, len(parts))
     assert [p.prov for p in appender.parts(1)] == [d.packed.prov for d in dropped]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_driver_drop_and_append_equals_the_serial_append_and_records_every_part(
+        tmp_path, monkeypatch, seed):
+    """A small corpus's parts dropped and appended by the driver in one pass, recorded after
+    every part: the expected bytes, every part's .bin deleted once recorded, and the record
+    naming the last part even when the last parts kept nothing (a rerun must not take those for
+    parts never appended, and read their shards again)."""
+    from pileprep.core.config import ClusterConfig
+    from pileprep.runner.dask_runner import Runner
+    from pileprep.stages import dedup as dedup_stage
+
+    rng = np.random.default_rng(100 + seed)
+    parts, docs_of = _parts(tmp_path, rng, 10)
+    drops = [_drops(rng, docs) for docs in docs_of[:-2]]
+    drops += [np.arange(len(docs), dtype=np.int64) for docs in docs_of[-2:]]  # nothing kept
+    expected = b"".join(d.tobytes() for docs, drop in zip(docs_of, drops)
+                        for j, d in enumerate(docs) if j not in set(drop.tolist()))
+    monkeypatch.setattr(dedup_stage, "APPEND_SYNC_BYTES", 1)
+    positions = [(0, i) for i in range(len(parts))]
+    work = tmp_path / "work"
+    with Runner(ClusterConfig(scheduler="synchronous"), quiet=True) as runner:
+        appender = Appender(work, ["test"], keep_work=False)
+        dropped = dedup_stage._append_kept(runner, appender, positions, parts,
+                                           [d.tolist() for d in drops], {0: len(parts)}, "uint16")
+    assert appender.path.read_bytes() == expected
+    assert appender.sha.hexdigest() == hashlib.sha256(expected).hexdigest()
+    assert [d.packed.docs for d in dropped] == [p.docs - len(d) for p, d in zip(parts, drops)]
+    assert not [p.bin for p in parts if Path(p.bin).exists()]
+    again = Appender(work, ["test"], keep_work=False)  # as a rerun finds it
+    assert again.nbytes == len(expected) and all(again.claims(pos) for pos in positions)
 
 
 def test_kept_runs_merge_consecutive_kept_documents():

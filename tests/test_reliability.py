@@ -32,11 +32,15 @@ NAME = "pile_0.87_deduped_text_document"
 IN_TASKS = ("import sys; from pileprep.stages import dedup, pack; dedup.LOCAL_BYTES = 0; "
             "pack.RECORD_BYTES = 0; from pileprep.cli.main import main; "
             "sys.exit(main(sys.argv[1:]))")
+# The CLI with the driver's drop and append of a small corpus recorded after every part.
+PER_PART = ("import sys; from pileprep.stages import dedup; dedup.APPEND_SYNC_BYTES = 1; "
+            "from pileprep.cli.main import main; sys.exit(main(sys.argv[1:]))")
 
 
-def _cli(*args, env=None, in_tasks=False):
+def _cli(*args, env=None, in_tasks=False, per_part=False):
     """Run the CLI in its own process group (the kill tests kill the whole group)."""
-    command = ["-c", IN_TASKS] if in_tasks else ["-m", "pileprep.cli"]
+    command = (["-c", IN_TASKS] if in_tasks else ["-c", PER_PART] if per_part
+               else ["-m", "pileprep.cli"])
     return subprocess.run([sys.executable, *command, *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, start_new_session=True)
 
@@ -65,17 +69,22 @@ def reference(dirty_corpus, tmp_path_factory):
 
 @pytest.mark.parametrize("point", [
     "ingest:1", "ingest:3", "tokenize:1", "tokenize:5", "dedup:1", "dedup:10", "dedup:12",
-    "tasks:dedup:12", "tasks:dedup:40", "tasks:dedup:50", "pack:1", "schedule:1", "commit:1"])
+    "parts:append:3", "tasks:dedup:12", "tasks:dedup:40", "tasks:dedup:50", "pack:1",
+    "schedule:1", "commit:1"])
 def test_kill_9_anywhere_then_resume_gives_identical_bytes(dirty_corpus, reference, tmp_path, point):
     """9 partitions: dedup:1-9 sign them, dedup:10 runs the LSH steps at once and 11-19 drop
-    the removed documents; as rounds of tasks (``tasks:``), 10-38 are the LSH steps, 39-47 the
-    drops and 48-56 the range writes of the kept tokens."""
-    in_tasks = point.startswith("tasks:")
-    point = point.removeprefix("tasks:")
+    the removed documents, appending each part's kept tokens (recorded after each with
+    ``parts:``: killed after the third record, the rerun takes three parts as appended); as
+    rounds of tasks (``tasks:``), 10-38 are the LSH steps, 39-47 the drops and 48-56 the range
+    writes of the kept tokens."""
+    in_tasks, per_part = point.startswith("tasks:"), point.startswith("parts:")
+    point = point.removeprefix("tasks:").removeprefix("parts:")
     args = _build_args(dirty_corpus, tmp_path, "--scheduler", "synchronous")
-    killed = _cli(*args, env={faults.KILL_AT: point}, in_tasks=in_tasks)
+    killed = _cli(*args, env={faults.KILL_AT: point}, in_tasks=in_tasks, per_part=per_part)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    resumed = _cli(*args, in_tasks=in_tasks)
+    if per_part:  # the first two recorded parts' tokens are gone: the rerun must not read them
+        assert len(list(tmp_path.glob(".pileprep-work/tokens-*/*.bin"))) == 9 - 2
+    resumed = _cli(*args, in_tasks=in_tasks, per_part=per_part)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _files(tmp_path) == _files(reference)
     stage = point.split(":")[0]
@@ -87,8 +96,11 @@ def test_kill_9_anywhere_then_resume_gives_identical_bytes(dirty_corpus, referen
         assert "ingest: reusing 3 of 3 shards" in resumed.stderr
     if stage in ("dedup", "pack", "schedule"):
         assert "tokenize: reusing" in resumed.stderr
-    if point in ("dedup:10", "dedup:12", "dedup:40", "dedup:50", "pack:1", "schedule:1"):
+    if point in ("dedup:10", "dedup:12", "dedup:40", "dedup:50", "append:3", "pack:1",
+                 "schedule:1"):
         assert "minhash: reusing" in resumed.stderr
+    if per_part:  # the parts recorded as appended are not read from their (deleted) .bin again
+        assert "ingest: reusing 3 of 3 shards" in resumed.stderr
     if stage == "commit":
         assert "finished moving the outputs of an interrupted build" in resumed.stderr
     assert verify(tmp_path).problems == []

@@ -43,6 +43,20 @@ def test_bars_are_as_long_as_their_values_and_labelled_in_order():
     assert max(ticks) >= max(values)
 
 
+def test_long_or_unusual_names_keep_the_chart_valid():
+    """A subset name is free text from the input: a long one is cut (whole in its bar's
+    tooltip), a character XML forbids is replaced; the file stays valid and the bars start at
+    the same place, inside the picture."""
+    long = "a very long subset name " * 6
+    labels = [long, "ctrl\x01char", "ok"]
+    root, bars, texts = _parse(svg.bars(labels, [5.0, 3.0, 1.0], "t", "x"))
+    width = float(root.get("width"))
+    assert all(0 < _f(b, "x") < width / 2 and _f(b, "width") > 0 for b in bars[:2])
+    shown = [t for t in texts if t and t.startswith("a very long")]
+    assert len(shown) == 1 and len(shown[0]) == svg.LABEL_CHARS and shown[0].endswith("\u2026")
+    assert [b.find(f"{NS}title").text for b in bars] == [long, "ctrl\ufffdchar", "ok"]
+
+
 def _count(values, edges):
     """Values per bin, by a loop (the last bin includes its right edge)."""
     counts = [0] * (len(edges) - 1)

@@ -38,15 +38,18 @@ def tmp_path(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``path``, on error it is removed."""
+def atomic_path(path: str | Path, sync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path``, on error it is removed.
+    ``sync=False``: no fsync before the rename, for a scratch file every run writes again
+    (durability would buy nothing, and costs a journal commit)."""
     path = Path(path)
     tmp = tmp_path(path)
     try:
         yield tmp
         faults.checkpoint("write", path)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if sync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         full = isinstance(exc, OSError) and exc.errno is None and _no_space(tmp.parent)

@@ -97,11 +97,12 @@ def write_table(removed: np.ndarray, offsets: np.ndarray, parts: Sequence[Partit
     return atomic.sha256_file(out_path)
 
 
-def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str) -> tuple[TokenPart, dict]:
+def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str, sync: bool = True
+                   ) -> tuple[TokenPart, dict, np.ndarray]:
     """``part`` without the documents at rows ``drop``: the part as packed (its provenance
-    written to ``out_dir``; ``bin`` stays the source part's, whose kept tokens
-    :func:`write_kept_task` copies), and the documents, tokens and text bytes removed per
-    subset.
+    written to ``out_dir``, synced unless ``sync`` is false; ``bin`` stays the source part's,
+    whose kept tokens :func:`kept_blocks` reads), the documents, tokens and text bytes removed
+    per subset, and the tokens of every document of the part.
     """
     stem = Path(part.bin).name.removesuffix(".bin")
     prov = read_parquet(part.prov)
@@ -110,20 +111,27 @@ def drop_documents(part: TokenPart, drop: np.ndarray, out_dir: str) -> tuple[Tok
     keep[np.asarray(drop, np.int64)] = False
     kept_prov = prov.filter(pa.array(keep))
     prov_path = Path(out_dir) / f"{stem}.prov.parquet"
-    with atomic.atomic_path(prov_path) as tmp:
+    with atomic.atomic_path(prov_path, sync) as tmp:
         pq.write_table(kept_prov, tmp)
     kept_sizes = sizes[keep]
     new = TokenPart(part.bin, str(prov_path), int(keep.sum()), int(kept_sizes.sum()),
                     int(numpy_of(kept_prov.column("bytes")).sum()), part.shard_sha256,
                     provenance.subset_totals(kept_prov))
-    return new, provenance.subset_totals(prov.filter(pa.array(~keep)))
+    return new, provenance.subset_totals(prov.filter(pa.array(~keep))), sizes
+
+
+def drop_part(part: TokenPart, drop: list[int], out_dir: str, dtype: str, sync: bool = True
+              ) -> tuple[DroppedPart, np.ndarray]:
+    """One part's documents less the removed ones (see :func:`drop_documents`), and the
+    tokens of each of its documents."""
+    packed, removed, sizes = drop_documents(part, np.asarray(drop, np.int64), out_dir, sync)
+    return DroppedPart(packed, removed, packed.tokens * np.dtype(dtype).itemsize), sizes
 
 
 def drop_task(part: TokenPart, drop: list[int], out_dir: str, dtype: str) -> DroppedPart:
-    """One part's documents less the removed ones, as a task: provenance only (the tokens are
-    written by :func:`write_kept_task` once every part's kept size, so its place, is known)."""
-    packed, removed = drop_documents(part, np.asarray(drop, np.int64), out_dir)
-    return DroppedPart(packed, removed, packed.tokens * np.dtype(dtype).itemsize)
+    """:func:`drop_part` as a task: provenance only (the tokens are written by
+    :func:`write_kept_task` once every part's kept size, so its place, is known)."""
+    return drop_part(part, drop, out_dir, dtype)[0]
 
 
 def kept_runs(sizes: np.ndarray, drop: np.ndarray, itemsize: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,11 +152,12 @@ def kept_runs(sizes: np.ndarray, drop: np.ndarray, itemsize: int) -> tuple[np.nd
 _COPY = 8 << 20  # bytes per read and write: a task's memory does not grow with the part
 
 
-def kept_blocks(bin_path: str, prov_path: str, drop: list[int], dtype: str,
+def kept_blocks(bin_path: str, sizes: np.ndarray, drop: list[int], dtype: str,
                 nbytes: int | None = None) -> Iterator[bytes]:
-    """The kept documents' tokens of one part, in order, in blocks of at most ``_COPY`` bytes;
-    ``nbytes``: what the caller expects them to add up to (a range it gave)."""
-    starts, lengths = kept_runs(provenance.part_sizes(prov_path), drop, np.dtype(dtype).itemsize)
+    """The kept documents' tokens of one part (whose documents have ``sizes`` tokens), in
+    order, in blocks of at most ``_COPY`` bytes; ``nbytes``: what the caller expects them to
+    add up to (a range it gave)."""
+    starts, lengths = kept_runs(sizes, drop, np.dtype(dtype).itemsize)
     if nbytes is not None and int(lengths.sum()) != nbytes:  # a driver bug
         raise PilePrepError(f"{bin_path}: {int(lengths.sum())} kept bytes, a range of {nbytes}")
     fd = os.open(bin_path, os.O_RDONLY)
@@ -170,7 +179,7 @@ def write_kept_task(bin_path: str, prov_path: str, drop: list[int], dtype: str, 
     dataset's ``.bin`` will be) at ``offset``: the parts of a deduplicated build are written
     in parallel, each into its own range, instead of appended one after the other by the
     driver. Synced before the task's record says it is done."""
-    blocks = kept_blocks(bin_path, prov_path, drop, dtype, nbytes)
+    blocks = kept_blocks(bin_path, provenance.part_sizes(prov_path), drop, dtype, nbytes)
     dst = os.open(target, os.O_WRONLY)
     try:
         at = offset

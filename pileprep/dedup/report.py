@@ -44,7 +44,7 @@ def write(out: Path, dup, summ: dict) -> dict[str, str]:
     sims = dup.removed["sim"][np.isfinite(dup.removed["sim"])]
     similarity = svg.histogram(
         sims, np.linspace(min(summ["threshold"], 0.5), 1.0, 41),
-        "Similarity of removed documents" + ("" if len(sims) else " (not verified)"),
+        "Similarity of removed documents" + ("" if summ["verify"] else " (not verified)"),
         "estimated Jaccard similarity of a removed document (best edge)", "documents")
     hashes = {RATES_CHART: _write(out / RATES_CHART, rates),
               SIMILARITY_CHART: _write(out / SIMILARITY_CHART, similarity)}

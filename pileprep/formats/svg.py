@@ -10,6 +10,7 @@ sans-serif font, so the room left for a label is estimated from its length.
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 from xml.sax.saxutils import escape
 
@@ -18,13 +19,17 @@ import numpy as np
 BAR = "#4c72b0"
 CHAR_PX = 7.0  # the width of a 12 px sans-serif character, about (label room)
 WIDTH = 800
+LABEL_CHARS = 40  # a longer bar label is cut, its whole text kept as the bar's tooltip
+# Characters XML 1.0 does not allow (C0 controls but tab and newlines, lone surrogates,
+# U+FFFE/U+FFFF): a subset name is free text from the input, and one would void the file.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _FONT = 'font-family="DejaVu Sans,Helvetica,Arial,sans-serif" font-size="12"'
 
 
 def nice_step(span: float, count: int = 5) -> float:
     """A tick spacing of 1, 2 or 5 times a power of ten giving about ``count`` ticks over
     ``span``."""
-    raw = span / count if span > 0 else 0.2  # an empty chart: an axis from 0 to 1
+    raw = span / count if span > 0 else 1.0
     power = 10.0 ** math.floor(math.log10(raw))
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw * (1 - 1e-9))
 
@@ -41,8 +46,15 @@ def ticks_between(lo: float, hi: float, count: int = 5) -> list[float]:
 def ticks_up_to(top: float, count: int = 5) -> list[float]:
     """Ticks from 0 to the first multiple of a :func:`nice_step` that reaches ``top`` (an
     axis that holds every bar)."""
+    if top <= 0:  # nothing to show: an axis from 0 to 1
+        return [0.0, 1.0]
     step = nice_step(top, count)
     return [round(k * step, 12) for k in range(max(1, math.ceil(top / step - 1e-9)) + 1)]
+
+
+def _text(s: str) -> str:
+    """``s`` as XML character data."""
+    return escape(_NOT_XML.sub("\ufffd", s))
 
 
 def _num(value: float) -> str:
@@ -64,9 +76,11 @@ class _Canvas:
         self.y0, self.y1 = top, height - bottom
         self.items: list[str] = []
 
-    def rect(self, x: float, y: float, w: float, h: float) -> None:
-        self.items.append(f'<rect x="{_num(x)}" y="{_num(y)}" width="{_num(w)}" '
-                          f'height="{_num(h)}" fill="{BAR}" stroke="#fff" stroke-width="0.5"/>')
+    def rect(self, x: float, y: float, w: float, h: float, tooltip: str = "") -> None:
+        attrs = (f'x="{_num(x)}" y="{_num(y)}" width="{_num(w)}" height="{_num(h)}" '
+                 f'fill="{BAR}" stroke="#fff" stroke-width="0.5"')
+        self.items.append(f"<rect {attrs}><title>{_text(tooltip)}</title></rect>" if tooltip
+                          else f"<rect {attrs}/>")
 
     def line(self, x1: float, y1: float, x2: float, y2: float) -> None:
         self.items.append(f'<line x1="{_num(x1)}" y1="{_num(y1)}" x2="{_num(x2)}" '
@@ -75,7 +89,7 @@ class _Canvas:
     def text(self, x: float, y: float, s: str, anchor: str = "middle", rotate: bool = False) -> None:
         turn = f' transform="rotate(-90 {_num(x)} {_num(y)})"' if rotate else ""
         self.items.append(f'<text x="{_num(x)}" y="{_num(y)}" text-anchor="{anchor}"{turn}>'
-                          f'{escape(s)}</text>')
+                          f'{_text(s)}</text>')
 
     def x_axis(self, ticks: Sequence[float], at, label: str) -> None:
         """The bottom axis: ``at(value)`` is a value's x."""
@@ -98,21 +112,26 @@ class _Canvas:
                 f'height="{_num(self.height)}" viewBox="0 0 {WIDTH} {_num(self.height)}" {_FONT}>')
         body = [f'<rect width="100%" height="100%" fill="#fff"/>',
                 f'<text x="{WIDTH / 2:.1f}" y="22" text-anchor="middle" font-size="14">'
-                f'{escape(title)}</text>', *self.items]
+                f'{_text(title)}</text>', *self.items]
         return "\n".join([head, *body, "</svg>", ""])
 
 
+def _short(label: str) -> str:
+    return label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "\u2026"
+
+
 def bars(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str) -> str:
-    """Horizontal bars, the first label at the top, from 0 to each value."""
+    """Horizontal bars, the first label at the top, from 0 to each value (labels longer than
+    ``LABEL_CHARS`` cut, whole in the bar's tooltip)."""
     row = 22
-    left = 16 + CHAR_PX * max((len(s) for s in labels), default=1)
+    left = 16 + CHAR_PX * max((len(_short(s)) for s in labels), default=1)
     c = _Canvas(36 + row * max(1, len(labels)) + 8 + 48, left)
     ticks = ticks_up_to(max(values, default=0))
     scale = (c.x1 - c.x0) / ticks[-1]
     for i, (label, value) in enumerate(zip(labels, values)):
         y = c.y0 + 4 + i * row
-        c.rect(c.x0, y, value * scale, row - 6)
-        c.text(c.x0 - 6, y + row / 2 + 1, label, "end")
+        c.rect(c.x0, y, value * scale, row - 6, tooltip=label)
+        c.text(c.x0 - 6, y + row / 2 + 1, _short(label), "end")
     c.x_axis(ticks, lambda v: c.x0 + v * scale, xlabel)
     c.line(c.x0, c.y0, c.x0, c.y1)
     return c.svg(title)

@@ -3,9 +3,10 @@ written through one :class:`~pileprep.core.outdir.OutputDir`.
 
 Stage outputs live under ``OUT_DIR/.pileprep-work/<stage>-<fingerprint>/``, where the
 fingerprint hashes every setting that changes that stage's output. Every unit of work is a
-:class:`~pileprep.runner.tasks.Task` with a completion record, so a build killed at any point
-resumes from the finished tasks: a changed setting gives a new fingerprint and redoes that stage
-and the ones after it, never the ones before.
+:class:`~pileprep.runner.tasks.Task` with a completion record (or, like the appends to the
+``.bin``, recorded by the driver as it goes), so a build killed at any point resumes from the
+finished work: a changed setting gives a new fingerprint and redoes that stage and the ones
+after it, never the ones before.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def _build(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, tok_i
     timed = _Timer()
     # Every output is written to a staging directory and moved in only when all are complete:
     # a failed or killed build never leaves OUT_DIR holding a mix of two builds. Made before
-    # the tokens: with --dedup its report is drawn there while the kept tokens are written.
+    # the tokens: with --dedup its report is written there in the background.
     stage = out.stage()
     report = _Background()
     try:
@@ -199,7 +200,8 @@ class _Background:
 
     def wait(self) -> None:
         """Let a started thread finish: a process exiting (Ctrl-C, an error) while the thread is
-        inside matplotlib's C++ would abort ("terminate called without an active exception")."""
+        inside a C++ library (pyarrow writing the duplicates table) can abort ("terminate called
+        without an active exception")."""
         if self._thread is not None:
             self._thread.join()
 
@@ -218,7 +220,8 @@ def _tokens(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, sett
     """Every shard read and tokenized into the appended ``.bin`` (without the duplicates, with
     ``--dedup``): the shards' results, the parts as packed, the appender, the dedup result.
     With ``--dedup``, ``report`` then gives the dedup summary and its files' hashes, drawn into
-    ``stage`` in the background while the kept tokens are written."""
+    ``stage`` in the background (while the workers write the kept tokens of a large corpus;
+    while the driver packs, for a small one)."""
     ingest_fp, ingest_dir, tokens_dir = work_dirs(out.path, cfg, settings["tokenize"])
     appender = appender_for(out.path, tokens_dir, shards, settings, cfg)
     sig_dir = None
@@ -240,8 +243,8 @@ def _tokens(cfg: BuildConfig, shards: Sequence[Shard], info: TokenizerInfo, sett
     from pileprep.dedup import report as dedup_report
 
     def draw(packed: list[TokenPart], removed: dict) -> None:
-        # Once the removed documents are counted: the table and charts are made while the kept
-        # tokens are written.
+        # Once the removed documents are counted: the table and charts are written in a thread
+        # while the driver goes on.
         dup.removed_by_subset = removed
         summary = dedup_report.summary(dup, reporting.subset_table(packed))
         report.start(lambda: (summary, dedup_stage.write_outputs(stage, dup, summary)))

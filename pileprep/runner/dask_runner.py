@@ -291,6 +291,20 @@ class Runner:
     def _count(self, task: Task, seconds: float) -> None:
         self.busy[task.stage] = self.busy.get(task.stage, 0.0) + seconds
 
+    @contextlib.contextmanager
+    def inline(self, name: str, stage: Stage) -> Iterator[None]:
+        """Work the driver does itself, too small for a task: an error in it reported as task
+        ``name``'s would be (one line), its CPU seconds counted for ``stage`` as a task's."""
+        start = time.thread_time()
+        try:
+            yield
+        except Exception as exc:
+            error = as_task_error(name, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        self.busy[stage] = self.busy.get(stage, 0.0) + time.thread_time() - start
+
     def move_busy(self, source: str, seconds: dict[str, float]) -> None:
         """Count CPU seconds spent inside ``source``'s tasks for the stages they belong to."""
         for stage, s in seconds.items():

@@ -2,8 +2,10 @@
 
 Signatures live in ``OUT/minhash/sig-<fingerprint>/`` and outlive the build, so a run at another
 threshold (or ``pileprep dedup``) reuses them; everything after them is threshold-specific work
-under the build's work directory. Every step is a :class:`~pileprep.runner.tasks.Task`, so an
-interrupted run resumes.
+under the build's work directory. Every step is a :class:`~pileprep.runner.tasks.Task` with a
+completion record, so an interrupted run resumes; for a small corpus (``LOCAL_BYTES``) the LSH
+steps are one task run in the driver, and dropping and appending the kept tokens is the
+driver's own work, resumed from the appender's record.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ WRITE_AHEAD = 2  # kept-token writes queued per worker past the hashed prefix (d
 # partitions cost more than such work (60 MB of real text: dropping and writing 0.61 s on the
 # workers; the five LSH rounds 0.5 s there, 0.1 s at once).
 LOCAL_BYTES = 64 << 20
+APPEND_SYNC_BYTES = LOCAL_BYTES // 4  # kept tokens the driver appends between two records
 
 
 def signature_dir(out: Path, ingest_fp: str, cfg: DedupConfig) -> Path:
@@ -123,8 +126,9 @@ def needs_workers(shard_results: Sequence[ShardResult], parts: Sequence[TokenPar
 
 
 def preload() -> None:
-    """Import scipy's connected components (0.15 s) in a background thread while the driver
-    only waits for workers: the LSH steps run at once in the driver use it."""
+    """Import scipy's connected components (0.15-0.27 s of CPU) in a background thread while
+    the driver only waits for workers: the LSH steps run at once in the driver use it (for a
+    corpus too large for that, the import is not needed, and a small part of its build)."""
     threading.Thread(target=_import_components, name="pileprep-preload-scipy",
                      daemon=True).start()
 
@@ -221,8 +225,7 @@ def drop_duplicates(runner: Runner, appender: Appender, shard_results: Sequence[
         return removed
 
     if _drop_here(parts, dtype):
-        removed = report(_append_kept(appender, positions, parts, drops, counts, dtype,
-                                      runner.quiet))
+        removed = report(_append_kept(runner, appender, positions, parts, drops, counts, dtype))
     else:
         workdir = appender.path.parent
         stems = [Path(part.prov).name.removesuffix(".prov.parquet") for part in parts]
@@ -253,30 +256,33 @@ class _KeptParts:
     dtype: str
 
 
-def _append_kept(appender: Appender, positions: list[tuple[int, int]],
+def _append_kept(runner: Runner, appender: Appender, positions: list[tuple[int, int]],
                  parts: Sequence[TokenPart], drops: list[list[int]], counts: dict[int, int],
-                 dtype: str, quiet: bool) -> list[DroppedPart]:
+                 dtype: str) -> list[DroppedPart]:
     """The driver drops each part's removed documents and appends its kept tokens, in order,
     in one pass (small parts: no task, record or sync per part); each part as dropped."""
     index = {pos: i for i, pos in enumerate(positions)}
     workdir = str(appender.path.parent)
+    itemsize = np.dtype(dtype).itemsize
     dropped: list[DroppedPart] = [None] * len(parts)  # type: ignore[list-item]
-    bar = Progress("drop and append", sum(p.tokens for p in parts) * np.dtype(dtype).itemsize,
-                   len(parts), quiet=quiet)
+    bar = Progress("drop and append", sum(p.tokens for p in parts) * itemsize, len(parts),
+                   quiet=runner.quiet)
 
     def select(part: TokenPart, pos, tokens: bool):
         i = index[pos]
-        # Again for a part an earlier run appended: its kept provenance is redone, not kept.
-        dropped[i] = apply.drop_task(part, drops[i], workdir, dtype)
-        faults.checkpoint(Stage.DEDUP)
-        data = (b"".join(apply.kept_blocks(part.bin, part.prov, drops[i], dtype))
-                if tokens else None)
-        bar.update(items=1, nbytes=part.tokens * np.dtype(dtype).itemsize)
-        return data, dropped[i].packed
+        with runner.inline(f"drop {Path(part.bin).stem}", Stage.DEDUP):
+            # Not synced: every run writes each part's kept provenance again (also for a part
+            # an earlier run appended), before the pack reads it.
+            kept, sizes = apply.drop_part(part, drops[i], workdir, dtype, sync=False)
+            faults.checkpoint(Stage.DEDUP)
+            data = b"".join(apply.kept_blocks(part.bin, sizes, drops[i], dtype)) if tokens else None
+        dropped[i] = kept
+        bar.update(items=1, nbytes=part.tokens * itemsize)
+        return data, kept.packed
 
-    # Synced (and the parts appended deleted) every quarter of LOCAL_BYTES: scratch holds at
-    # most that much twice, not every part and the whole kept file (1.7x the outputs at 60 MB).
-    appender.extend(list(zip(positions, parts)), counts, select, sync_bytes=LOCAL_BYTES // 4)
+    # Synced (and the parts appended deleted) every APPEND_SYNC_BYTES: scratch holds at most
+    # that much twice, not every part and the whole kept file (1.7x the outputs at 60 MB).
+    appender.extend(list(zip(positions, parts)), counts, select, sync_bytes=APPEND_SYNC_BYTES)
     bar.close()
     return dropped
 

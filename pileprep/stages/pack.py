@@ -55,6 +55,7 @@ class Appender:
         self.waiting: dict[Position, TokenPart] = {}
         self.counts: dict[int, int] = {}  # partitions of each shard, once it is read
         self.last, self.nbytes, self.sha = self._resume()
+        self._recorded = self.last  # the last part the record names
         self._taken: list[TokenPart] = []  # written in place and hashed, not yet recorded
         self._taken_bytes = 0
         self.next: Position = (0, 0)  # parts the file holds already pass through unappended
@@ -138,13 +139,16 @@ class Appender:
     def _sync(self, f, parts: list[TokenPart], written: int, synced: bool = False) -> None:
         """Record ``written`` more bytes, then delete ``parts``; ``synced``: their writers
         synced them already (range writes), so no fsync here (one journal commit less, ~8 ms a
-        record)."""
-        if written:
-            if not synced:
+        record). Recorded also when only empty parts were taken (every document of a part
+        removed as a duplicate): their ``.bin`` is deleted below, so the record must name them,
+        or a rerun would read and tokenize their shards again."""
+        if written or self.last != self._recorded:
+            if written and not synced:
                 f.flush()
                 os.fsync(f.fileno())  # the record below must never claim bytes not on disk
             atomic.write_json(self.record, {"identity": self.identity, "last": list(self.last),
                                             "bytes": self.nbytes})
+            self._recorded = self.last
             faults.checkpoint("append")  # appended and recorded; the parts' .bin not yet gone
         if not self.keep_work:
             for part in parts:
