@@ -137,6 +137,28 @@ def test_refuses_output_dir_holding_another_build(tmp_path, tokenizer_spec):
     assert _outputs(out) != before
 
 
+def test_overwrite_removes_the_replaced_builds_outputs(tmp_path, tokenizer_spec):
+    """A plain build replaced by a deduplicated one (another dataset name) with --overwrite:
+    the plain dataset's files go, nothing the new manifest does not name is left, and the
+    directory verifies."""
+    from pileprep.checks.verify import verify
+    from pileprep.core.config import with_settings
+    from pileprep.sources.synth import SynthConfig, generate
+
+    a, out = tmp_path / "a", tmp_path / "out"
+    generate(SynthConfig(a, shards=1, megabytes=0.05, seed=1))
+    build(make_config([a], out, tokenizer_spec, name=""))  # the name follows the settings
+    old = set(json.loads((out / "manifest.json").read_text())["outputs"])
+    assert "pile_text_document.bin" in old
+    build(with_settings(make_config([a], out, tokenizer_spec, name=""), {"dedup.enabled": True}),
+          overwrite=True)
+    new = set(json.loads((out / "manifest.json").read_text())["outputs"])
+    files = {p.name for p in out.iterdir() if p.is_file()}
+    assert "pile_0.87_deduped_text_document.bin" in new and not (old - new) & files
+    assert files - new <= {"manifest.json", "report.json"}
+    assert verify(out).problems == []
+
+
 def test_plain_jsonl_and_custom_name(tmp_path, tokenizer, tokenizer_spec):
     shard = tmp_path / "in" / "a.jsonl"
     shard.parent.mkdir()

@@ -38,6 +38,16 @@ def test_synth_then_build_from_the_command_line(tmp_path, tokenizer_spec):
             "--scheduler", "synchronous", "--quiet", "--no-schedule")
     assert r.returncode == 0 and r.stderr == ""
     assert not list((tmp_path / "q").glob("*indexmap*"))
+    # A dedup flag without --dedup, and a schedule that repeats the corpus ~100+ times: said
+    # even with --quiet, one line each.
+    r = run("build", "-i", str(shards), "-o", str(tmp_path / "w"), "--tokenizer", tokenizer_spec,
+            "--scheduler", "synchronous", "--quiet", "--threshold", "0.5", "--seq-length", "128",
+            "--batch-size", "64", "--train-iters", "4000")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == "warning: --threshold without --dedup: no near-duplicates are removed"
+    assert len(lines) == 2 and lines[1].startswith("warning: 4,000 steps x 64 sequences of 128")
+    assert "--train-iters" in lines[1]
     assert len(list(out.glob("pile_text_document_train_0_indexmap_201ns_128sl_1234s_packedpi_ac_*_idx.npy"))) == 3
 
 

@@ -198,6 +198,43 @@ def dedup_build(clean_corpus, clean_build, tokenizer_spec, tmp_path_factory):
     return out
 
 
+def test_dedup_into_a_build_leaves_the_build_as_it_is(clean_corpus, dedup_build, tokenizer_spec,
+                                                      tmp_path, capsys):
+    """``pileprep dedup`` at another threshold, given the build's directory: it reuses the
+    build's signatures and writes its table and report to ``dedup-<threshold>/``; the build's
+    own files (its manifest names them) stay byte for byte, and the build still verifies."""
+    import shutil
+
+    from pileprep.checks.verify import verify
+
+    out = tmp_path / "out"
+    shutil.copytree(dedup_build, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    cfg = make_config([clean_corpus], out, tokenizer_spec, partition_bytes=300_000, name="")
+    summary = dedup_only(with_settings(cfg, {"dedup.threshold": 0.9, "quiet": False}))
+    assert "minhash: reusing" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert verify(out).problems == []
+    table = pq.read_table(out / "dedup-0.9" / "duplicates.parquet")
+    assert table.num_rows == summary["removed"]
+    assert json.loads((out / "dedup-0.9" / "dedup.json").read_text())["threshold"] == 0.9
+
+
+def test_dedup_build_accounts_for_every_line_of_every_shard(dedup_build):
+    """Per shard too: kept + duplicates + rejected = read, its duplicates being the rows of
+    ``duplicates.parquet`` from that shard."""
+    from collections import Counter
+
+    report = json.loads((dedup_build / "report.json").read_text())
+    removed = Counter(pq.read_table(dedup_build / "duplicates.parquet").column("source").to_pylist())
+    assert sum(removed.values()) == report["duplicates"] > 0
+    for shard in report["shards"]:
+        assert shard["duplicates"] == removed.get(shard["source"], 0)
+        assert shard["kept"] + shard["duplicates"] + sum(shard["rejected"].values()) \
+            == shard["lines_read"]
+    assert sum(s["kept"] for s in report["shards"]) == report["kept"]
+
+
 def test_dedup_build_drops_exactly_the_removed_documents(clean_corpus, clean_build, dedup_build):
     report = json.loads((dedup_build / "report.json").read_text())
     assert report["lines_read"] == report["kept"] + report["duplicates"] + report["rejected_total"]

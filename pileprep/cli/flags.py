@@ -121,6 +121,13 @@ def add_dedup(p) -> None:
                    help="join LSH candidates without checking their estimated Jaccard")
 
 
+def dedup_flags_given(args) -> list[str]:
+    """The near-duplicate flags given on the command line (``--threshold`` ...)."""
+    dests = ("threshold", "num_perm", "minhash_seed", "shingle_words", "bands", "rows",
+             "no_verify")
+    return ["--" + d.replace("_", "-") for d in dests if vars(args).get(d) is not None]
+
+
 def add_schedule(p, defaults_from_build: bool = False) -> None:
     g = p.add_argument_group(
         "training schedule (default: the dataset's newest, as `pileprep schedule` last made it)"

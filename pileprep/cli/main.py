@@ -53,6 +53,9 @@ def cmd_build(args) -> int:
 
     cfg = flags.build_config(args)
     cfg.validate()  # a bad setting is reported before any process starts
+    if not cfg.dedup.enabled and (unused := flags.dedup_flags_given(args)):
+        print(f"warning: {', '.join(unused)} without --dedup: no near-duplicates are removed",
+              file=sys.stderr)
     prefork.start_for(cfg)  # the workers' server warms up while the pipeline's code loads
     from pileprep.jobs.build import build
 
@@ -74,11 +77,12 @@ def _add_dedup(sub) -> None:
 
 
 def cmd_dedup(args) -> int:
-    from pileprep.jobs.dedup_only import dedup_only
+    from pileprep.jobs.dedup_only import dedup_only, folder
 
-    summary = dedup_only(flags.build_config(args, schedule=False))
+    cfg = flags.build_config(args, schedule=False)
+    summary = dedup_only(cfg)
     print(f"{summary['removed']:,} documents removed as near-duplicates of others "
-          f"(threshold {summary['threshold']:g}); see {Path(args.output) / DEDUP_MARKDOWN}")
+          f"(threshold {summary['threshold']:g}); see {folder(cfg) / DEDUP_MARKDOWN}")
     return 0
 
 

@@ -16,7 +16,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -172,8 +172,9 @@ def link(target: Path, alias: Path) -> None:
 LAST = MANIFEST  # moved last: a directory whose manifest matches its files is complete
 
 
-def commit(stage: Path, out: Path) -> None:
-    """Move every file of ``stage`` into ``out``: first a journal naming them, then the moves.
+def commit(stage: Path, out: Path, remove: Sequence[str] = ()) -> None:
+    """Move every file of ``stage`` into ``out``, then delete the files ``remove`` names from
+    ``out`` (outputs of a dataset replaced): first a journal naming both, then the moves.
 
     A build killed during the moves is finished by :func:`finish_commit` on the next run, so
     ``out`` never keeps a mix of two builds; a build that fails before the journal leaves ``out``
@@ -181,7 +182,7 @@ def commit(stage: Path, out: Path) -> None:
     """
     names = sorted(p.name for p in stage.iterdir() if p.is_file() and p.name != JOURNAL)
     names.sort(key=lambda n: n == LAST)
-    write_json(stage / JOURNAL, {"files": names})
+    write_json(stage / JOURNAL, {"files": names, "remove": sorted(remove)})
     finish_commit(stage, out)
 
 
@@ -206,11 +207,14 @@ def finish_commit(stage: Path, out: Path) -> bool:
     if not journal.exists():
         shutil.rmtree(stage, ignore_errors=True)
         return False
-    for i, name in enumerate(read_json(journal)["files"]):
+    record = read_json(journal)
+    for i, name in enumerate(record["files"]):
         if (stage / name).exists():
             os.replace(stage / name, out / name)
         if i == 0:
             faults.checkpoint("commit")
+    for name in record.get("remove", []):
+        (out / name).unlink(missing_ok=True)
     journal.unlink()
     shutil.rmtree(stage, ignore_errors=True)
     return True

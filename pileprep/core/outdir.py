@@ -12,7 +12,9 @@ schedule and index, which add files beside a dataset, take its lock) does it thr
    stage), so the directory never holds a mix of two runs.
 3. **guard**: refuse to replace a dataset made from other inputs or settings, unless asked to.
 4. **stage**: write every output into a fresh ``.pileprep-staging/``.
-5. **commit**: the manifest last, then a journal, then the moves (:func:`atomic.commit`).
+5. **commit**: the manifest last, then a journal, then the moves (:func:`atomic.commit`); the
+   outputs of a dataset replaced with ``--overwrite`` that this run did not write again are
+   removed with them.
 6. **clean**: remove the work directory (unless kept).
 """
 
@@ -39,6 +41,7 @@ class OutputDir:
     def __init__(self, path: str | Path, command: str, quiet: bool = False):
         self.path, self.command, self.quiet = Path(path), command, quiet
         self._lock: contextlib.ExitStack | None = None
+        self._replaced: list[str] = []  # outputs of a different dataset this run replaces
 
     @property
     def work(self) -> Path:
@@ -72,9 +75,14 @@ class OutputDir:
         """Refuse a directory holding a dataset for which ``same(manifest)`` is false, unless
         ``overwrite``; ``what`` says what differs, for the error."""
         old = self.manifest
-        if old is not None and not overwrite and not same(old):
+        if old is None or same(old):
+            return
+        if not overwrite:
             raise ConfigError(f"output directory {self.path} holds {what}; choose another "
                               "--output or pass --overwrite")
+        # Replaced: its outputs this run does not write again go at the commit (another
+        # dataset name, no schedule now), or they would sit beside the new ones, looking valid.
+        self._replaced = [name for name in old.get("outputs", {}) if "/" not in name]
 
     def stage(self) -> Path:
         """A fresh, empty staging directory for this run's outputs."""
@@ -84,7 +92,8 @@ class OutputDir:
         """Write ``manifest`` (if any) into ``stage`` and move every staged file in."""
         if manifest is not None:
             atomic.write_json(stage / MANIFEST, manifest)
-        atomic.commit(stage, self.path)
+        staged = {p.name for p in stage.iterdir()}
+        atomic.commit(stage, self.path, [n for n in self._replaced if n not in staged])
 
     def clean(self, keep_work: bool, work: Path | None = None) -> None:
         """Remove this run's work files (``work``, or the whole work directory)."""

@@ -1,15 +1,19 @@
 """The dedup job (``pileprep dedup``): ingest and find near-duplicates only, no tokens.
 
 It writes ``duplicates.parquet``, ``dedup.json`` and the Markdown report; removal is counted
-in documents and text bytes. Its signatures are the build's, so either reuses the other's.
+in documents and text bytes. Its signatures are the build's, so either reuses the other's. In a
+directory that holds a build, its files go to ``dedup-<threshold>/`` there: the build's own
+table and report (named in its manifest) stay as the build wrote them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from pathlib import Path
 
 from pileprep.core.config import BuildConfig
-from pileprep.core.files import DEDUP_SUMMARY
+from pileprep.core.files import DEDUP_SUMMARY, MANIFEST
 from pileprep.core.outdir import OutputDir
 from pileprep.core import atomic
 from pileprep.runner import prefork
@@ -19,7 +23,7 @@ from pileprep.stages.graph import run_ingest_and_tokenize, work_dirs
 
 
 def dedup_only(cfg: BuildConfig) -> dict:
-    """The dedup summary (also written to ``cfg.pack.output``)."""
+    """The dedup summary (also written, with the table and report, to :func:`folder`)."""
     from pileprep.dedup import apply, minhash, report as dedup_report
     from pileprep.stages import dedup as dedup_stage
 
@@ -42,9 +46,21 @@ def dedup_only(cfg: BuildConfig) -> dict:
         summary["tokens_counted"] = False
         summary["lines_read"] = sum(s.lines_read for s in shard_results)
         summary["rejected_total"] = sum(sum(s.rejected.values()) for s in shard_results)
-        stage = out.stage()
-        dedup_stage.write_outputs(stage, dup, summary)
-        atomic.write_json(stage / DEDUP_SUMMARY, summary)
-        out.commit(stage, None)
+        with contextlib.ExitStack() as stack:
+            dest = out
+            if out.manifest is not None:  # a build's directory: its own files stay its own
+                dest = stack.enter_context(OutputDir(folder(cfg), "dedup", cfg.quiet))
+            stage = dest.stage()
+            dedup_stage.write_outputs(stage, dup, summary)
+            atomic.write_json(stage / DEDUP_SUMMARY, summary)
+            dest.commit(stage, None)
         out.clean(cfg.keep_work)
     return summary
+
+
+def folder(cfg: BuildConfig) -> Path:
+    """Where ``pileprep dedup`` writes its files: the output directory, or its
+    ``dedup-<threshold>/`` when it holds a build."""
+    out = Path(cfg.pack.output)
+    built = (out / MANIFEST).exists()
+    return out / f"dedup-{cfg.dedup.threshold:g}" if built else out

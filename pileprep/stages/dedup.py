@@ -277,7 +277,7 @@ def _append_kept(runner: Runner, appender: Appender, positions: list[tuple[int, 
             faults.checkpoint(Stage.DEDUP)
             data = b"".join(apply.kept_blocks(part.bin, sizes, drops[i], dtype)) if tokens else None
         dropped[i] = kept
-        bar.update(items=1, nbytes=part.tokens * itemsize)
+        bar.update(items=1, nbytes=part.tokens * itemsize, docs=part.docs)
         return data, kept.packed
 
     # Synced (and the parts appended deleted) every APPEND_SYNC_BYTES: scratch holds at most

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from pileprep.core.errors import AccountingError
+from pileprep.core.errors import AccountingError, PilePrepError
 from pileprep.core.files import REJECTS
 from pileprep.formats.parts import ShardResult, TokenPart
 from pileprep.formats.report import accounting_gap
@@ -53,8 +53,9 @@ def make_report(shards: Sequence[ShardResult], parts: Sequence[TokenPart],
         "rejected_total": sum(rejected.values()),
         "tokens": sum(p.tokens for p in parts),
         "text_bytes": sum(p.text_bytes for p in parts),
-        "shards": [{"source": s.source, "lines_read": s.lines_read, "kept": s.accepted,
-                    "rejected": s.rejected, "error": s.shard_error} for s in shards],
+        "shards": [{"source": s.source, "lines_read": s.lines_read, "kept": kept,
+                    "duplicates": s.accepted - kept, "rejected": s.rejected,
+                    "error": s.shard_error} for s, kept in zip(shards, _kept_by_shard(shards, parts))],
         "shard_errors": [{"source": s.source, **s.shard_error} for s in shards if s.shard_error],
         "empty_shards": [s.source for s in shards if s.lines_read == 0],
         "subsets": subset_table(parts),
@@ -63,6 +64,18 @@ def make_report(shards: Sequence[ShardResult], parts: Sequence[TokenPart],
     }
     check_accounting(report)
     return report
+
+
+def _kept_by_shard(shards: Sequence[ShardResult], parts: Sequence[TokenPart]) -> list[int]:
+    """Documents kept of each shard: its partitions' parts as packed (in order, one each)."""
+    if len(parts) != sum(len(s.partitions) for s in shards):  # a driver bug
+        raise PilePrepError(f"report: {len(parts)} parts for "
+                            f"{sum(len(s.partitions) for s in shards)} partitions")
+    out, at = [], 0
+    for s in shards:
+        out.append(sum(p.docs for p in parts[at:at + len(s.partitions)]))
+        at += len(s.partitions)
+    return out
 
 
 def stage_rates(shards: Sequence[ShardResult], timings: dict, busy: dict[str, float],

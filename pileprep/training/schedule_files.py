@@ -91,6 +91,7 @@ def build_for_dataset(out_dir: str | Path, prefix: str | Path, cfg: ScheduleConf
     """Build, save and record the schedule of a packed dataset; return ``{file: sha256}``."""
     t0 = time.monotonic()
     sizes = IndexedDataset(prefix).sizes
+    _warn_if_repeated(int(sizes.sum()), cfg)
     s = build(sizes, cfg)
     files = save(s, prefix)
     faults.checkpoint("schedule")
@@ -103,6 +104,20 @@ def build_for_dataset(out_dir: str | Path, prefix: str | Path, cfg: ScheduleConf
         if ":" in key:
             hashes[alias.name] = hashes[files[key.split(":")[1]].name]
     return hashes
+
+
+REPEATS_WARNED = 100  # a schedule that repeats the dataset more than this is likely a mistake
+
+
+def _warn_if_repeated(tokens: int, cfg: ScheduleConfig) -> None:
+    """Say so (even with --quiet) when the schedule repeats the dataset many times: Pythia's
+    default schedule on a test corpus makes gigabytes of index files in a long minute."""
+    needed = cfg.train_iters * cfg.batch_size * cfg.seq_length
+    if tokens and needed > REPEATS_WARNED * tokens:
+        log(f"warning: {cfg.train_iters:,} steps x {cfg.batch_size} sequences of {cfg.seq_length} "
+            f"tokens repeat this dataset's {tokens:,} tokens ~{needed // tokens:,} times: the "
+            "schedule files will be large; for a small corpus give --train-iters (or "
+            "--no-schedule)", False)
 
 
 def load(dataset_prefix: str | Path, cfg: ScheduleConfig, sizes=None) -> Schedule:
