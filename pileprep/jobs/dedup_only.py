@@ -47,9 +47,9 @@ def dedup_only(cfg: BuildConfig) -> dict:
         summary["lines_read"] = sum(s.lines_read for s in shard_results)
         summary["rejected_total"] = sum(sum(s.rejected.values()) for s in shard_results)
         with contextlib.ExitStack() as stack:
-            dest = out
-            if out.manifest is not None:  # a build's directory: its own files stay its own
-                dest = stack.enter_context(OutputDir(folder(cfg), "dedup", cfg.quiet))
+            target = folder(cfg)  # a build's directory: its own files stay its own
+            dest = out if target == out.path else stack.enter_context(
+                OutputDir(target, "dedup", cfg.quiet))
             stage = dest.stage()
             dedup_stage.write_outputs(stage, dup, summary)
             atomic.write_json(stage / DEDUP_SUMMARY, summary)
