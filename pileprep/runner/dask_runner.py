@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import dask
 
 from pileprep.runner import prefork
-from pileprep.runner.tasks import Stage, Task, as_task_error, execute_timed
+from pileprep.runner.tasks import Stage, Task, as_task_error, execute_timed, task_errors
 from pileprep.core.config import ClusterConfig
 from pileprep.core.errors import BadRecordError, ClusterError
 from pileprep.core.progress import Progress, log
@@ -296,13 +296,8 @@ class Runner:
         """Work the driver does itself, too small for a task: an error in it reported as task
         ``name``'s would be (one line), its CPU seconds counted for ``stage`` as a task's."""
         start = time.thread_time()
-        try:
+        with task_errors(name):
             yield
-        except Exception as exc:
-            error = as_task_error(name, exc)
-            if error is exc:
-                raise
-            raise error from exc
         self.busy[stage] = self.busy.get(stage, 0.0) + time.thread_time() - start
 
     def move_busy(self, source: str, seconds: dict[str, float]) -> None:

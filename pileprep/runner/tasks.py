@@ -14,13 +14,14 @@ with ``outputs()``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import traceback
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pileprep.core import atomic, faults
 from pileprep.core.errors import FormatError, PilePrepError, TaskError
@@ -79,18 +80,25 @@ def execute_timed(task: Task) -> tuple[Any, float]:
     time would count the other users' processes too). The thread's, not the process's: a
     worker may run a second task in another thread while a read waits (ingest.READ_AHEAD)."""
     start = time.thread_time()
-    try:
+    with task_errors(task.name):
         result = task.fn(**task.kwargs)
         seconds = time.thread_time() - start
         faults.checkpoint(task.stage)
-    except Exception as exc:
-        error = as_task_error(task.name, exc)
-        if error is exc:
-            raise
-        raise error from exc
     encoded = result.to_json() if hasattr(result, "to_json") else result
     atomic.write_json(task.done, {"inputs": _as_json(task.inputs), "result": encoded})
     return result, seconds
+
+
+@contextlib.contextmanager
+def task_errors(name: str) -> Iterator[None]:
+    """Raise what the block raises as :func:`as_task_error` reports it for task ``name``."""
+    try:
+        yield
+    except Exception as exc:
+        error = as_task_error(name, exc)
+        if error is exc:
+            raise
+        raise error from exc
 
 
 def as_task_error(name: str, exc: BaseException) -> BaseException:
