@@ -45,9 +45,9 @@ def test_synth_then_build_from_the_command_line(tmp_path, tokenizer_spec):
             "--batch-size", "64", "--train-iters", "4000")
     assert r.returncode == 0, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert lines[0] == "warning: --threshold without --dedup: no near-duplicates are removed"
-    assert len(lines) == 2 and lines[1].startswith("warning: 4,000 steps x 64 sequences of 128")
-    assert "--train-iters" in lines[1]
+    assert lines[1] == "warning: --threshold without --dedup: no near-duplicates were removed"
+    assert len(lines) == 2 and lines[0].startswith("warning: 4,000 steps x 64 sequences of 128")
+    assert "--train-iters" in lines[0]
     assert len(list(out.glob("pile_text_document_train_0_indexmap_201ns_128sl_1234s_packedpi_ac_*_idx.npy"))) == 3
 
 

@@ -53,13 +53,14 @@ def cmd_build(args) -> int:
 
     cfg = flags.build_config(args)
     cfg.validate()  # a bad setting is reported before any process starts
-    if not cfg.dedup.enabled and (unused := flags.dedup_flags_given(args)):
-        print(f"warning: {', '.join(unused)} without --dedup: no near-duplicates are removed",
-              file=sys.stderr)
     prefork.start_for(cfg)  # the workers' server warms up while the pipeline's code loads
     from pileprep.jobs.build import build
 
     report = build(cfg, overwrite=args.overwrite)
+    # Said once the build is done: a build that fails says only its error, in one line.
+    if not cfg.dedup.enabled and (unused := flags.dedup_flags_given(args)):
+        print(f"warning: {', '.join(unused)} without --dedup: no near-duplicates were removed",
+              file=sys.stderr)
     return 0 if report else 1
 
 
